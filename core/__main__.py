@@ -1,0 +1,5 @@
+import sys
+
+from genfw.cli import main
+
+sys.exit(main())

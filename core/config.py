@@ -1,0 +1,277 @@
+"""Run configuration: a config file (YAML or TOML) plus command-line overrides, resolved against
+the registry into validated components.
+
+The config is a mapping. Component keys hold a name, or a name with options::
+
+    variant: {name: wae, latent_dim: 8}
+    dataset: digits
+    prior: {name: spike_slab, alpha: 0.3}
+    regularisers: {mmd: {weight: 10.0}}   # name -> options; the variant's own are merged in
+    metrics: {mode_coverage: {}}
+    train: {steps: 3000, batch_size: 64, seed: 0}
+
+Besides ``variant``, ``dataset``, ``regularisers``, ``metrics`` and ``train``, the valid keys
+are the variant's slots (``genfw list variant`` shows them). On the command line,
+``--prior spike_slab`` sets a name, ``--prior.alpha 0.3`` (or ``--set prior.alpha=0.3``) an
+option; values are read as YAML (``0.3``, ``true``, ``[64, 64]``). The resolved config, with
+every default filled in, is written to the run folder and replays the run exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import tomllib
+import yaml
+
+from genfw.errors import GenfwError, choices
+from genfw.registry import Component, ComponentSpec, PluginInfo, Registry, converter, structure_options
+
+DEFAULT_VARIANT = "gan"
+DEFAULT_DATASET = "digits"  # embedded, no download
+
+
+@attrs.define
+class TrainOptions:
+    """How long and how a run trains, logs, samples, evaluates and checkpoints."""
+
+    steps: int = attrs.field(default=3000, validator=attrs.validators.ge(1))
+    batch_size: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    seed: int = 0
+    log_every: int = attrs.field(default=50, validator=attrs.validators.ge(1))  # steps between logs
+    sample_every: int = attrs.field(default=1000, validator=attrs.validators.ge(0))  # 0: at the end only
+    eval_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # 0: at the end only
+    checkpoint_every: int = attrs.field(default=1000, validator=attrs.validators.ge(0))  # 0: at the end
+    keep_checkpoints: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    grid: int = attrs.field(default=64, validator=attrs.validators.ge(1))  # samples in a PNG grid
+    mixed_precision: str = attrs.field(default="no", validator=attrs.validators.in_(("no", "fp16", "bf16")))
+    cpu: bool = False  # train on the CPU even where a GPU is available
+    progress: bool = True  # tqdm progress bar
+
+
+TRAIN = Component(
+    kind="section",
+    name="train",
+    factory=TrainOptions,
+    options=TrainOptions,
+    plugin=PluginInfo(name="genfw"),
+)
+
+SECTIONS = ("variant", "dataset", "regularisers", "metrics", "train")
+
+
+@attrs.frozen
+class RunConfig:
+    """A resolved run: every component chosen and its options validated."""
+
+    variant: ComponentSpec
+    dataset: ComponentSpec
+    slots: dict[str, ComponentSpec]
+    regularisers: dict[str, ComponentSpec]
+    metrics: dict[str, ComponentSpec]
+    train: TrainOptions
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data; :func:`resolve` of it gives this config back."""
+
+        def entry(spec: ComponentSpec) -> dict[str, Any]:
+            return {"name": spec.name, **converter.unstructure(spec.options)}
+
+        out: dict[str, Any] = {"variant": entry(self.variant), "dataset": entry(self.dataset)}
+        out.update({slot: entry(spec) for slot, spec in self.slots.items()})
+        out["regularisers"] = {n: converter.unstructure(s.options) for n, s in self.regularisers.items()}
+        out["metrics"] = {n: converter.unstructure(s.options) for n, s in self.metrics.items()}
+        out["train"] = converter.unstructure(self.train)
+        return out
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file into a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenfwError(f"config file {path} does not exist; give a .yaml, .yml or .toml file")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise GenfwError(f"config file {path}: unknown format '{path.suffix}'; use .yaml, .yml or .toml")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise GenfwError(f"config file {path} is not valid: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise GenfwError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value, read as YAML: ``0.3`` -> float, ``[1, 2]`` -> list, ``abc`` -> str."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``a.b.c = value`` in a nested mapping. A component given by name becomes
+    ``{"name": name}`` so options can be set beside it."""
+    parts = path.split(".")
+    if any(not p for p in parts):
+        raise GenfwError(f"invalid config key '{path}'")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if isinstance(child, str) and i == 0 and part not in ("regularisers", "metrics", "train"):
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise GenfwError(f"config key '{'.'.join(parts[: i + 1])}' holds {child!r}, not a mapping")
+        node[part] = child
+        node = child
+    last = parts[-1]
+    if len(parts) == 1 and isinstance(node.get(last), dict) and not isinstance(value, dict):
+        node[last]["name"] = value  # --prior spike_slab keeps --prior.alpha given before it
+    else:
+        node[last] = value
+
+
+def merge(base: dict[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
+    tree = _deepcopy(base)
+    for path, value in overrides:
+        set_path(tree, path, value)
+    return tree
+
+
+def _deepcopy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deepcopy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deepcopy(v) for v in obj]
+    return obj
+
+
+# --- resolving -------------------------------------------------------------------------------------
+
+
+def _split(value: Any, where: str) -> tuple[str | None, dict[str, Any]]:
+    """A component entry, ``"name"`` or ``{"name": ..., **options}``, as (name, options)."""
+    if value is None:
+        return None, {}
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, Mapping):
+        opts = dict(value)
+        name = opts.pop("name", None)
+        if name is not None and not isinstance(name, str):
+            raise GenfwError(f"{where}.name: expected a component name, got {name!r}")
+        return name, opts
+    raise GenfwError(f"{where}: expected a component name or a mapping with 'name', got {value!r}")
+
+
+def _named_map(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``regularisers``/``metrics``: a mapping name -> options (a list of names also works)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        value = {str(v): {} for v in value}
+    if not isinstance(value, Mapping):
+        raise GenfwError(f"{where}: expected a mapping of name -> options, got {value!r}")
+    out = {}
+    for name, opts in value.items():
+        if opts is None:
+            opts = {}
+        if not isinstance(opts, Mapping):
+            raise GenfwError(f"{where}.{name}: expected a mapping of options, got {opts!r}")
+        out[str(name)] = dict(opts)
+    return out
+
+
+def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
+    """Validate a config mapping against the registry; fill in every default."""
+    variant_name, variant_opts = _split(raw.get("variant"), "variant")
+    variant = registry.spec("variant", variant_name or DEFAULT_VARIANT, variant_opts, where="variant")
+    vcls = variant.component.factory
+    slots: Mapping[str, Any] = getattr(vcls, "slots", {})
+
+    unknown = sorted(set(raw) - set(SECTIONS) - set(slots))
+    if unknown:
+        key = unknown[0]
+        kinds = {"generator", "critic", "encoder", "prior", "loss", "regulariser", "metric"}
+        if key in kinds or any(
+            key in getattr(v.factory, "slots", {}) for v in registry.all("variant").values()
+        ):
+            raise GenfwError(f"variant '{variant.name}' has no slot '{key}'; its slots: {choices(slots)}")
+        raise GenfwError(
+            f"unknown config key '{key}'; valid keys for variant '{variant.name}': "
+            f"{choices([*SECTIONS, *slots])}"
+        )
+
+    dataset_name, dataset_opts = _split(raw.get("dataset"), "dataset")
+    dataset_default = getattr(vcls, "default_dataset", DEFAULT_DATASET)
+    dataset = registry.spec("dataset", dataset_name or dataset_default, dataset_opts, where="dataset")
+
+    chosen: dict[str, ComponentSpec] = {}
+    for slot_name, slot in slots.items():
+        name, opts = _split(raw.get(slot_name), slot_name)
+        spec = registry.spec(slot.kind, name or slot.default, opts, where=slot_name)
+        role = getattr(spec.component.factory, "role", None)
+        if slot.role is not None and role != slot.role:
+            fitting = [
+                c.name
+                for c in registry.all(slot.kind).values()
+                if getattr(c.factory, "role", None) == slot.role
+            ]
+            raise GenfwError(
+                f"{slot_name}: {slot.kind} '{spec.name}' is a {role or 'generic'} {slot.kind}, "
+                f"but slot '{slot_name}' of variant '{variant.name}' takes {slot.role} ones: {choices(fitting)}"
+            )
+        chosen[slot_name] = spec
+
+    regs_raw = {n: dict(o) for n, o in getattr(vcls, "regularisers", {}).items()}
+    for name, opts in _named_map(raw.get("regularisers"), "regularisers").items():
+        regs_raw.setdefault(name, {}).update(opts)
+    phases: tuple[str, ...] = tuple(getattr(vcls, "phases", ()))
+    regularisers = {}
+    for name, opts in regs_raw.items():
+        spec = registry.spec("regulariser", name, opts, where=f"regularisers.{name}")
+        applies = tuple(getattr(spec.component.factory, "phases", ()))
+        if phases and applies and not set(applies) & set(phases):
+            fitting = [
+                v.name
+                for v in registry.all("variant").values()
+                if set(getattr(v.factory, "phases", ())) & set(applies)
+            ]
+            raise GenfwError(
+                f"regulariser '{name}' applies to {'/'.join(applies)} phases, which variant "
+                f"'{variant.name}' does not have (it has {', '.join(phases)}); variants it applies to: "
+                f"{choices(fitting)}"
+            )
+        regularisers[name] = spec
+
+    metrics_raw = raw.get("metrics")
+    if metrics_raw is None:
+        metrics_raw = list(getattr(dataset.component.factory, "default_metrics", ()))
+    metrics = {
+        name: registry.spec("metric", name, opts, where=f"metrics.{name}")
+        for name, opts in _named_map(metrics_raw, "metrics").items()
+    }
+
+    train = structure_options(TRAIN, raw.get("train") or {}, where="train")
+    return RunConfig(
+        variant=variant,
+        dataset=dataset,
+        slots=chosen,
+        regularisers=regularisers,
+        metrics=metrics,
+        train=train,
+    )

@@ -1,0 +1,197 @@
+"""Hook specifications: one registration hook per kind of component.
+
+Every hook receives ``register``, a callback owned by the host::
+
+    register(name, factory, options=OptionsClass, help="one line")
+
+``factory`` is called later as ``factory(options_instance, **context)`` where ``context`` is the
+keyword set documented on each hook below. ``options`` is an attrs class (the component's
+options, validated from config with cattrs); omit it for a component without options.
+The host owns the table: a duplicate name, a factory that is not callable or an options class that
+is not attrs is an error naming the plugin and its distribution.
+
+Hooks are called with keyword arguments only, so a spec may gain arguments later without
+breaking implementations. A plugin implements any subset of them::
+
+    import genfw
+
+    @genfw.hookimpl
+    def genfw_register_losses(register):
+        register("least_squares", LeastSquares, options=LeastSquaresOptions)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pluggy
+
+PROJECT = "genfw"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    def __call__(
+        self, name: str, factory: Any, *, options: type | None = None, help: str | None = None
+    ) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def genfw_register_generators(register: Register) -> None:
+    """Register generator networks (also the decoders of autoencoders).
+
+    The factory is called as ``factory(options, latent_dim=int, out_shape=tuple[int, ...],
+    num_classes=int)`` and returns a ``torch.nn.Module`` whose ``forward(z, y=None)`` maps codes
+    ``(B, latent_dim)`` (and labels ``(B,)`` when ``num_classes > 0``) to samples
+    ``(B, *out_shape)``. Image outputs live in ``[-1, 1]`` unless the variant asks otherwise
+    through options.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+@hookspec
+def genfw_register_critics(register: Register) -> None:
+    """Register critic (discriminator) networks.
+
+    The factory is called as ``factory(options, in_shape=tuple[int, ...], out_dim=int,
+    num_classes=int)`` and returns a ``torch.nn.Module`` whose ``forward(x, y=None)`` maps
+    ``(B, *in_shape)`` to raw scores ``(B, out_dim)`` (logits, no final activation). A latent
+    critic (AAE, WAE-GAN) is the same thing with ``in_shape=(latent_dim,)``.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+@hookspec
+def genfw_register_encoders(register: Register) -> None:
+    """Register encoder networks.
+
+    The factory is called as ``factory(options, in_shape=tuple[int, ...], out_dim=int,
+    num_classes=int)`` and returns a ``torch.nn.Module`` whose ``forward(x, y=None)`` maps
+    ``(B, *in_shape)`` to ``(B, out_dim)``. A stochastic encoder is asked for
+    ``out_dim = 2 * latent_dim`` (mean and log-variance) by its variant.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributions and objectives
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def genfw_register_priors(register: Register) -> None:
+    """Register latent priors.
+
+    The factory is called as ``factory(options, dim=int)`` and returns an object with
+    ``dim: int``, ``sample(n, *, device, generator=None) -> Tensor (n, dim)`` and
+    ``log_prob(z) -> Tensor (n,)`` (raise ``NotImplementedError`` where no density exists).
+    A prior may define ``kl_from_normal(mu, logvar) -> Tensor (n,)`` when the KL divergence
+    from a diagonal Gaussian posterior has a closed form (the VAE needs it).
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+@hookspec
+def genfw_register_losses(register: Register) -> None:
+    """Register losses. The factory is called as ``factory(options)``.
+
+    The object declares ``role``:
+
+    - ``"adversarial"``: ``critic_loss(real_scores, fake_scores) -> scalar`` (minimised by the
+      critic) and ``generator_loss(fake_scores, real_scores=None) -> scalar`` (minimised by the
+      generator). Scores are raw critic outputs of shape ``(B,)``.
+    - ``"reconstruction"``: ``__call__(x_hat, x) -> Tensor (B,)``, a per-example cost (e.g. a
+      negative log-likelihood summed over dimensions).
+
+    A variant's loss slot takes losses of one role; the error for a mismatch lists the valid ones.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+@hookspec
+def genfw_register_regularisers(register: Register) -> None:
+    """Register regularisers: a term added to one phase's objective, or a constraint after it.
+
+    The factory is called as ``factory(options)`` and returns an object with
+
+    - ``phases: tuple[str, ...]``: phase names it can attach to (``"critic"``, ``"generator"``,
+      ``"autoencoder"``, ...);
+    - ``needs: tuple[str, ...]``: keys of the phase context it reads (e.g. ``"real"``,
+      ``"fake"``, ``"critic"``, ``"mu"``, ``"logvar"``);
+    - ``penalty(ctx: dict) -> Tensor`` scalar, already multiplied by its weight, or ``None``
+      for a pure constraint;
+    - optionally ``after_step(modules: list[torch.nn.Module]) -> None``, run after the
+      optimiser step of the phase (e.g. weight clipping).
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+@hookspec
+def genfw_register_metrics(register: Register) -> None:
+    """Register metrics. The factory is called as ``factory(options)``.
+
+    The object is called as ``metric(ctx: genfw.EvalContext) -> dict[str, float]``; ``ctx``
+    gives generated samples, real data, the dataset and the model. A metric that cannot apply
+    (wrong data set) raises :class:`genfw.GenfwError` saying what it needs.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes and data
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def genfw_register_variants(register: Register) -> None:
+    """Register variants: named training recipes (``gan``, ``wgan-gp``, ``vae``, ``wae``, ...).
+
+    The factory is a class (or callable) with a class attribute ``slots: dict[str, genfw.Slot]``
+    (the components it is built from, with their defaults) and optionally
+    ``regularisers: dict[str, dict]`` (regularisers it always attaches, with options). It is
+    called as ``factory(options)`` and the object's ``build(ctx: genfw.BuildContext)`` returns a
+    :class:`genfw.Model`: modules, phases and a sampler.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+@hookspec
+def genfw_register_datasets(register: Register) -> None:
+    """Register data sets. The factory is called as ``factory(options)``.
+
+    It returns a :class:`genfw.GenDataset`: a ``torch.utils.data.Dataset`` of ``(x, y)`` pairs
+    (``y`` an int label, ``-1`` where there is none) with ``shape``, ``num_classes`` and
+    ``kind`` (``"image"`` or ``"points"``). In-memory data sets also expose ``tensors``
+    ``(X, Y)`` so the loop can batch by indexing. A missing path is a :class:`genfw.GenfwError`.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+KINDS: dict[str, str] = {
+    # kind -> hook name. The order is the order of `genfw list`.
+    "variant": "genfw_register_variants",
+    "dataset": "genfw_register_datasets",
+    "generator": "genfw_register_generators",
+    "critic": "genfw_register_critics",
+    "encoder": "genfw_register_encoders",
+    "prior": "genfw_register_priors",
+    "loss": "genfw_register_losses",
+    "regulariser": "genfw_register_regularisers",
+    "metric": "genfw_register_metrics",
+}

@@ -1,0 +1,186 @@
+"""The contract between a variant and the training loop.
+
+A variant turns its components into a :class:`Model`: named modules and a list of
+:class:`Phase` objects. A phase is one optimisation step of one player. The loop knows nothing
+of GANs or autoencoders; it runs phases in order (each ``repeats`` times per training step),
+adds the attached regularisers' penalties, back-propagates through Accelerate and steps.
+
+A GAN is "critic phase, then generator phase"; a VAE is one "autoencoder" phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from genfw.registry import ComponentSpec
+
+
+@attrs.frozen
+class Slot:
+    """A component a variant is built from, e.g. ``Slot("prior", "normal")``.
+
+    ``role`` narrows the kind where one kind has several interfaces: losses are
+    ``"adversarial"`` or ``"reconstruction"``.
+    """
+
+    kind: str
+    default: str
+    role: str | None = None
+    help: str = ""
+
+
+@attrs.frozen
+class Optim:
+    """An optimiser recipe; ``genfw.train.make_optimizer`` turns it into a torch optimiser."""
+
+    name: str = "adam"  # adam | rmsprop | sgd
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+
+
+@attrs.frozen
+class Batch:
+    """One batch on the training device: data ``x (B, *shape)`` and labels ``y (B,)``."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@attrs.define
+class PhaseOutput:
+    """What a phase computed.
+
+    ``loss`` is the scalar the phase minimises, before regularisers. ``context`` holds the
+    tensors regularisers may read (the keys the phase declares in ``provides``). ``logs`` holds
+    extra scalars to log, as tensors (the loop syncs them only when it logs).
+    """
+
+    loss: Tensor
+    context: dict[str, Any] = attrs.field(factory=dict)
+    logs: dict[str, Tensor] = attrs.field(factory=dict)
+
+
+class Modules(dict):
+    """The model's modules by name, readable as attributes: ``m.generator``, ``m.critic``.
+
+    The loop hands phases the modules as prepared by Accelerate (possibly DDP-wrapped), so a
+    phase must read its networks from here, never from the variant object.
+    """
+
+    def __getattr__(self, name: str) -> nn.Module:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@attrs.define
+class Phase:
+    """One optimisation step of one player.
+
+    ``step(batch, m)`` computes the objective. ``modules`` names the modules whose parameters the
+    phase's optimiser updates. ``repeats`` runs the phase several times per training step (e.g.
+    ``n_critic = 5``), each on a fresh batch when ``fresh_batch`` is true; a phase that only needs
+    the batch size and labels (a generator step) sets ``fresh_batch=False`` and reuses the last.
+    ``provides`` lists the context keys regularisers may ask for.
+    """
+
+    name: str
+    modules: tuple[str, ...]
+    step: Callable[[Batch, Modules], PhaseOutput]
+    optim: Optim = Optim()
+    repeats: int = 1
+    fresh_batch: bool = True
+    provides: frozenset[str] = frozenset()
+
+
+@attrs.define
+class Model:
+    """What a variant builds.
+
+    ``sample(m, n, y)`` draws ``n`` samples (labels ``y (n,)`` or ``None``) with the modules ``m``.
+    ``export`` names the modules saved as ``generator.safetensors`` for sampling.
+    ``reconstruct(m, x, y)``, for autoencoders, encodes and decodes.
+    """
+
+    modules: dict[str, nn.Module]
+    phases: list[Phase]
+    sample: Callable[[Modules, int, Tensor | None], Tensor]
+    export: tuple[str, ...] = ("generator",)
+    reconstruct: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
+
+
+@attrs.frozen
+class DataInfo:
+    """What a variant may know of the data: sample shape, number of classes (0: none), kind."""
+
+    shape: tuple[int, ...]
+    num_classes: int = 0
+    kind: str = "image"
+
+
+@attrs.frozen
+class BuildContext:
+    """Passed to ``Variant.build``: the chosen component for each slot, and the data's shape.
+
+    ``components["prior"].build(dim=8)`` calls the chosen prior's factory with its validated
+    options.
+    """
+
+    components: Mapping[str, ComponentSpec]
+    data: DataInfo
+
+    def __getitem__(self, slot: str) -> ComponentSpec:
+        return self.components[slot]
+
+
+class GenDataset(torch.utils.data.Dataset):
+    """Base class for data sets: ``(x, y)`` items, with ``shape``, ``num_classes``, ``kind``.
+
+    In-memory data sets set ``tensors = (X, Y)`` with ``X (N, *shape)`` float and ``Y (N,)``
+    long (``-1`` where unlabelled); the base class then provides ``__len__``/``__getitem__``.
+    """
+
+    shape: tuple[int, ...]
+    num_classes: int = 0
+    kind: str = "image"
+    tensors: tuple[Tensor, Tensor] | None = None
+
+    def __len__(self) -> int:
+        assert self.tensors is not None, "set tensors or override __len__"
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        assert self.tensors is not None, "set tensors or override __getitem__"
+        return self.tensors[0][i], int(self.tensors[1][i])
+
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(shape=tuple(self.shape), num_classes=self.num_classes, kind=self.kind)
+
+
+@attrs.define
+class EvalContext:
+    """What a metric sees.
+
+    ``sample(n)`` draws ``n`` generated samples (on CPU, float32). ``real(n)`` draws ``n`` real
+    examples, reproducibly. ``dataset`` is the run's :class:`GenDataset`; ``modules`` and
+    ``model`` the trained model (for reconstructions and likelihoods), ``device`` where it lives.
+    """
+
+    sample: Callable[[int], Tensor]
+    real: Callable[[int], Tensor]
+    dataset: GenDataset
+    model: Model | None = None
+    modules: Modules | None = None
+    device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))

@@ -1,0 +1,228 @@
+"""The host's table of components: one namespace per kind, filled by registration hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+import cattrs
+import cattrs.v
+
+from genfw.errors import GenfwError, choices, plural
+from genfw.hookspecs import KINDS
+
+
+@attrs.define
+class NoOptions:
+    """Options class of a component that takes none."""
+
+
+@attrs.frozen
+class PluginInfo:
+    """Where components came from: entry-point name, distribution and version, module."""
+
+    name: str
+    dist: str = "(not installed)"
+    version: str = ""
+    module: str = ""
+
+    def describe(self) -> str:
+        dist = f"{self.dist} {self.version}".strip()
+        return f"plugin '{self.name}' (distribution {dist})"
+
+
+@attrs.frozen
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    options: type
+    plugin: PluginInfo
+    help: str = ""
+
+    def option_fields(self) -> list[tuple[str, str, Any]]:
+        """``(name, type, default)`` for each option, for listings and error messages."""
+        out = []
+        for f in attrs.fields(self.options):
+            if f.default is attrs.NOTHING:
+                default: Any = "(required)"
+            elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+                default = f.default.factory()
+            else:
+                default = f.default
+            tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            out.append((f.name, str(tname), default))
+        return out
+
+
+@attrs.frozen
+class ComponentSpec:
+    """A chosen component with validated options; ``build(**context)`` makes the object."""
+
+    component: Component
+    options: Any
+
+    @property
+    def name(self) -> str:
+        return self.component.name
+
+    def build(self, **context: Any) -> Any:
+        return self.component.factory(self.options, **context)
+
+
+def _first_line(obj: Any) -> str:
+    doc = getattr(obj, "__doc__", None) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry:
+    """Components by kind and name. Duplicate names and malformed registrations are errors."""
+
+    def __init__(self) -> None:
+        self._table: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+
+    def registrar(self, kind: str, plugin: PluginInfo) -> Callable[..., None]:
+        """The ``register`` callback handed to one plugin's hook for ``kind``."""
+
+        def register(
+            name: str, factory: Any, *, options: type | None = None, help: str | None = None
+        ) -> None:
+            where = plugin.describe()
+            if not isinstance(name, str) or not name:
+                raise GenfwError(f"{where} registered a {kind} with an invalid name {name!r}")
+            if not callable(factory):
+                raise GenfwError(f"{where} registered {kind} '{name}' with a factory that is not callable")
+            if options is None:
+                options = NoOptions
+            if not attrs.has(options):
+                raise GenfwError(
+                    f"{where} registered {kind} '{name}' with options {options!r}, which is not an attrs class"
+                )
+            existing = self._table[kind].get(name)
+            if existing is not None:
+                raise GenfwError(
+                    f"{kind} '{name}' is registered twice: by {existing.plugin.describe()} and by {where}"
+                )
+            self._table[kind][name] = Component(
+                kind=kind,
+                name=name,
+                factory=factory,
+                options=options,
+                plugin=plugin,
+                help=help if help is not None else _first_line(factory),
+            )
+
+        return register
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._table[kind])
+
+    def all(self, kind: str) -> Mapping[str, Component]:
+        return self._table[kind]
+
+    def __iter__(self) -> Iterator[Component]:
+        for kind in KINDS:
+            yield from self._table[kind].values()
+
+    def get(self, kind: str, name: str, *, where: str | None = None) -> Component:
+        if kind not in self._table:
+            raise GenfwError(f"unknown component kind '{kind}'; valid kinds: {choices(KINDS)}")
+        try:
+            return self._table[kind][name]
+        except KeyError:
+            label = where or kind
+            raise GenfwError(
+                f"unknown {kind} '{name}' for {label}; registered {plural(kind)}: {choices(self._table[kind])}"
+            ) from None
+
+    def spec(
+        self, kind: str, name: str, options: Mapping[str, Any] | None = None, *, where: str
+    ) -> ComponentSpec:
+        """Look up ``name`` and validate ``options`` against its options class.
+
+        ``where`` is the config path used in errors (``prior``, ``regularisers.mmd``).
+        """
+        component = self.get(kind, name, where=where)
+        return ComponentSpec(component, structure_options(component, options or {}, where=where))
+
+
+# --- options validation -------------------------------------------------------------------------
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def make_converter() -> cattrs.Converter:
+    """A cattrs converter that refuses unknown keys and does not coerce types silently."""
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(str, _strict_str)
+    return conv
+
+
+converter = make_converter()
+
+
+def describe_options(component: Component) -> str:
+    fields = component.option_fields()
+    if not fields:
+        return f"{component.kind} '{component.name}' takes no options"
+    listed = ", ".join(f"{n}: {t} = {d!r}" for n, t, d in fields)
+    return f"options of {component.kind} '{component.name}': {listed}"
+
+
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    # Our strict hooks and attrs validators say what was wrong; keep their words.
+    if (
+        isinstance(exc, (TypeError, ValueError))
+        and str(exc)
+        and not isinstance(exc, cattrs.BaseValidationError)
+    ):
+        return " ".join(str(exc).split())
+    return cattrs.v.format_exception(exc, type_)
+
+
+def structure_options(component: Component, raw: Mapping[str, Any], *, where: str) -> Any:
+    """Structure ``raw`` into ``component.options``; errors give the full key path."""
+    if not isinstance(raw, Mapping):
+        raise GenfwError(f"{where}: expected a mapping of options, got {raw!r}")
+    valid = {f.name for f in attrs.fields(component.options)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise GenfwError(f"{where}.{unknown[0]}: unknown option; {describe_options(component)}")
+    try:
+        return converter.structure(dict(raw), component.options)
+    except cattrs.BaseValidationError as exc:
+        messages = cattrs.transform_error(exc, path=where, format_exception=_format_exception)
+        first = messages[0] if messages else str(exc)
+        # cattrs says "invalid value for type, expected int @ $.x"; make it "x: ...".
+        if " @ " in first:
+            msg, path = first.rsplit(" @ ", 1)
+            first = f"{path}: {msg}"
+        raise GenfwError(f"{first}; {describe_options(component)}") from None
+    except (TypeError, ValueError) as exc:  # attrs validators raise these from __init__
+        raise GenfwError(f"{where}: {exc}") from None

@@ -1,0 +1,537 @@
+"""The training loop, on Hugging Face Accelerate.
+
+It knows nothing of GANs or autoencoders: it builds the variant's :class:`~genfw.Model`, then for
+each step runs every phase (``repeats`` times), adds the attached regularisers' penalties,
+back-propagates with ``accelerator.backward``, steps that phase's optimiser and applies
+post-step constraints. Around that: logging (``metrics.jsonl``, TensorBoard, tqdm), sample grids,
+metrics and checkpoints, all on the main process.
+
+Where is a loss computed? In the variant's phase ``step`` (e.g. ``genfw_plugins/gan.py``) with the
+loss component of its slot (``genfw_plugins/losses.py``); regularisers in
+``genfw_plugins/regularisers.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import Tensor, nn
+
+from genfw import checkpoint, images
+from genfw.config import RunConfig
+from genfw.errors import GenfwError
+from genfw.model import Batch, BuildContext, EvalContext, GenDataset, Model, Modules, Optim, Phase
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+EXPORT_FILE = "generator.safetensors"
+GRID_SEED = 1234  # fixed noise for sample grids, so grids over training are comparable
+
+
+# --- building ------------------------------------------------------------------------------------
+
+
+def make_optimizer(optim: Optim, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    if optim.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.name == "sgd":
+        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.betas[0], weight_decay=optim.weight_decay)
+    raise GenfwError(f"unknown optimiser '{optim.name}'; valid: adam, rmsprop, sgd")
+
+
+@attrs.define
+class Built:
+    """Everything a run is made of, before Accelerate wraps it."""
+
+    cfg: RunConfig
+    dataset: GenDataset
+    model: Model
+    regularisers: dict[str, list[tuple[str, Any]]]  # phase name -> [(name, regulariser)]
+    metrics: dict[str, Any]
+
+
+def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
+    """Build the data set, the variant's model, its regularisers and metrics from a config."""
+    dataset = cfg.dataset.build() if dataset is None else dataset
+    variant = cfg.variant.build()
+    model = variant.build(BuildContext(components=cfg.slots, data=dataset.info))
+    phase_names = [p.name for p in model.phases]
+    regs: dict[str, list[tuple[str, Any]]] = {p.name: [] for p in model.phases}
+    for name, spec in cfg.regularisers.items():
+        reg = spec.build()
+        targets = [p for p in model.phases if p.name in reg.phases]
+        if not targets:
+            raise GenfwError(
+                f"regulariser '{name}' applies to {'/'.join(reg.phases)} phases; variant "
+                f"'{cfg.variant.name}' has phases {', '.join(phase_names)}"
+            )
+        for phase in targets:
+            missing = sorted(set(reg.needs) - set(phase.provides))
+            if missing:
+                raise GenfwError(
+                    f"regulariser '{name}' needs {', '.join(missing)}, which phase '{phase.name}' of "
+                    f"variant '{cfg.variant.name}' does not provide (it provides {', '.join(sorted(phase.provides)) or 'nothing'})"
+                )
+            regs[phase.name].append((name, reg))
+    metrics = {name: spec.build() for name, spec in cfg.metrics.items()}
+    return Built(cfg=cfg, dataset=dataset, model=model, regularisers=regs, metrics=metrics)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+class TensorLoader:
+    """Endless shuffled batches from in-memory tensors, sharded over processes.
+
+    Every process draws the same permutation (seeded by seed and epoch) and takes its own slice of
+    each global batch, so ``world`` processes see ``world`` different batches per step. The
+    position is checkpointed, so a resumed run continues the same sequence.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if batch_size * world > x.shape[0]:
+            raise GenfwError(
+                f"train.batch_size {batch_size} x {world} process(es) exceeds the data set's {x.shape[0]} examples"
+            )
+        self.x, self.y = x, y
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.x.shape[0], generator=g).to(self.x.device)
+
+    def __next__(self) -> Batch:
+        span = self.batch_size * self.world
+        if self.pos + span > self.x.shape[0]:
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._perm = self._permutation()
+        start = self.pos + self.rank * self.batch_size
+        idx = self._perm[start : start + self.batch_size]
+        self.pos += span
+        return Batch(self.x[idx], self.y[idx])
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation()
+
+
+def make_loader(dataset: GenDataset, batch_size: int, seed: int, accelerator: Accelerator) -> Iterator[Batch]:
+    if dataset.tensors is not None:
+        x, y = dataset.tensors
+        return TensorLoader(
+            x.to(accelerator.device, torch.float32),
+            y.to(accelerator.device, torch.long),
+            batch_size,
+            seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
+    g = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=g
+    )
+    if len(loader) == 0:
+        raise GenfwError(f"train.batch_size {batch_size} exceeds the data set's {len(dataset)} examples")
+    loader = accelerator.prepare(loader)
+
+    def endless() -> Iterator[Batch]:
+        while True:
+            for x, y in loader:
+                yield Batch(x.float(), y.long())
+
+    return endless()
+
+
+def real_examples(dataset: GenDataset, n: int, seed: int = 0) -> Tensor:
+    """``n`` real examples drawn without replacement (all of them if fewer), reproducibly."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(dataset), generator=g)[:n]
+    if dataset.tensors is not None:
+        return dataset.tensors[0][idx].float()
+    return torch.stack([dataset[int(i)][0] for i in idx]).float()
+
+
+@torch.no_grad()
+def generate(model: Model, modules: Modules, n: int, num_classes: int = 0, chunk: int = 1000) -> Tensor:
+    """``n`` samples on the CPU, made in eval mode in chunks; class labels cycle where the data
+    set has classes."""
+    was_training = {k: mod.training for k, mod in modules.items()}
+    for mod in modules.values():
+        mod.eval()
+    out = []
+    try:
+        for start in range(0, n, chunk):
+            k = min(chunk, n - start)
+            y = None
+            if num_classes > 0:
+                y = torch.arange(start, start + k) % num_classes
+            out.append(model.sample(modules, k, y).float().cpu())
+    finally:
+        for k, mod in modules.items():
+            mod.train(was_training[k])
+    return torch.cat(out)
+
+
+def forked(seed: int, device: torch.device, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` with fixed RNG state, leaving the training streams untouched."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return fn()
+
+
+def evaluate(built: Built, modules: Modules, device: torch.device) -> dict[str, float]:
+    """Every metric of the run, as ``{"metric/key": value}``; reproducible (fixed seed)."""
+    ctx = EvalContext(
+        sample=lambda n: generate(built.model, modules, n, built.dataset.num_classes),
+        real=lambda n: real_examples(built.dataset, n),
+        dataset=built.dataset,
+        model=built.model,
+        modules=modules,
+        device=device,
+    )
+    results: dict[str, float] = {}
+    for name, metric in built.metrics.items():
+        values = forked(GRID_SEED + 1, device, lambda metric=metric: metric(ctx))
+        results.update({f"{name}/{k}": float(v) for k, v in values.items()})
+    return results
+
+
+# --- run folder ----------------------------------------------------------------------------------
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to write into an existing run unless asked to. Touches nothing."""
+    if resume:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise GenfwError(f"cannot resume: {run_dir} is not a genfw run folder (no {CONFIG_FILE})")
+        return
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if not overwrite:
+            raise GenfwError(
+                f"run folder {run_dir} already exists; pass --resume to continue it, "
+                f"--overwrite to replace it, or choose another --out"
+            )
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise GenfwError(
+                f"refusing to overwrite {run_dir}: it is not a genfw run folder (no {CONFIG_FILE}); "
+                f"choose another --out"
+            )
+
+
+def create_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """After :func:`check_run_dir` and a successful build: replace (``overwrite``) or create."""
+    if resume:
+        return
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+
+@attrs.define
+class Result:
+    run_dir: Path
+    step: int
+    last_logs: dict[str, float]
+    metrics: dict[str, float]
+
+
+class Trainer:
+    """One run: builds, prepares with Accelerate, trains, and writes the run folder."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False):
+        self.cfg, self.run_dir, self.opts = cfg, Path(run_dir), cfg.train
+        self.accelerator = Accelerator(cpu=self.opts.cpu, mixed_precision=self.opts.mixed_precision)
+        acc = self.accelerator
+        check_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+        set_seed(self.opts.seed, device_specific=True)  # seed + rank: each process its own noise
+        self.built = build(cfg)  # bad data paths and the like fail here, before anything is written
+        acc.wait_for_everyone()  # every rank has checked the folder before the main one changes it
+        if acc.is_main_process:
+            create_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+        acc.wait_for_everyone()
+        model = self.built.model
+        self.phases: list[Phase] = model.phases
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        for phase in self.phases:
+            params = list({id(p): p for n in phase.modules for p in model.modules[n].parameters()}.values())
+            self.optimizers[phase.name] = make_optimizer(phase.optim, params)
+
+        # Accelerate wraps modules (DDP on several processes) and optimisers.
+        names = list(model.modules)
+        prepared = acc.prepare(*model.modules.values(), *self.optimizers.values())
+        if len(names) + len(self.optimizers) == 1:
+            prepared = (prepared,)
+        self.m = Modules(zip(names, prepared[: len(names)], strict=True))
+        self.optimizers = dict(zip(self.optimizers, prepared[len(names) :], strict=True))
+        # Sampling and metrics run on the main process alone: use unwrapped modules (a DDP forward
+        # on one rank would wait for the others).
+        self.plain = Modules({n: acc.unwrap_model(mod) for n, mod in self.m.items()})
+        self.loader = make_loader(self.built.dataset, self.opts.batch_size, self.opts.seed, acc)
+
+        self.step = 0
+        if resume:
+            self._resume()
+        self.writer = None
+        if acc.is_main_process:
+            write_config(self.run_dir, cfg)
+            (self.run_dir / RUN_FILE).write_text(
+                json.dumps(
+                    {
+                        "genfw": __import__("genfw").__version__,
+                        "data": attrs.asdict(self.built.dataset.info),
+                        "processes": acc.num_processes,
+                        "command": sys.argv,
+                    },
+                    indent=1,
+                )
+            )
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self._real_cache: Tensor | None = None
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "modules": {n: mod.state_dict() for n, mod in self.plain.items()},
+            "optimizers": {n: opt.state_dict() for n, opt in self.optimizers.items()},
+            "step": self.step,
+            "world": self.accelerator.num_processes,
+            "rng": {"cpu": torch.get_rng_state()},
+        }
+        if torch.cuda.is_available():
+            state["rng"]["cuda"] = torch.cuda.get_rng_state()
+        if isinstance(self.loader, TensorLoader):
+            state["loader"] = self.loader.state_dict()
+        return state
+
+    def save(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            checkpoint.save(
+                self.run_dir / "checkpoints", self.step, self.state(), keep=self.opts.keep_checkpoints
+            )
+            export = {n: self.plain[n] for n in self.built.model.export}
+            checkpoint.save_weights(self.run_dir / EXPORT_FILE, export)
+        acc.wait_for_everyone()
+
+    def _resume(self) -> None:
+        path = checkpoint.find(self.run_dir / "checkpoints")
+        step, state = checkpoint.load(path)
+        for name, mod in self.plain.items():
+            if name not in state["modules"]:
+                raise GenfwError(f"checkpoint {path} has no weights for module '{name}'")
+            checkpoint.load_state(mod, state["modules"][name], f"checkpoint {path} [{name}]")
+        for name, opt in self.optimizers.items():
+            try:
+                opt.load_state_dict(state["optimizers"][name])
+            except (KeyError, ValueError) as exc:
+                raise GenfwError(
+                    f"checkpoint {path}: optimiser state of phase '{name}' does not fit ({exc})"
+                ) from None
+        if "loader" in state and isinstance(self.loader, TensorLoader):
+            self.loader.load_state_dict(state["loader"])
+        if state.get("world") == 1 and self.accelerator.num_processes == 1:
+            torch.set_rng_state(state["rng"]["cpu"])
+            if "cuda" in state["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state(state["rng"]["cuda"])
+        else:  # another world size: fresh, deterministic streams per process
+            set_seed(self.opts.seed + 7919 * step, device_specific=True)
+        self.step = step
+
+    # -- sampling and metrics (main process) ---------------------------------------------------
+    def sample_grid(self) -> None:
+        data, model = self.built.dataset, self.built.model
+        n = 2000 if data.kind == "points" else self.opts.grid
+        samples = forked(
+            GRID_SEED, self.accelerator.device, lambda: generate(model, self.plain, n, data.num_classes)
+        )
+        real = None
+        if data.kind == "points":
+            if self._real_cache is None:
+                self._real_cache = real_examples(data, 2000)
+            real = self._real_cache
+        picture = images.render(samples, data.kind, real)
+        images.save_png(picture, self.run_dir / "samples" / f"step_{self.step:07d}.png")
+        if self.writer is not None:
+            self.writer.add_image("samples", picture, self.step, dataformats="HWC")
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.built, self.plain, self.accelerator.device)
+
+    def log(self, record: dict[str, float]) -> None:
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps({"step": self.step, **record}) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if k != "time" and math.isfinite(v):
+                    self.writer.add_scalar(k, v, self.step)
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self) -> Result:
+        acc, opts, m = self.accelerator, self.opts, self.m
+        is_main = acc.is_main_process
+        regs = {p.name: self.built.regularisers[p.name] for p in self.phases}
+        constraints = {
+            p.name: [r.after_step for _, r in regs[p.name] if hasattr(r, "after_step")] for p in self.phases
+        }
+        params_of = {p.name: [self.plain[n] for n in p.modules] for p in self.phases}
+        pending: dict[str, list[Tensor]] = {}  # scalars since the last log, synced only when logged
+        last: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        bar = None
+        if is_main and opts.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=opts.steps, initial=self.step, dynamic_ncols=True, file=sys.stderr)
+        t0 = time.perf_counter()
+        batch: Batch | None = None
+
+        while self.step < opts.steps:
+            for phase in self.phases:
+                opt = self.optimizers[phase.name]
+                for _ in range(phase.repeats):
+                    if phase.fresh_batch or batch is None:
+                        batch = next(self.loader)
+                    with acc.autocast():
+                        out = phase.step(batch, m)
+                        loss = out.loss
+                        terms = {}
+                        for name, reg in regs[phase.name]:
+                            penalty = reg.penalty(out.context)
+                            if penalty is not None:
+                                loss = loss + penalty
+                                terms[name] = penalty
+                    opt.zero_grad(set_to_none=True)
+                    acc.backward(loss)
+                    opt.step()
+                    for constrain in constraints[phase.name]:
+                        constrain(params_of[phase.name])
+                # Log the last repeat of each phase: its whole objective, penalties and extra scalars.
+                pending.setdefault(f"{phase.name}/loss", []).append(loss.detach())
+                for name, value in terms.items():
+                    pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
+                for name, value in out.logs.items():
+                    pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
+            self.step += 1
+
+            final = self.step == opts.steps
+            if self.step % opts.log_every == 0 or final:
+                keys = list(pending)
+                means = torch.stack([torch.stack(pending[k]).float().mean() for k in keys]).tolist()
+                last = dict(zip(keys, means, strict=True))
+                pending.clear()
+                if not all(math.isfinite(v) for v in means):
+                    bad = [k for k, v in last.items() if not math.isfinite(v)]
+                    if is_main:
+                        self.log({**last, "time": time.perf_counter() - t0})
+                    raise GenfwError(
+                        f"training diverged at step {self.step}: {', '.join(bad)} is not finite; "
+                        f"lower the learning rate or change the variant's options"
+                    )
+                if is_main:
+                    self.log({**last, "time": time.perf_counter() - t0})
+                    if bar is not None:
+                        bar.set_postfix(
+                            {k: f"{v:.3g}" for k, v in last.items() if k.endswith("/loss")}, refresh=False
+                        )
+            if bar is not None:
+                bar.update(1)
+            if is_main and ((opts.sample_every and self.step % opts.sample_every == 0) or final):
+                self.sample_grid()
+            if is_main and ((opts.eval_every and self.step % opts.eval_every == 0) or final):
+                metrics = self.evaluate()
+                if metrics:
+                    self.log(metrics)
+            if (opts.checkpoint_every and self.step % opts.checkpoint_every == 0) or final:
+                self.save()
+
+        if bar is not None:
+            bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        acc.wait_for_everyone()
+        return Result(run_dir=self.run_dir, step=self.step, last_logs=last, metrics=metrics)
+
+
+def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Result:
+    return Trainer(cfg, run_dir, resume=resume, overwrite=overwrite).fit()
+
+
+# --- reading a finished run ------------------------------------------------------------------------
+
+
+def read_run(run_dir: Path, registry: Any, overrides: list[tuple[str, Any]] | None = None) -> RunConfig:
+    """The resolved config of a run folder (plus ``overrides``)."""
+    from genfw import config as config_mod
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise GenfwError(
+            f"{run_dir} is not a genfw run folder (no {CONFIG_FILE}); give the folder `genfw train` wrote"
+        )
+    raw = config_mod.merge(config_mod.load_file(run_dir / CONFIG_FILE), overrides or [])
+    return config_mod.resolve(raw, registry)
+
+
+def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built | None, Model, Modules]:
+    """Rebuild a run's model and load its weights.
+
+    With ``with_data`` the data set is built too and every module is loaded from the latest
+    checkpoint (for metrics and reconstructions); without, only the exported sampling modules are
+    loaded from ``generator.safetensors`` and the data set is not needed.
+    """
+    from genfw.model import DataInfo
+
+    run_dir = Path(run_dir)
+    if with_data:
+        built = build(cfg)
+        model = built.model
+        _, state = checkpoint.load(checkpoint.find(run_dir / "checkpoints"))
+        for name, mod in model.modules.items():
+            checkpoint.load_state(mod, state["modules"].get(name, {}), f"checkpoint of {run_dir} [{name}]")
+        return built, model, Modules(model.modules)
+    try:
+        info = json.loads((run_dir / RUN_FILE).read_text())["data"]
+        data = DataInfo(shape=tuple(info["shape"]), num_classes=info["num_classes"], kind=info["kind"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise GenfwError(f"{run_dir}/{RUN_FILE} is missing or unreadable ({exc})") from None
+    model = cfg.variant.build().build(BuildContext(components=cfg.slots, data=data))
+    checkpoint.load_weights(run_dir / EXPORT_FILE, {n: model.modules[n] for n in model.export})
+    return None, model, Modules(model.modules)

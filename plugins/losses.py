@@ -1,0 +1,187 @@
+"""Built-in losses.
+
+Adversarial losses (``role = "adversarial"``) take raw critic scores (logits), shape ``(B,)``:
+``minimax``, ``non_saturating``, ``wasserstein`` and ``hinge``. Reconstruction losses
+(``role = "reconstruction"``) return a per-example cost ``(B,)`` summed over all non-batch
+dimensions: ``mse``, ``l1``, ``gaussian`` and ``bernoulli``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch.nn.functional as F
+from torch import Tensor
+
+import genfw
+from genfw.hookspecs import Register
+
+# --- adversarial --------------------------------------------------------------------------------
+
+
+def _label_in_unit_interval(_: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{attribute.name} must be in (0, 1], got {value}")
+
+
+@attrs.define
+class GANLossOptions:
+    """Options of the minimax and non-saturating losses."""
+
+    # Target of real examples in the critic's cross-entropy; 0.9 is one-sided label smoothing
+    # (Salimans et al. 2016). Fake examples always have target 0.
+    real_label: float = attrs.field(default=1.0, validator=_label_in_unit_interval)
+
+
+class MinimaxLoss:
+    """Minimax GAN (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))."""
+
+    role = "adversarial"
+
+    def __init__(self, options: GANLossOptions) -> None:
+        self.real_label = options.real_label
+
+    def critic_loss(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+        """``-E log D(x) - E log(1 - D(G(z)))`` with ``D = sigmoid(score)``.
+
+        Written as cross-entropy against targets ``real_label`` and 0, i.e.
+        ``mean softplus(-r) + mean softplus(f)`` when ``real_label == 1``.
+        """
+        real_target = real_scores.new_full(real_scores.shape, self.real_label)
+        return F.binary_cross_entropy_with_logits(real_scores, real_target) + F.softplus(fake_scores).mean()
+
+    def generator_loss(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
+        # log(1 - sigmoid(f)) = -softplus(f); its gradient vanishes when D rejects the fakes.
+        return -F.softplus(fake_scores).mean()
+
+
+class NonSaturatingLoss(MinimaxLoss):
+    """Non-saturating GAN (Goodfellow et al. 2014): G minimises -log D(G(z))."""
+
+    def generator_loss(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
+        # -log sigmoid(f) = softplus(-f)
+        return F.softplus(-fake_scores).mean()
+
+
+class WassersteinLoss:
+    """Wasserstein GAN (Arjovsky et al. 2017): critic maximises E f(x) - E f(G(z))."""
+
+    role = "adversarial"
+
+    def __init__(self, options: Any = None) -> None:
+        pass
+
+    def critic_loss(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+        return fake_scores.mean() - real_scores.mean()
+
+    def generator_loss(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
+        return -fake_scores.mean()
+
+
+class HingeLoss:
+    """Hinge GAN (Lim & Ye 2017; SAGAN): critic relu(1 - r) + relu(1 + f), G -E f."""
+
+    role = "adversarial"
+
+    def __init__(self, options: Any = None) -> None:
+        pass
+
+    def critic_loss(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+        return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+
+    def generator_loss(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
+        return -fake_scores.mean()
+
+
+# --- reconstruction -----------------------------------------------------------------------------
+
+
+def _per_example(cost: Tensor) -> Tensor:
+    """Sum an elementwise cost ``(B, ...)`` over all non-batch dimensions -> ``(B,)``."""
+    return cost.flatten(1).sum(dim=1)
+
+
+class SquaredErrorLoss:
+    """Sum of squared errors ||x - x_hat||^2 per example."""
+
+    role = "reconstruction"
+
+    def __init__(self, options: Any = None) -> None:
+        pass
+
+    def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        return _per_example((x_hat - x).square())
+
+
+class AbsoluteErrorLoss:
+    """Sum of absolute errors ||x - x_hat||_1 per example."""
+
+    role = "reconstruction"
+
+    def __init__(self, options: Any = None) -> None:
+        pass
+
+    def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        return _per_example((x_hat - x).abs())
+
+
+def _positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+@attrs.define
+class GaussianOptions:
+    """Options of the Gaussian likelihood."""
+
+    # Fixed standard deviation of p(x | z) = N(x; x_hat, sigma^2 I).
+    sigma: float = attrs.field(default=1.0, validator=_positive)
+
+
+class GaussianNLL:
+    """Gaussian negative log-likelihood -log N(x; x_hat, sigma^2 I) per example."""
+
+    role = "reconstruction"
+
+    def __init__(self, options: GaussianOptions) -> None:
+        self.sigma = options.sigma
+
+    def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        # 0.5 ||x - x_hat||^2 / sigma^2 + D log(sigma) + D/2 log(2 pi), D = prod(x.shape[1:])
+        d = x[0].numel()
+        const = d * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+        return 0.5 * _per_example((x - x_hat).square()) / self.sigma**2 + const
+
+
+class BernoulliNLL:
+    """Bernoulli negative log-likelihood of (x + 1) / 2 given decoder logits, per example.
+
+    The decoder must output logits (generator option ``output: none``); data in ``[-1, 1]`` is
+    mapped to targets in ``[0, 1]``. Binary data gives the exact Bernoulli likelihood.
+    """
+
+    role = "reconstruction"
+
+    def __init__(self, options: Any = None) -> None:
+        pass
+
+    def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        target = (x + 1.0) / 2.0
+        return _per_example(F.binary_cross_entropy_with_logits(x_hat, target, reduction="none"))
+
+
+# --- registration -------------------------------------------------------------------------------
+
+
+@genfw.hookimpl
+def genfw_register_losses(register: Register) -> None:
+    register("minimax", MinimaxLoss, options=GANLossOptions)
+    register("non_saturating", NonSaturatingLoss, options=GANLossOptions)
+    register("wasserstein", WassersteinLoss)
+    register("hinge", HingeLoss)
+    register("mse", SquaredErrorLoss)
+    register("l1", AbsoluteErrorLoss)
+    register("gaussian", GaussianNLL, options=GaussianOptions)
+    register("bernoulli", BernoulliNLL)

@@ -1,0 +1,218 @@
+"""Built-in regularisers: ``gradient_penalty`` (WGAN-GP), ``mmd`` (WAE-MMD), ``weight_clipping`` (WGAN).
+
+A regulariser declares the ``phases`` it attaches to and the context keys it ``needs``;
+``penalty(ctx)`` returns the weighted scalar to add to the phase's loss (``None`` for a pure
+constraint) and ``after_step(modules)``, where defined, runs after the phase's optimiser step.
+The MMD estimators are plain functions (:func:`mmd_imq`, :func:`mmd_rbf`) for reuse by metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+import genfw
+from genfw.hookspecs import Register
+
+
+def _non_negative(_: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
+def _positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+# --- gradient penalty ---------------------------------------------------------------------------
+
+
+@attrs.define
+class GradientPenaltyOptions:
+    """Options of the WGAN-GP gradient penalty."""
+
+    weight: float = attrs.field(default=10.0, validator=_non_negative)  # lambda
+    # Target gradient norm; 1 in WGAN-GP, 0 gives a zero-centred penalty.
+    center: float = attrs.field(default=1.0, validator=_non_negative)
+
+
+class GradientPenalty:
+    """WGAN-GP (Gulrajani et al. 2017): lambda E (||grad f(x_hat)||_2 - 1)^2 on interpolates.
+
+    ``x_hat = eps * real + (1 - eps) * fake`` with one ``eps ~ U[0, 1]`` per example, drawn from
+    the default generator of the data's device. The gradient of ``critic(x_hat, labels).sum()``
+    is taken with ``create_graph=True`` so the penalty trains the critic; its norm is over all
+    non-batch dimensions, in float32.
+    """
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ("real", "fake", "critic", "labels")
+
+    def __init__(self, options: GradientPenaltyOptions) -> None:
+        self.weight, self.center = options.weight, options.center
+
+    def penalty(self, ctx: dict[str, Any]) -> Tensor:
+        real: Tensor = ctx["real"].detach().float()  # (B, ...)
+        fake: Tensor = ctx["fake"].detach().float()  # (B, ...)
+        critic: Callable[[Tensor, Tensor | None], Tensor] = ctx["critic"]
+        labels: Tensor | None = ctx.get("labels")
+        eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)  # (B, 1, ...)
+        x_hat = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
+        scores = critic(x_hat, labels)
+        (grad,) = torch.autograd.grad(scores.float().sum(), x_hat, create_graph=True)
+        norms = torch.linalg.vector_norm(grad.float().flatten(1), dim=1)  # (B,)
+        return self.weight * (norms - self.center).square().mean()
+
+
+# --- MMD ----------------------------------------------------------------------------------------
+
+# Kernel scales of the official WAE code (tolstikhin/wae, wae.py, mmd_penalty).
+WAE_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise squared Euclidean distances ``(n, d), (m, d) -> (n, m)``."""
+    d = a.square().sum(1, keepdim=True) + b.square().sum(1).unsqueeze(0) - 2.0 * a @ b.T
+    return d.clamp_min(0.0)
+
+
+def _mmd_from_kernels(k_xx: Tensor, k_yy: Tensor, k_xy: Tensor) -> Tensor:
+    """Unbiased MMD^2 from kernel matrices, as in the WAE code and the paper's Algorithm 2.
+
+    ``sum_{i != j} k(x_i, x_j) / (n(n-1)) + sum_{i != j} k(y_i, y_j) / (m(m-1))
+    - 2 sum_{i, j} k(x_i, y_j) / (n m)``: the within-sample diagonals are left out; the cross
+    term keeps all pairs (x and y are independent, so it is unbiased as it is).
+    """
+    n, m = k_xx.shape[0], k_yy.shape[0]
+    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
+    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
+    return within_x + within_y - 2.0 * k_xy.mean()
+
+
+def _check_samples(x: Tensor, y: Tensor) -> None:
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"mmd expects samples (n, d) and (m, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        raise ValueError(f"mmd needs at least 2 samples on each side, got {x.shape[0]} and {y.shape[0]}")
+
+
+def mmd_imq(x: Tensor, y: Tensor, scales: Sequence[float] = WAE_SCALES, sigma2: float = 1.0) -> Tensor:
+    """Unbiased MMD^2 between ``x (n, d)`` and ``y (m, d)`` with inverse multiquadratics kernels.
+
+    ``k_C(a, b) = C / (C + ||a - b||^2)`` summed over ``C = s * 2 * d * sigma2`` for ``s`` in
+    ``scales`` (``2 d sigma2`` is the expected squared distance of two draws from
+    ``N(0, sigma2 I)``), as in the WAE paper and its code.
+    """
+    _check_samples(x, y)
+    d_xx, d_yy, d_xy = squared_distances(x, x), squared_distances(y, y), squared_distances(x, y)
+    base = 2.0 * x.shape[1] * sigma2
+    total = x.new_zeros(())
+    for s in scales:
+        c = s * base
+        total = total + _mmd_from_kernels(c / (c + d_xx), c / (c + d_yy), c / (c + d_xy))
+    return total
+
+
+def mmd_rbf(x: Tensor, y: Tensor, sigma2_k: float | Tensor | None = None) -> Tensor:
+    """Unbiased MMD^2 between ``x (n, d)`` and ``y (n, d)`` with ``exp(-||a - b||^2 / (2 sigma2_k))``.
+
+    Without ``sigma2_k``, the bandwidth is the WAE code's median heuristic: the sum of the
+    ``(n^2 - n) / 2``-th largest entries of the ``x``-``y`` and the ``x``-``x`` distance matrices.
+    """
+    _check_samples(x, y)
+    d_xx, d_yy, d_xy = squared_distances(x, x), squared_distances(y, y), squared_distances(x, y)
+    if sigma2_k is None:
+        n = x.shape[0]
+        if y.shape[0] != n:
+            raise ValueError("the median heuristic of mmd_rbf needs equal sample sizes; pass sigma2_k")
+        half = (n * n - n) // 2
+        sigma2_k = d_xy.flatten().topk(half).values[-1] + d_xx.flatten().topk(half).values[-1]
+    return _mmd_from_kernels(
+        torch.exp(-d_xx / (2.0 * sigma2_k)),
+        torch.exp(-d_yy / (2.0 * sigma2_k)),
+        torch.exp(-d_xy / (2.0 * sigma2_k)),
+    )
+
+
+def _scales(_: Any, attribute: attrs.Attribute, value: list[float]) -> None:
+    if not value or any(not s > 0 for s in value):
+        raise ValueError(f"{attribute.name} must be a non-empty list of positive numbers, got {value!r}")
+
+
+def _kernel(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in ("imq", "rbf"):
+        raise ValueError(f"{attribute.name} must be one of imq, rbf, got {value!r}")
+
+
+@attrs.define
+class MMDOptions:
+    """Options of the WAE-MMD penalty."""
+
+    weight: float = attrs.field(default=10.0, validator=_non_negative)  # lambda
+    # imq: sum of inverse multiquadratics kernels over scales; rbf: one Gaussian kernel whose
+    # width is the median heuristic of the WAE code (scales and sigma2 then do not apply).
+    kernel: str = attrs.field(default="imq", validator=_kernel)
+    sigma2: float = attrs.field(default=1.0, validator=_positive)  # per-dimension prior variance
+    scales: list[float] = attrs.field(factory=lambda: list(WAE_SCALES), validator=_scales)
+
+
+class MMDPenalty:
+    """WAE-MMD (Tolstikhin et al. 2018): lambda * MMD^2 between encoded codes and prior samples."""
+
+    phases: tuple[str, ...] = ("autoencoder",)
+    needs: tuple[str, ...] = ("z", "prior_z")
+
+    def __init__(self, options: MMDOptions) -> None:
+        self.options = options
+
+    def penalty(self, ctx: dict[str, Any]) -> Tensor:
+        z, prior_z = ctx["z"].float(), ctx["prior_z"].float()  # (B, d) each
+        if self.options.kernel == "rbf":
+            mmd = mmd_rbf(z, prior_z)
+        else:
+            mmd = mmd_imq(z, prior_z, self.options.scales, self.options.sigma2)
+        return self.options.weight * mmd
+
+
+# --- weight clipping ----------------------------------------------------------------------------
+
+
+@attrs.define
+class WeightClippingOptions:
+    """Options of WGAN weight clipping."""
+
+    clip: float = attrs.field(default=0.01, validator=_positive)  # c: parameters stay in [-c, c]
+
+
+class WeightClipping:
+    """WGAN (Arjovsky et al. 2017): clamp every critic parameter to [-c, c] after each step."""
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, options: WeightClippingOptions) -> None:
+        self.clip = options.clip
+
+    def penalty(self, ctx: dict[str, Any]) -> None:
+        return None
+
+    @torch.no_grad()
+    def after_step(self, modules: list[nn.Module]) -> None:
+        for module in modules:
+            for p in module.parameters():
+                p.clamp_(-self.clip, self.clip)
+
+
+# --- registration -------------------------------------------------------------------------------
+
+
+@genfw.hookimpl
+def genfw_register_regularisers(register: Register) -> None:
+    register("gradient_penalty", GradientPenalty, options=GradientPenaltyOptions)
+    register("mmd", MMDPenalty, options=MMDOptions)
+    register("weight_clipping", WeightClipping, options=WeightClippingOptions)

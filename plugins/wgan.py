@@ -1,0 +1,40 @@
+"""WGAN-GP (Gulrajani et al. 2017): the Wasserstein critic with a gradient penalty.
+
+Critic: ``E f(G(z)) - E f(x) + lambda E (||grad f(x_hat)||_2 - 1)^2`` with
+``x_hat = eps x + (1 - eps) G(z)``, one ``eps ~ U[0, 1]`` per example (the penalty is the
+``gradient_penalty`` regulariser in ``genfw_plugins/regularisers.py``). Generator:
+``-E f(G(z))``. The paper's defaults: lambda = 10, n_critic = 5, Adam(1e-4, beta1 0, beta2 0.9).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+from attrs import validators as v
+
+import genfw
+from genfw import Slot
+from genfw_plugins.gan import GAN
+
+
+@attrs.define
+class WGANGPOptions:
+    latent_dim: int = attrs.field(default=64, validator=v.ge(1))
+    lr_generator: float = attrs.field(default=1e-4, validator=v.gt(0))
+    lr_critic: float = attrs.field(default=1e-4, validator=v.gt(0))
+    beta1: float = attrs.field(default=0.0, validator=[v.ge(0), v.lt(1)])
+    beta2: float = attrs.field(default=0.9, validator=[v.ge(0), v.lt(1)])
+    n_critic: int = attrs.field(default=5, validator=v.ge(1))
+
+
+class WGANGP(GAN):
+    """Wasserstein GAN with gradient penalty (Gulrajani et al. 2017)."""
+
+    slots: ClassVar[dict[str, Slot]] = {**GAN.slots, "loss": Slot("loss", "wasserstein", role="adversarial")}
+    regularisers: ClassVar[dict[str, dict[str, Any]]] = {"gradient_penalty": {"weight": 10.0}}
+
+
+@genfw.hookimpl
+def genfw_register_variants(register):
+    register("wgan-gp", WGANGP, options=WGANGPOptions)

@@ -1,0 +1,138 @@
+"""The plugin host: entry points, the registry's rules, and the errors plugins can cause."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import attrs
+import pytest
+import tomllib
+
+import genfw
+from genfw import GenfwError, hookspecs
+from genfw.plugins import ENV_LOAD, PluginHost, selected_entry_points
+from genfw.registry import PluginInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plugin(**hooks):
+    """A plugin object whose attributes are hook implementations."""
+    ns = types.SimpleNamespace()
+    for name, fn in hooks.items():
+        setattr(ns, name, genfw.hookimpl(fn))
+    return ns
+
+
+@attrs.define
+class Opts:
+    x: int = 1
+
+
+def test_every_builtin_module_is_an_entry_point_and_loads():
+    eps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["genfw"]
+    modules = {
+        ".".join(("genfw_plugins", *p.relative_to(ROOT / "plugins").with_suffix("").parts))
+        for p in (ROOT / "plugins").rglob("*.py")
+        if not p.name.startswith("_")
+    }
+    assert set(eps.values()) == modules
+    installed = {ep.name: ep.value for ep in selected_entry_points(env=None)}
+    assert {k: installed.get(k) for k in eps} == eps
+    host = PluginHost()
+    host.load_entry_points(ep for ep in selected_entry_points() if ep.name in eps)
+    # Every kind has at least one built-in.
+    assert all(host.registry.names(kind) for kind in hookspecs.KINDS)
+    assert host.infos["wae"].dist == "genfw"
+
+
+def test_every_hook_has_a_builtin_implementation_and_a_spec_docstring(registry):
+    for kind, hook in hookspecs.KINDS.items():
+        spec = getattr(hookspecs, hook)
+        assert spec.__doc__ and ":param register:" in spec.__doc__
+        assert registry.names(kind), f"no built-in {kind}"
+
+
+def test_register_and_lookup():
+    host = PluginHost()
+
+    def make(options):
+        return ("built", options)
+
+    host.add(
+        plugin(genfw_register_losses=lambda register: register("mine", make, options=Opts, help="h")), "p1"
+    )
+    comp = host.registry.get("loss", "mine")
+    assert comp.plugin.name == "p1" and comp.help == "h" and comp.options is Opts
+    spec = host.registry.spec("loss", "mine", {"x": 3}, where="loss")
+    assert spec.build() == ("built", Opts(3))
+    with pytest.raises(GenfwError, match=r"unknown loss 'other' for loss; registered losses: mine$"):
+        host.registry.get("loss", "other")
+
+
+def test_duplicate_names_name_both_plugins():
+    host = PluginHost()
+    host.add(
+        plugin(genfw_register_priors=lambda register: register("p", Opts)), PluginInfo("a", "dist-a", "1.0")
+    )
+    host.add(
+        plugin(genfw_register_priors=lambda register: register("p", Opts)), PluginInfo("b", "dist-b", "2.0")
+    )
+    with pytest.raises(GenfwError) as info:
+        host.registry  # noqa: B018
+    msg = str(info.value)
+    assert "prior 'p' is registered twice" in msg and "dist-a 1.0" in msg and "dist-b 2.0" in msg
+
+
+def test_bad_registrations_are_errors():
+    class NotAttrs:
+        pass
+
+    for call, match in [
+        (lambda register: register("x", 42), "not callable"),
+        (lambda register: register("x", Opts, options=NotAttrs), "not an attrs class"),
+        (lambda register: register("", Opts), "invalid name"),
+        (lambda register: 1 / 0, "failed in genfw_register_metrics: ZeroDivisionError"),
+    ]:
+        host = PluginHost()
+        host.add(plugin(genfw_register_metrics=call), PluginInfo("bad", "bad-dist", "0.1"))
+        with pytest.raises(GenfwError, match=match) as info:
+            host.registry  # noqa: B018
+        assert "bad-dist 0.1" in str(info.value)
+
+
+def test_hook_with_wrong_arguments_is_named():
+    host = PluginHost()
+    with pytest.raises(
+        GenfwError, match=r"plugin 'w' \(distribution w-dist 3\) has an invalid hook implementation"
+    ):
+        host.add(plugin(genfw_register_losses=lambda registrar: None), PluginInfo("w", "w-dist", "3"))
+    assert not host.pm.has_plugin("w")
+
+
+def test_misspelt_hook_is_caught():
+    host = PluginHost()
+    with pytest.raises(GenfwError, match="genfw_register_lossses"):
+        host.add(plugin(genfw_register_lossses=lambda register: None), "typo")
+
+
+def test_load_plugins_env_filters_and_validates(monkeypatch):
+    monkeypatch.setenv(ENV_LOAD, "priors, losses")
+    assert [ep.name for ep in selected_entry_points()] == ["losses", "priors"]
+    monkeypatch.setenv(ENV_LOAD, "")
+    assert selected_entry_points() == []
+    monkeypatch.setenv(ENV_LOAD, "priors,nope")
+    with pytest.raises(GenfwError, match=f"{ENV_LOAD} names 'nope'"):
+        selected_entry_points()
+
+
+def test_plugin_that_fails_to_import_is_named(monkeypatch):
+    from importlib import metadata
+
+    ep = metadata.EntryPoint(name="broken", value="genfw_no_such_module_xyz", group="genfw")
+    host = PluginHost()
+    with pytest.raises(GenfwError) as info:
+        host.load_entry_points([ep])
+    msg = str(info.value)
+    assert "error importing plugin 'broken'" in msg and "ModuleNotFoundError" in msg and ENV_LOAD in msg
