@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from genfw import config as config_mod
-from genfw.errors import GenfwError, choices
+from genfw.errors import GenfwError, choices, plural
 from genfw.hookspecs import KINDS
 from genfw.plugins import get_host
 
@@ -129,7 +129,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     result = train_mod.train(cfg, run_dir, resume=resume, overwrite=args.overwrite)
     if _is_main():
         summary = {"run": str(result.run_dir), "step": result.step, **result.last_logs, **result.metrics}
-        print(json.dumps(summary))
+        print(json.dumps(train_mod.json_safe(summary)))
     return 0
 
 
@@ -200,7 +200,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         )
     built, _, modules = train_mod.load_model(run_dir, cfg, with_data=True)
     assert built is not None
-    results = train_mod.evaluate(built, modules, modules_device(modules))
+    results = train_mod.json_safe(train_mod.evaluate(built, modules, modules_device(modules)))
     (run_dir / "eval.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results))
     return 0
@@ -268,7 +268,7 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     registry = get_host().registry
     kinds = list(KINDS)
     if args.kind:
-        kind = args.kind.rstrip("s") if args.kind.rstrip("s") in KINDS else args.kind
+        kind = {plural(k): k for k in KINDS}.get(args.kind, args.kind)  # `losses` works as `loss`
         if kind not in KINDS:
             raise GenfwError(f"unknown kind '{args.kind}'; valid kinds: {choices(KINDS)}")
         kinds = [kind]
@@ -280,7 +280,7 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     for r in sorted(rows, key=lambda r: (kinds.index(r["kind"]), r["name"])):
         if r["kind"] != current:
             current = r["kind"]
-            print(f"{current}s:")
+            print(f"{plural(current)}:")
         extra_bits = f" [{r['role']}]" if "role" in r else ""
         print(f"  {r['name']}{extra_bits} - {r['help']}  (plugin {r['plugin']})")
         if "slots" in r:
@@ -364,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genfw: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `genfw list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

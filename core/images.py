@@ -73,6 +73,7 @@ def render(samples: torch.Tensor, kind: str, real: torch.Tensor | None = None) -
     return image_grid(samples)
 
 
-def save_png(array: np.ndarray, path: Path) -> None:
+def save_png(array: np.ndarray, path: Path | str) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)

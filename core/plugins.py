@@ -62,15 +62,16 @@ class PluginHost:
 
     # -- loading ----------------------------------------------------------------------------------
     def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
-        for ep in selected_entry_points() if entry_points is None else entry_points:
+        eps = list(selected_entry_points() if entry_points is None else entry_points)
+        for ep in eps:
             info = _plugin_info(ep)
             try:
                 obj = ep.load()
             except Exception as exc:  # any import failure is the plugin's, not ours
+                others = ",".join(e.name for e in eps if e.name != ep.name)
                 raise GenfwError(
-                    f"error importing {info.describe()}: {type(exc).__name__}: {exc}; "
-                    f"to skip it, set {ENV_LOAD} to the plugins you want "
-                    f"(e.g. {ENV_LOAD}={','.join(e.name for e in selected_entry_points() if e.name != ep.name)})"
+                    f"error importing {info.describe()}: {type(exc).__name__}: {_one_line(exc)}; "
+                    f"to skip it, set {ENV_LOAD} to the plugins you want (e.g. {ENV_LOAD}={others})"
                 ) from None
             self.add(obj, info)
 
@@ -112,7 +113,7 @@ class PluginHost:
                     raise
                 except Exception as exc:
                     raise GenfwError(
-                        f"{info.describe()} failed in {hook_name}: {type(exc).__name__}: {exc}"
+                        f"{info.describe()} failed in {hook_name}: {type(exc).__name__}: {_one_line(exc)}"
                     ) from None
         return registry
 

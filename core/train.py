@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -248,6 +249,11 @@ def create_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def json_safe(record: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite floats as ``null``: strict JSON readers reject ``NaN``."""
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
+
+
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -276,8 +282,17 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False):
         self.cfg, self.run_dir, self.opts = cfg, Path(run_dir), cfg.train
-        self.accelerator = Accelerator(cpu=self.opts.cpu, mixed_precision=self.opts.mixed_precision)
+        # Under torchrun on a machine without a GPU, Accelerate starts no process group unless told
+        # to use the CPU (gloo); each process would then train alone and race on the run folder.
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        cpu = self.opts.cpu or (world > 1 and not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision=self.opts.mixed_precision)
         acc = self.accelerator
+        if acc.num_processes != world:
+            raise GenfwError(
+                f"launched as {world} processes but Accelerate formed a group of {acc.num_processes}; "
+                f"check the launcher's settings (accelerate config, --nproc_per_node)"
+            )
         check_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         set_seed(self.opts.seed, device_specific=True)  # seed + rank: each process its own noise
         self.built = build(cfg)  # bad data paths and the like fail here, before anything is written
@@ -303,6 +318,15 @@ class Trainer:
         # on one rank would wait for the others).
         self.plain = Modules({n: acc.unwrap_model(mod) for n, mod in self.m.items()})
         self.loader = make_loader(self.built.dataset, self.opts.batch_size, self.opts.seed, acc)
+        # Per phase: attached regularisers, post-step constraints and the modules they constrain.
+        self._regs = {p.name: self.built.regularisers[p.name] for p in self.phases}
+        self._constraints = {
+            p.name: [r.after_step for _, r in self._regs[p.name] if hasattr(r, "after_step")]
+            for p in self.phases
+        }
+        self._constrained = {p.name: [self.plain[n] for n in p.modules] for p in self.phases}
+        self.pending: dict[str, list[Tensor]] = {}  # scalars since the last log, synced when logged
+        self._batch: Batch | None = None
 
         self.step = 0
         if resume:
@@ -397,22 +421,53 @@ class Trainer:
 
     def log(self, record: dict[str, float]) -> None:
         with open(self.run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps({"step": self.step, **record}) + "\n")
+            f.write(json.dumps(json_safe({"step": self.step, **record})) + "\n")
         if self.writer is not None:
             for k, v in record.items():
                 if k != "time" and math.isfinite(v):
                     self.writer.add_scalar(k, v, self.step)
 
     # -- training -----------------------------------------------------------------------------
+    def train_step(self) -> None:
+        """One training step: every phase, ``repeats`` times, then ``self.step += 1``.
+
+        Logged scalars are kept as tensors in ``self.pending``; nothing here waits for the device.
+        """
+        acc, m, pending = self.accelerator, self.m, self.pending
+        batch = self._batch
+        for phase in self.phases:
+            opt = self.optimizers[phase.name]
+            regs, constraints = self._regs[phase.name], self._constraints[phase.name]
+            for _ in range(phase.repeats):
+                if phase.fresh_batch or batch is None:
+                    batch = next(self.loader)
+                with acc.autocast():
+                    out = phase.step(batch, m)
+                    loss = out.loss
+                    terms = {}
+                    for name, reg in regs:
+                        penalty = reg.penalty(out.context)
+                        if penalty is not None:
+                            loss = loss + penalty
+                            terms[name] = penalty
+                opt.zero_grad(set_to_none=True)
+                acc.backward(loss)
+                opt.step()
+                for constrain in constraints:
+                    constrain(self._constrained[phase.name])
+            # Log the last repeat of each phase: its whole objective, penalties and extra scalars.
+            pending.setdefault(f"{phase.name}/loss", []).append(loss.detach())
+            for name, value in terms.items():
+                pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
+            for name, value in out.logs.items():
+                pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
+        self._batch = batch
+        self.step += 1
+
     def fit(self) -> Result:
-        acc, opts, m = self.accelerator, self.opts, self.m
+        acc, opts = self.accelerator, self.opts
         is_main = acc.is_main_process
-        regs = {p.name: self.built.regularisers[p.name] for p in self.phases}
-        constraints = {
-            p.name: [r.after_step for _, r in regs[p.name] if hasattr(r, "after_step")] for p in self.phases
-        }
-        params_of = {p.name: [self.plain[n] for n in p.modules] for p in self.phases}
-        pending: dict[str, list[Tensor]] = {}  # scalars since the last log, synced only when logged
+        pending = self.pending
         last: dict[str, float] = {}
         metrics: dict[str, float] = {}
         bar = None
@@ -421,35 +476,9 @@ class Trainer:
 
             bar = tqdm(total=opts.steps, initial=self.step, dynamic_ncols=True, file=sys.stderr)
         t0 = time.perf_counter()
-        batch: Batch | None = None
 
         while self.step < opts.steps:
-            for phase in self.phases:
-                opt = self.optimizers[phase.name]
-                for _ in range(phase.repeats):
-                    if phase.fresh_batch or batch is None:
-                        batch = next(self.loader)
-                    with acc.autocast():
-                        out = phase.step(batch, m)
-                        loss = out.loss
-                        terms = {}
-                        for name, reg in regs[phase.name]:
-                            penalty = reg.penalty(out.context)
-                            if penalty is not None:
-                                loss = loss + penalty
-                                terms[name] = penalty
-                    opt.zero_grad(set_to_none=True)
-                    acc.backward(loss)
-                    opt.step()
-                    for constrain in constraints[phase.name]:
-                        constrain(params_of[phase.name])
-                # Log the last repeat of each phase: its whole objective, penalties and extra scalars.
-                pending.setdefault(f"{phase.name}/loss", []).append(loss.detach())
-                for name, value in terms.items():
-                    pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
-                for name, value in out.logs.items():
-                    pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
-            self.step += 1
+            self.train_step()
 
             final = self.step == opts.steps
             if self.step % opts.log_every == 0 or final:

@@ -33,6 +33,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 OUTPUTS: dict[str, Callable[[], nn.Module]] = {
+    "auto": nn.Identity,  # resolved by output_layer: tanh for images, none for vectors
     "tanh": nn.Tanh,  # samples in [-1, 1], the range of image data sets
     "sigmoid": nn.Sigmoid,  # samples in [0, 1]
     "none": nn.Identity,  # raw values, e.g. logits for the bernoulli reconstruction loss
@@ -108,7 +109,15 @@ class MLPOptions:
 class MLPGeneratorOptions(MLPOptions):
     """Options of an MLP generator."""
 
-    output: str = attrs.field(default="tanh", validator=one_of(*OUTPUTS))
+    output: str = attrs.field(default="auto", validator=one_of(*OUTPUTS))
+
+
+def output_layer(name: str, out_shape: tuple[int, ...]) -> nn.Module:
+    """The generator's last activation; ``auto`` is tanh for images ``(C, H, W)`` (data in
+    [-1, 1]) and none for vectors such as 2-D points, which are unbounded."""
+    if name == "auto":
+        name = "tanh" if len(out_shape) == 3 else "none"
+    return OUTPUTS[name]()
 
 
 def _mlp_body(sizes: list[int], act: str, batch_norm: bool, skip_first_norm: bool) -> list[nn.Module]:
@@ -135,7 +144,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(
             *_mlp_body(sizes, options.activation, options.batch_norm, skip_first_norm=False),
             nn.Linear(sizes[-1], math.prod(self.out_shape)),
-            OUTPUTS[options.output](),
+            output_layer(options.output, self.out_shape),
         )
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
@@ -233,7 +242,7 @@ class DCGANOptions:
 class DCGANGeneratorOptions(DCGANOptions):
     """Options of a DCGAN generator."""
 
-    output: str = attrs.field(default="tanh", validator=one_of(*OUTPUTS))
+    output: str = attrs.field(default="auto", validator=one_of(*OUTPUTS))
 
 
 class DCGANGenerator(nn.Module):
@@ -264,7 +273,7 @@ class DCGANGenerator(nn.Module):
                 blocks.append(nn.BatchNorm2d(n_out))
             blocks.append(nn.ReLU())
         blocks.append(nn.Conv2d(ch, self.out_shape[0], 3, padding=1))
-        blocks.append(OUTPUTS[options.output]())
+        blocks.append(output_layer(options.output, self.out_shape))
         self.body = nn.Sequential(*blocks)
         if options.dcgan_init:
             dcgan_init(self)

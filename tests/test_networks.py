@@ -124,7 +124,11 @@ def test_dcgan_init(registry) -> None:
     ("options_class", "raw", "message"),
     [
         (networks.MLPOptions, {"activation": "swish2"}, "activation must be one of leaky_relu, relu, elu"),
-        (networks.MLPGeneratorOptions, {"output": "softmax"}, "output must be one of tanh, sigmoid, none"),
+        (
+            networks.MLPGeneratorOptions,
+            {"output": "softmax"},
+            "output must be one of auto, tanh, sigmoid, none",
+        ),
         (networks.MLPOptions, {"hidden": [64, 0]}, "hidden must hold positive layer widths"),
         (networks.DCGANOptions, {"channels": 0}, "channels must be positive"),
     ],
@@ -242,3 +246,12 @@ def test_networks_train(registry) -> None:
     for net in (g, d):
         for p in net.parameters():
             assert p.grad is not None and math.isfinite(p.grad.abs().sum().item())
+
+
+def test_auto_output_is_tanh_for_images_and_linear_for_points(registry) -> None:
+    """Points (toy2d) are unbounded: a tanh would pin the ring's modes at (+-1, 0) to its edge."""
+    torch.manual_seed(0)
+    points = build(registry, "generator", "mlp", {}, latent_dim=2, out_shape=(2,), num_classes=0)
+    images = build(registry, "generator", "mlp", {}, latent_dim=2, out_shape=(1, 4, 4), num_classes=0)
+    assert isinstance(points.net[-1], torch.nn.Identity)
+    assert isinstance(images.net[-1], torch.nn.Tanh)
