@@ -255,6 +255,7 @@ def _component_row(c: Any) -> dict[str, Any]:
         }
         row["phases"] = list(getattr(c.factory, "phases", ()))
         row["regularisers"] = list(getattr(c.factory, "regularisers", {}))
+        row["presets"] = getattr(c.factory, "presets", {})
     role = getattr(c.factory, "role", None)
     if role:
         row["role"] = role
@@ -288,6 +289,8 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"      slots: {slots}; phases: {', '.join(r['phases'])}")
             if r["regularisers"]:
                 print(f"      regularisers: {', '.join(r['regularisers'])}")
+            for data_kind, preset in r["presets"].items():
+                print(f"      preset for {data_kind} data: {json.dumps(preset)}")
         for name, o in r["options"].items():
             print(
                 f"      --{r['kind'] if r['kind'] != 'variant' else 'plugin'}.{name} {o['type']} = {o['default']!r}"

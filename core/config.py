@@ -196,6 +196,24 @@ def _named_map(value: Any, where: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, key by key; a component name over a mapping of options keeps the
+    options (``variant: wgan-gp`` over ``variant: {latent_dim: 2}``)."""
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        if key in ("regularisers", "metrics"):
+            value = _named_map(value, key)
+            below = _named_map(below, key) if below is not None else None
+        if isinstance(below, Mapping) and isinstance(value, str):
+            value = {"name": value}
+        if isinstance(below, Mapping) and isinstance(value, Mapping):
+            out[key] = overlay(below, value)
+        else:
+            out[key] = value
+    return out
+
+
 def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
     """Validate a config mapping against the registry; fill in every default."""
     variant_name, variant_opts = _split(raw.get("variant"), "variant")
@@ -219,6 +237,14 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
     dataset_name, dataset_opts = _split(raw.get("dataset"), "dataset")
     dataset_default = getattr(vcls, "default_dataset", DEFAULT_DATASET)
     dataset = registry.spec("dataset", dataset_name or dataset_default, dataset_opts, where="dataset")
+
+    # A variant may carry a preset per kind of data (e.g. the settings its authors used on 2-D toy
+    # data); anything the user set wins over it, and the resolved config records the outcome.
+    preset = getattr(vcls, "presets", {}).get(getattr(dataset.component.factory, "kind", None))
+    if preset:
+        raw = overlay(preset, raw)
+        variant_name, variant_opts = _split(raw.get("variant"), "variant")
+        variant = registry.spec("variant", variant.name, variant_opts, where="variant")
 
     chosen: dict[str, ComponentSpec] = {}
     for slot_name, slot in slots.items():

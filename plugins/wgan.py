@@ -33,6 +33,16 @@ class WGANGP(GAN):
 
     slots: ClassVar[dict[str, Slot]] = {**GAN.slots, "loss": Slot("loss", "wasserstein", role="adversarial")}
     regularisers: ClassVar[dict[str, dict[str, Any]]] = {"gradient_penalty": {"weight": 10.0}}
+    # On 2-D toy data the authors' own code (gan_toy.py in igul222/improved_wgan_training) uses
+    # lambda = 0.1, batches of 256, 2-D noise and Adam beta1 = 0.5: with lambda = 10 the penalty swamps the
+    # Wasserstein term at this scale and few modes are found in a CPU-sized budget.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "points": {
+            "variant": {"latent_dim": 2, "beta1": 0.5},
+            "regularisers": {"gradient_penalty": {"weight": 0.1}},
+            "train": {"batch_size": 256},
+        }
+    }
 
 
 @genfw.hookimpl

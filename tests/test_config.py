@@ -153,3 +153,38 @@ def test_parse_overrides_forms():
         parse_overrides(["--prior"], [])
     with pytest.raises(GenfwError, match="KEY=VALUE"):
         parse_overrides([], ["prior.alpha"])
+
+
+def test_variant_preset_for_the_data_kind_and_user_values_win(registry):
+    """wgan-gp on 2-D points takes the authors' toy settings (gan_toy.py); images keep the paper's."""
+    toy = resolve({"variant": "wgan-gp", "dataset": "toy2d"}, registry)
+    assert toy.regularisers["gradient_penalty"].options.weight == 0.1
+    assert toy.variant.options.latent_dim == 2 and toy.variant.options.beta1 == 0.5
+    assert toy.train.batch_size == 256
+    digits = resolve({"variant": "wgan-gp", "dataset": "digits"}, registry)
+    assert digits.regularisers["gradient_penalty"].options.weight == 10.0
+    assert digits.variant.options.latent_dim == 64 and digits.train.batch_size == 64
+    mine = resolve(
+        merge(
+            {"dataset": "toy2d"},
+            parse_overrides(
+                [
+                    "--plugin",
+                    "wgan-gp",
+                    "--plugin.latent_dim",
+                    "8",
+                    "--regulariser.gradient_penalty.weight",
+                    "3",
+                    "--batch-size",
+                    "32",
+                ],
+                [],
+            ),
+        ),
+        registry,
+    )
+    assert mine.variant.options.latent_dim == 8 and mine.variant.options.beta1 == 0.5
+    assert mine.regularisers["gradient_penalty"].options.weight == 3
+    assert mine.train.batch_size == 32
+    # The written config replays to the same thing.
+    assert resolve(toy.to_dict(), registry).to_dict() == toy.to_dict()
