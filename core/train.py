@@ -13,6 +13,7 @@ loss component of its slot (``genfw_plugins/losses.py``); regularisers in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import attrs
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 
 from genfw import checkpoint, images
@@ -326,6 +327,18 @@ class Trainer:
         }
         self._constrained = {p.name: [self.plain[n] for n in p.modules] for p in self.phases}
         self.pending: dict[str, list[Tensor]] = {}  # scalars since the last log, synced when logged
+        # The hot path. Accelerate's optimizer wrapper and backward only add work (a loss division,
+        # a signature inspection per zero_grad) unless there is a gradient scaler, gradient
+        # accumulation or an engine such as DeepSpeed; without those, call torch directly.
+        plain_path = (
+            acc.scaler is None
+            and acc.gradient_accumulation_steps == 1
+            and acc.distributed_type
+            in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+        )
+        self._hot_optimizers = {n: (o.optimizer if plain_path else o) for n, o in self.optimizers.items()}
+        self._backward: Callable[[Tensor], None] = Tensor.backward if plain_path else acc.backward
+        self._autocast = acc.autocast if acc.mixed_precision != "no" else contextlib.nullcontext
         self._batch: Batch | None = None
 
         self.step = 0
@@ -433,15 +446,15 @@ class Trainer:
 
         Logged scalars are kept as tensors in ``self.pending``; nothing here waits for the device.
         """
-        acc, m, pending = self.accelerator, self.m, self.pending
+        m, pending, backward = self.m, self.pending, self._backward
         batch = self._batch
         for phase in self.phases:
-            opt = self.optimizers[phase.name]
+            opt = self._hot_optimizers[phase.name]
             regs, constraints = self._regs[phase.name], self._constraints[phase.name]
             for _ in range(phase.repeats):
                 if phase.fresh_batch or batch is None:
                     batch = next(self.loader)
-                with acc.autocast():
+                with self._autocast():
                     out = phase.step(batch, m)
                     loss = out.loss
                     terms = {}
@@ -451,7 +464,7 @@ class Trainer:
                             loss = loss + penalty
                             terms[name] = penalty
                 opt.zero_grad(set_to_none=True)
-                acc.backward(loss)
+                backward(loss)
                 opt.step()
                 for constrain in constraints:
                     constrain(self._constrained[phase.name])
@@ -464,10 +477,18 @@ class Trainer:
         self._batch = batch
         self.step += 1
 
+    def flush_logs(self) -> dict[str, float]:
+        """Means of the scalars logged since the last flush: one device sync for all of them."""
+        keys = list(self.pending)
+        means = (
+            torch.stack([torch.stack(self.pending[k]).float().mean() for k in keys]).tolist() if keys else []
+        )
+        self.pending.clear()
+        return dict(zip(keys, means, strict=True))
+
     def fit(self) -> Result:
         acc, opts = self.accelerator, self.opts
         is_main = acc.is_main_process
-        pending = self.pending
         last: dict[str, float] = {}
         metrics: dict[str, float] = {}
         bar = None
@@ -482,11 +503,8 @@ class Trainer:
 
             final = self.step == opts.steps
             if self.step % opts.log_every == 0 or final:
-                keys = list(pending)
-                means = torch.stack([torch.stack(pending[k]).float().mean() for k in keys]).tolist()
-                last = dict(zip(keys, means, strict=True))
-                pending.clear()
-                if not all(math.isfinite(v) for v in means):
+                last = self.flush_logs()
+                if not all(math.isfinite(v) for v in last.values()):
                     bad = [k for k, v in last.items() if not math.isfinite(v)]
                     if is_main:
                         self.log({**last, "time": time.perf_counter() - t0})

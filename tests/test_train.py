@@ -69,7 +69,8 @@ def test_wgan_gp_critic_objective(registry):
     b = built_for(registry, small("wgan-gp"))
     m = Modules(b.model.modules)
     phase = b.model.phases[0]
-    assert phase.repeats == 5 and phase.optim.betas == (0.0, 0.9) and phase.optim.lr == 1e-4
+    # toy2d: the authors' toy preset (beta1 0.5, lambda 0.1); n_critic and lr are the paper's.
+    assert phase.repeats == 5 and phase.optim.betas == (0.5, 0.9) and phase.optim.lr == 1e-4
     [(name, gp)] = b.regularisers["critic"]
     assert name == "gradient_penalty"
     batch = batch_of(b)
@@ -83,7 +84,8 @@ def test_wgan_gp_critic_objective(registry):
     eps = torch.rand(len(batch), 1)
     x_hat = (eps * batch.x + (1 - eps) * out.context["fake"]).requires_grad_(True)
     (grad,) = torch.autograd.grad(m.critic(x_hat).sum(), x_hat)
-    assert got == pytest.approx(10 * ((grad.norm(dim=1) - 1) ** 2).mean().item(), rel=1e-4)
+    assert gp.weight == 0.1
+    assert got == pytest.approx(0.1 * ((grad.norm(dim=1) - 1) ** 2).mean().item(), rel=1e-4)
 
 
 def test_vae_objective_is_the_negative_elbo(registry):
