@@ -12,22 +12,22 @@ from typing import Any, ClassVar
 
 import attrs
 import torch
-from attrs import validators as v
 from torch import Tensor
 
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import validators as check
 from genfw_plugins._util import device_of
 
 
 @attrs.define
 class GANOptions:
-    latent_dim: int = attrs.field(default=64, validator=v.ge(1))
-    lr_generator: float = attrs.field(default=2e-4, validator=v.gt(0))
-    lr_critic: float = attrs.field(default=2e-4, validator=v.gt(0))
-    beta1: float = attrs.field(default=0.5, validator=[v.ge(0), v.lt(1)])
-    beta2: float = attrs.field(default=0.999, validator=[v.ge(0), v.lt(1)])
-    n_critic: int = attrs.field(default=1, validator=v.ge(1))  # critic steps per generator step
+    latent_dim: int = attrs.field(default=64, validator=check.at_least(1))
+    lr_generator: float = attrs.field(default=2e-4, validator=check.positive)
+    lr_critic: float = attrs.field(default=2e-4, validator=check.positive)
+    beta1: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, high_open=True))
+    beta2: float = attrs.field(default=0.999, validator=check.in_interval(0, 1, high_open=True))
+    n_critic: int = attrs.field(default=1, validator=check.at_least(1))  # critic steps per generator step
 
 
 class GAN:

@@ -16,14 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
 
 # --- adversarial --------------------------------------------------------------------------------
-
-
-def _label_in_unit_interval(_: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"{attribute.name} must be in (0, 1], got {value}")
 
 
 @attrs.define
@@ -32,7 +28,7 @@ class GANLossOptions:
 
     # Target of real examples in the critic's cross-entropy; 0.9 is one-sided label smoothing
     # (Salimans et al. 2016). Fake examples always have target 0.
-    real_label: float = attrs.field(default=1.0, validator=_label_in_unit_interval)
+    real_label: float = attrs.field(default=1.0, validator=check.in_interval(0, 1, low_open=True))
 
 
 class MinimaxLoss:
@@ -127,17 +123,12 @@ class AbsoluteErrorLoss:
         return _per_example((x_hat - x).abs())
 
 
-def _positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
-
-
 @attrs.define
 class GaussianOptions:
     """Options of the Gaussian likelihood."""
 
     # Fixed standard deviation of p(x | z) = N(x; x_hat, sigma^2 I).
-    sigma: float = attrs.field(default=1.0, validator=_positive)
+    sigma: float = attrs.field(default=1.0, validator=check.positive)
 
 
 class GaussianNLL:

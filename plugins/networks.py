@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
 
 # --- shared pieces ------------------------------------------------------------------------------
@@ -46,26 +46,6 @@ def activation(name: str) -> nn.Module:
         return ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}") from None
-
-
-def one_of(*names: str) -> Callable[[Any, attrs.Attribute, str], None]:
-    """An attrs validator accepting only ``names``."""
-
-    def check(_: Any, attribute: attrs.Attribute, value: str) -> None:
-        if value not in names:
-            raise ValueError(f"{attribute.name} must be one of {', '.join(names)}, got {value!r}")
-
-    return check
-
-
-def _positive_ints(_: Any, attribute: attrs.Attribute, value: list[int]) -> None:
-    if any(v <= 0 for v in value):
-        raise ValueError(f"{attribute.name} must hold positive layer widths, got {value!r}")
-
-
-def _positive(_: Any, attribute: attrs.Attribute, value: int) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
 def one_hot(y: Tensor | None, num_classes: int, like: Tensor) -> Tensor:
@@ -99,8 +79,11 @@ def _check_input(x: Tensor, shape: tuple[int, ...], what: str) -> None:
 class MLPOptions:
     """Options of an MLP critic or encoder."""
 
-    hidden: list[int] = attrs.field(factory=lambda: [256, 256], validator=_positive_ints)
-    activation: str = attrs.field(default="leaky_relu", validator=one_of(*ACTIVATIONS))
+    # Widths of the hidden layers; [] is allowed (a linear map), so not check.each.
+    hidden: list[int] = attrs.field(
+        factory=lambda: [256, 256], validator=attrs.validators.deep_iterable(check.positive)
+    )
+    activation: str = attrs.field(default="leaky_relu", validator=check.one_of(*ACTIVATIONS))
     # Batch norm after the hidden layers (a critic or encoder skips the first, as in DCGAN).
     batch_norm: bool = False
 
@@ -109,7 +92,7 @@ class MLPOptions:
 class MLPGeneratorOptions(MLPOptions):
     """Options of an MLP generator."""
 
-    output: str = attrs.field(default="auto", validator=one_of(*OUTPUTS))
+    output: str = attrs.field(default="auto", validator=check.one_of(*OUTPUTS))
 
 
 def output_layer(name: str, out_shape: tuple[int, ...]) -> nn.Module:
@@ -231,7 +214,7 @@ class DCGANOptions:
     """Options of a DCGAN critic or encoder."""
 
     # Width of the highest-resolution layer; it doubles at each halving, up to 8x.
-    channels: int = attrs.field(default=64, validator=_positive)
+    channels: int = attrs.field(default=64, validator=check.positive)
     # Batch norm after each layer (a critic or encoder skips its first conv, as in DCGAN).
     batch_norm: bool = True
     # Weights N(0, 0.02) as in the DCGAN paper; false keeps PyTorch's default initialisation.
@@ -242,7 +225,7 @@ class DCGANOptions:
 class DCGANGeneratorOptions(DCGANOptions):
     """Options of a DCGAN generator."""
 
-    output: str = attrs.field(default="auto", validator=one_of(*OUTPUTS))
+    output: str = attrs.field(default="auto", validator=check.one_of(*OUTPUTS))
 
 
 class DCGANGenerator(nn.Module):

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -102,17 +103,12 @@ class UniformPrior:
 # --- spike and slab -----------------------------------------------------------------------------
 
 
-def _slab_weight(_: Any, __: attrs.Attribute, alpha: float) -> None:
-    if not 0.0 < alpha <= 1.0:
-        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-
-
 @attrs.define
 class SpikeSlabOptions:
     """Options of the spike-and-slab prior."""
 
     # Slab weight: each coordinate is N(0, 1) with probability alpha, exactly 0 otherwise.
-    alpha: float = attrs.field(default=0.5, validator=_slab_weight)
+    alpha: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, low_open=True))
 
 
 class SpikeSlabPrior:

@@ -16,18 +16,8 @@ import torch
 from torch import Tensor, nn
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
-
-
-def _non_negative(_: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
-
-
-def _positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
-
 
 # --- gradient penalty ---------------------------------------------------------------------------
 
@@ -36,9 +26,9 @@ def _positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
 class GradientPenaltyOptions:
     """Options of the WGAN-GP gradient penalty."""
 
-    weight: float = attrs.field(default=10.0, validator=_non_negative)  # lambda
+    weight: float = attrs.field(default=10.0, validator=check.non_negative)  # lambda
     # Target gradient norm; 1 in WGAN-GP, 0 gives a zero-centred penalty.
-    center: float = attrs.field(default=1.0, validator=_non_negative)
+    center: float = attrs.field(default=1.0, validator=check.non_negative)
 
 
 class GradientPenalty:
@@ -139,26 +129,16 @@ def mmd_rbf(x: Tensor, y: Tensor, sigma2_k: float | Tensor | None = None) -> Ten
     )
 
 
-def _scales(_: Any, attribute: attrs.Attribute, value: list[float]) -> None:
-    if not value or any(not s > 0 for s in value):
-        raise ValueError(f"{attribute.name} must be a non-empty list of positive numbers, got {value!r}")
-
-
-def _kernel(_: Any, attribute: attrs.Attribute, value: str) -> None:
-    if value not in ("imq", "rbf"):
-        raise ValueError(f"{attribute.name} must be one of imq, rbf, got {value!r}")
-
-
 @attrs.define
 class MMDOptions:
     """Options of the WAE-MMD penalty."""
 
-    weight: float = attrs.field(default=10.0, validator=_non_negative)  # lambda
+    weight: float = attrs.field(default=10.0, validator=check.non_negative)  # lambda
     # imq: sum of inverse multiquadratics kernels over scales; rbf: one Gaussian kernel whose
     # width is the median heuristic of the WAE code (scales and sigma2 then do not apply).
-    kernel: str = attrs.field(default="imq", validator=_kernel)
-    sigma2: float = attrs.field(default=1.0, validator=_positive)  # per-dimension prior variance
-    scales: list[float] = attrs.field(factory=lambda: list(WAE_SCALES), validator=_scales)
+    kernel: str = attrs.field(default="imq", validator=check.one_of("imq", "rbf"))
+    sigma2: float = attrs.field(default=1.0, validator=check.positive)  # per-dimension prior variance
+    scales: list[float] = attrs.field(factory=lambda: list(WAE_SCALES), validator=check.each(check.positive))
 
 
 class MMDPenalty:
@@ -186,7 +166,7 @@ class MMDPenalty:
 class WeightClippingOptions:
     """Options of WGAN weight clipping."""
 
-    clip: float = attrs.field(default=0.01, validator=_positive)  # c: parameters stay in [-c, c]
+    clip: float = attrs.field(default=0.01, validator=check.positive)  # c: parameters stay in [-c, c]
 
 
 class WeightClipping:

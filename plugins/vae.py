@@ -14,19 +14,19 @@ from typing import Any, ClassVar
 
 import attrs
 import torch
-from attrs import validators as v
 from torch import Tensor
 
 import genfw
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import validators as check
 from genfw_plugins._util import device_of
 
 
 @attrs.define
 class VAEOptions:
-    latent_dim: int = attrs.field(default=16, validator=v.ge(1))
-    beta: float = attrs.field(default=1.0, validator=v.ge(0))  # 1: the ELBO; beta-VAE otherwise
-    lr: float = attrs.field(default=1e-3, validator=v.gt(0))
+    latent_dim: int = attrs.field(default=16, validator=check.at_least(1))
+    beta: float = attrs.field(default=1.0, validator=check.non_negative)  # 1: the ELBO; beta-VAE otherwise
+    lr: float = attrs.field(default=1e-3, validator=check.positive)
 
 
 def decoded_mean(loss: Any, x_hat: Tensor) -> Tensor:

@@ -12,20 +12,20 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
-from attrs import validators as v
 from torch import Tensor
 
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import validators as check
 from genfw_plugins._util import device_of
 from genfw_plugins.vae import decoded_mean
 
 
 @attrs.define
 class WAEOptions:
-    latent_dim: int = attrs.field(default=8, validator=v.ge(1))
-    lr: float = attrs.field(default=1e-3, validator=v.gt(0))  # the paper: Adam 1e-3 on MNIST
-    beta1: float = attrs.field(default=0.5, validator=[v.ge(0), v.lt(1)])
+    latent_dim: int = attrs.field(default=8, validator=check.at_least(1))
+    lr: float = attrs.field(default=1e-3, validator=check.positive)  # the paper: Adam 1e-3 on MNIST
+    beta1: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, high_open=True))
 
 
 class WAE:

@@ -11,21 +11,21 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
-from attrs import validators as v
 
 import genfw
 from genfw import Slot
+from genfw import validators as check
 from genfw_plugins.gan import GAN
 
 
 @attrs.define
 class WGANGPOptions:
-    latent_dim: int = attrs.field(default=64, validator=v.ge(1))
-    lr_generator: float = attrs.field(default=1e-4, validator=v.gt(0))
-    lr_critic: float = attrs.field(default=1e-4, validator=v.gt(0))
-    beta1: float = attrs.field(default=0.0, validator=[v.ge(0), v.lt(1)])
-    beta2: float = attrs.field(default=0.9, validator=[v.ge(0), v.lt(1)])
-    n_critic: int = attrs.field(default=5, validator=v.ge(1))
+    latent_dim: int = attrs.field(default=64, validator=check.at_least(1))
+    lr_generator: float = attrs.field(default=1e-4, validator=check.positive)
+    lr_critic: float = attrs.field(default=1e-4, validator=check.positive)
+    beta1: float = attrs.field(default=0.0, validator=check.in_interval(0, 1, high_open=True))
+    beta2: float = attrs.field(default=0.9, validator=check.in_interval(0, 1, high_open=True))
+    n_critic: int = attrs.field(default=5, validator=check.at_least(1))
 
 
 class WGANGP(GAN):

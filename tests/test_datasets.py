@@ -92,7 +92,7 @@ def test_toy2d_declares_its_default_metric_and_help() -> None:
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"which": "square"}, "which must be one of ring, grid; got 'square'"),
+        ({"which": "square"}, "which must be one of ring, grid, got 'square'"),
         ({"size": 0}, "size"),
         ({"seed": -1}, "seed"),
     ],
@@ -259,7 +259,7 @@ def test_image_folder_unreadable_image_names_the_file(tmp_path: Path) -> None:
     ("options", "words"),
     [
         ({"channels": 2}, "channels must be 1 .* or 3"),
-        ({"size": 0}, "size must be a positive number of pixels; got 0"),
+        ({"size": 0}, "size must be at least 1, got 0"),
     ],
 )
 def test_image_folder_rejects_bad_options(tmp_path: Path, options: dict[str, Any], words: str) -> None:
@@ -362,7 +362,7 @@ def test_torchvision_cifar_channels_first_and_resize(monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"name": "svhn"}, "name must be one of mnist, fashion-mnist, cifar10; got 'svhn'"),
+        ({"name": "svhn"}, "name must be one of mnist, fashion-mnist, cifar10, got 'svhn'"),
         ({"size": 0}, "size"),
     ],
 )

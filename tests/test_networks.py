@@ -129,7 +129,7 @@ def test_dcgan_init(registry) -> None:
             {"output": "softmax"},
             "output must be one of auto, tanh, sigmoid, none",
         ),
-        (networks.MLPOptions, {"hidden": [64, 0]}, "hidden must hold positive layer widths"),
+        (networks.MLPOptions, {"hidden": [64, 0]}, "hidden must be positive, got 0"),
         (networks.DCGANOptions, {"channels": 0}, "channels must be positive"),
     ],
 )

@@ -210,8 +210,10 @@ def test_mmd_errors(registry) -> None:
         mmd_imq(torch.zeros(4, 3), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="kernel must be one of imq, rbf"):
         regularisers.MMDOptions(kernel="gauss")
-    with pytest.raises(ValueError, match="scales must be a non-empty list of positive numbers"):
+    with pytest.raises(ValueError, match="scales must not be empty"):
         regularisers.MMDOptions(scales=[])
+    with pytest.raises(ValueError, match=r"^scales\[1\] must be positive, got 0.0$"):
+        regularisers.MMDOptions(scales=[1.0, 0.0])
     with pytest.raises(GenfwError):
         registry.spec("regulariser", "mmd", {"sigma2": 0.0}, where="regularisers.mmd")
 

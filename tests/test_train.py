@@ -255,3 +255,21 @@ def test_divergence_is_reported(tmp_path, registry):
     raw["train"]["steps"] = 20
     with pytest.raises(GenfwError, match="training diverged at step"):
         Trainer(resolve(raw, registry), tmp_path / "r").fit()
+
+
+def test_resume_never_unpickles(tmp_path, registry, monkeypatch):
+    """Checkpoints are safetensors + JSON: resuming must work with every unpickler disabled."""
+    import pickle
+
+    run_once(registry, tmp_path / "r", steps=2)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint load tried to unpickle")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(module, name, refuse)
+    cfg = read_run(tmp_path / "r", registry, [("train.steps", 3)])
+    resumed = Trainer(cfg, tmp_path / "r", resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    assert checkpoint.find(tmp_path / "r" / "checkpoints").name == "step_0000003"

@@ -28,17 +28,13 @@ import torch
 from PIL import Image, ImageOps
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # Image.Resampling is Pillow >= 9.1; the bare constant works everywhere else.
 BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
 _VALID = "give a folder of images (" + ", ".join(e[1:] for e in EXTENSIONS) + "), searched recursively"
-
-
-def _check_size(_: object, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be a positive number of pixels; got {value}")
 
 
 def _check_channels(_: object, attribute: attrs.Attribute, value: int) -> None:
@@ -50,7 +46,7 @@ def _check_channels(_: object, attribute: attrs.Attribute, value: int) -> None:
 class ImageFolderOptions:
     path: str
     """Folder of images; class subfolders give labels."""
-    size: int = attrs.field(default=32, validator=_check_size)
+    size: int = attrs.field(default=32, validator=check.at_least(1))
     """Side of the square images, in pixels."""
     channels: int = attrs.field(default=3, validator=_check_channels)
     """1 (grey) or 3 (RGB)."""

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
 
 # name -> (torchvision.datasets class name, channels, native side)
@@ -35,25 +36,15 @@ MISSING_EXTRA = (
 _CHUNK = 10_000  # images converted at once, to bound the temporary memory of a resize
 
 
-def _check_name(_: object, attribute: attrs.Attribute, value: str) -> None:
-    if value not in NAMES:
-        raise ValueError(f"{attribute.name} must be one of {', '.join(NAMES)}; got {value!r}")
-
-
-def _check_size(_: object, attribute: attrs.Attribute, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{attribute.name} must be a positive number of pixels, or left out; got {value}")
-
-
 @attrs.define
 class TorchvisionOptions:
     root: str
     """Local folder holding the files (never downloaded)."""
-    name: str = attrs.field(default="mnist", validator=_check_name)
+    name: str = attrs.field(default="mnist", validator=check.one_of(*NAMES))
     """mnist, fashion-mnist or cifar10."""
     train: bool = True
     """Training split (true) or test split (false)."""
-    size: int | None = attrs.field(default=None, validator=_check_size)
+    size: int | None = attrs.field(default=None, validator=attrs.validators.optional(check.at_least(1)))
     """Resize to size x size; native size (28 or 32) when left out."""
 
 

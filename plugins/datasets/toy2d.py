@@ -21,19 +21,10 @@ import attrs
 import torch
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
 
 WHICH = ("ring", "grid")
-
-
-def _check_which(_: object, attribute: attrs.Attribute, value: str) -> None:
-    if value not in WHICH:
-        raise ValueError(f"{attribute.name} must be one of {', '.join(WHICH)}; got {value!r}")
-
-
-def _check_size(_: object, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be a positive number of points; got {value}")
 
 
 def _check_seed(_: object, attribute: attrs.Attribute, value: int) -> None:
@@ -43,9 +34,9 @@ def _check_seed(_: object, attribute: attrs.Attribute, value: int) -> None:
 
 @attrs.define
 class Toy2DOptions:
-    which: str = attrs.field(default="ring", validator=_check_which)
+    which: str = attrs.field(default="ring", validator=check.one_of(*WHICH))
     """``ring`` (8 modes, std 0.01) or ``grid`` (25 modes, std 0.05)."""
-    size: int = attrs.field(default=100_000, validator=_check_size)
+    size: int = attrs.field(default=100_000, validator=check.at_least(1))
     """Number of points, drawn once."""
     seed: int = attrs.field(default=0, validator=_check_seed)
     """Seed of the local generator the points are drawn with."""

@@ -33,26 +33,17 @@ import attrs
 import torch
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
-
-
-def _check_positive_int(_: object, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be at least 1; got {value}")
-
-
-def _check_positive(_: object, attribute: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive; got {value}")
 
 
 @attrs.define
 class ModeCoverageOptions:
-    num_samples: int = attrs.field(default=2500, validator=_check_positive_int)
+    num_samples: int = attrs.field(default=2500, validator=check.at_least(1))
     """Generated samples to draw (2500 in VEEGAN and PacGAN)."""
-    threshold_std: float = attrs.field(default=3.0, validator=_check_positive)
+    threshold_std: float = attrs.field(default=3.0, validator=check.positive)
     """A sample is high quality within this many standard deviations of its nearest mode."""
-    min_samples: int = attrs.field(default=1, validator=_check_positive_int)
+    min_samples: int = attrs.field(default=1, validator=check.at_least(1))
     """High-quality samples a mode needs to count as captured (1 in the papers)."""
 
 

@@ -1,0 +1,84 @@
+"""attrs validators for component options, with messages that say what is valid.
+
+Use them in options classes, built-in or third-party::
+
+    from genfw import validators as check
+
+    @attrs.define
+    class Options:
+        alpha: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, low_open=True))
+        kernel: str = attrs.field(default="imq", validator=check.one_of("imq", "rbf"))
+
+A failed check raises ``ValueError("alpha must be in (0, 1], got 0.0")``; the config layer turns
+it into a one-line error with the option's path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import SimpleNamespace
+from typing import Any
+
+import attrs
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
+    """``value > 0``."""
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+def non_negative(_: Any, attribute: attrs.Attribute, value: float) -> None:
+    """``value >= 0``."""
+    if not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def at_least(minimum: float) -> Validator:
+    """``value >= minimum`` (e.g. ``at_least(1)`` for counts)."""
+
+    def check(_: Any, attribute: attrs.Attribute, value: float) -> None:
+        if not value >= minimum:
+            raise ValueError(f"{attribute.name} must be at least {minimum}, got {value!r}")
+
+    return check
+
+
+def in_interval(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Validator:
+    """``low <= value <= high``, with either end open: ``in_interval(0, 1, low_open=True)``
+    is ``(0, 1]``."""
+    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def check(_: Any, attribute: attrs.Attribute, value: float) -> None:
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):
+            raise ValueError(f"{attribute.name} must be in {text}, got {value!r}")
+
+    return check
+
+
+def one_of(*choices: str) -> Validator:
+    """``value`` is one of ``choices``."""
+
+    def check(_: Any, attribute: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+
+    return check
+
+
+def each(inner: Validator) -> Validator:
+    """Apply ``inner`` to every element of a list option (``each(positive)``); the list must not
+    be empty. The error names the entry: ``scales[1] must be positive, got 0.0``."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Iterable[Any]) -> None:
+        items = list(value)
+        if not items:
+            raise ValueError(f"{attribute.name} must not be empty")
+        for i, item in enumerate(items):
+            inner(instance, SimpleNamespace(name=f"{attribute.name}[{i}]"), item)  # type: ignore[arg-type]
+
+    return check
