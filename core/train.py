@@ -31,6 +31,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 
+import genfw
 from genfw import checkpoint, images
 from genfw.config import RunConfig
 from genfw.errors import GenfwError
@@ -350,7 +351,7 @@ class Trainer:
             (self.run_dir / RUN_FILE).write_text(
                 json.dumps(
                     {
-                        "genfw": __import__("genfw").__version__,
+                        "genfw": genfw.__version__,
                         "data": attrs.asdict(self.built.dataset.info),
                         "processes": acc.num_processes,
                         "command": sys.argv,
