@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import attrs
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -157,6 +158,11 @@ class BernoulliNLL:
 
     def __init__(self, options: Any = None) -> None:
         pass
+
+    @staticmethod
+    def mean(logits: Tensor) -> Tensor:
+        """The likelihood's mean in data space: ``2 sigmoid(l) - 1`` in ``[-1, 1]`` (for samples)."""
+        return 2.0 * torch.sigmoid(logits) - 1.0
 
     def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
         target = (x + 1.0) / 2.0

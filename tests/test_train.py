@@ -273,3 +273,20 @@ def test_resume_never_unpickles(tmp_path, registry, monkeypatch):
     assert resumed.step == 2
     resumed.fit()
     assert checkpoint.find(tmp_path / "r" / "checkpoints").name == "step_0000003"
+
+
+def test_vae_with_bernoulli_likelihood_samples_in_data_space(registry):
+    """Decoder outputs are logits; samples and reconstructions are the mean 2 sigmoid(l) - 1."""
+    raw = small("vae", dataset="digits")
+    raw["loss"] = "bernoulli"
+    raw["generator"] = {"name": "mlp", "hidden": [16, 16], "output": "none"}
+    b = built_for(registry, raw)
+    m = Modules(b.model.modules)
+    torch.manual_seed(0)
+    samples = b.model.sample(m, 5, None)
+    torch.manual_seed(0)
+    logits = m.generator(torch.randn(5, 16))
+    assert torch.allclose(samples, 2 * torch.sigmoid(logits) - 1)
+    x = batch_of(b, n=4).x
+    mu, _ = m.encoder(x).chunk(2, dim=1)
+    assert torch.allclose(b.model.reconstruct(m, x, None), 2 * torch.sigmoid(m.generator(mu)) - 1)
