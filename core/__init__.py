@@ -14,6 +14,7 @@ from genfw.model import (
     Phase,
     PhaseOutput,
     Slot,
+    device_of,
 )
 
 __version__ = "0.1.0"
@@ -32,5 +33,6 @@ __all__ = [
     "PhaseOutput",
     "Slot",
     "__version__",
+    "device_of",
     "hookimpl",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 from genfw import config as config_mod
 from genfw.errors import GenfwError, choices, plural
 from genfw.hookspecs import KINDS
+from genfw.model import device_of
 from genfw.plugins import get_host
 
 # Flags that name a component in a keyed map rather than a slot.
@@ -158,7 +159,7 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
     info = json.loads((run_dir / train_mod.RUN_FILE).read_text())["data"]
     samples = train_mod.forked(
         args.seed,
-        modules_device(modules),
+        device_of(*modules.values()),
         lambda: train_mod.generate(model, modules, args.n, info["num_classes"]),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,15 +169,6 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
         safetensors.torch.save_file({"samples": samples.contiguous()}, str(out))
     print(str(out))
     return 0
-
-
-def modules_device(modules: Any) -> Any:
-    import torch
-
-    for mod in modules.values():
-        for p in mod.parameters():
-            return p.device
-    return torch.device("cpu")
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
@@ -200,7 +192,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         )
     built, _, modules = train_mod.load_model(run_dir, cfg, with_data=True)
     assert built is not None
-    results = train_mod.json_safe(train_mod.evaluate(built, modules, modules_device(modules)))
+    results = train_mod.json_safe(train_mod.evaluate(built, modules, device_of(*modules.values())))
     (run_dir / "eval.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results))
     return 0

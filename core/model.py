@@ -70,6 +70,16 @@ class PhaseOutput:
     logs: dict[str, Tensor] = attrs.field(factory=dict)
 
 
+def device_of(*modules: nn.Module) -> torch.device:
+    """The device of the first parameter or buffer of ``modules`` (CPU when they have none)."""
+    for module in modules:
+        for t in module.parameters():
+            return t.device
+        for t in module.buffers():
+            return t.device
+    return torch.device("cpu")
+
+
 class Modules(dict):
     """The model's modules by name, readable as attributes: ``m.generator``, ``m.critic``.
 

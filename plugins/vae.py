@@ -17,9 +17,8 @@ import torch
 from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
 from genfw import validators as check
-from genfw_plugins._util import device_of
 
 
 @attrs.define

@@ -15,9 +15,8 @@ import attrs
 from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
 from genfw import validators as check
-from genfw_plugins._util import device_of
 from genfw_plugins.vae import decoded_mean
 
 
