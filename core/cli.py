@@ -73,22 +73,6 @@ def parse_overrides(tokens: list[str], sets: list[str]) -> list[tuple[str, Any]]
     return out
 
 
-def _merge_regularisers(raw: dict[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
-    # `--regulariser x` adds x with {} options; it must not erase options set in the file.
-    kept = []
-    for path, value in overrides:
-        head, _, rest = path.partition(".")
-        if head in ("regularisers", "metrics") and rest and "." not in rest and value == {}:
-            section = raw.setdefault(head, {})
-            if isinstance(section, list):
-                section = raw[head] = {str(n): {} for n in section}
-            if isinstance(section, dict):
-                section.setdefault(rest, {})
-                continue
-        kept.append((path, value))
-    return config_mod.merge(raw, kept)
-
-
 # --- commands ------------------------------------------------------------------------------------
 
 
@@ -117,7 +101,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         cfg = train_mod.read_run(run_dir, registry, overrides)
     else:
         raw = config_mod.load_file(args.config) if args.config else {}
-        cfg = config_mod.resolve(_merge_regularisers(raw, overrides), registry)
+        cfg = config_mod.resolve(config_mod.merge(raw, overrides), registry)
         if args.out:
             run_dir = Path(args.out)
         else:

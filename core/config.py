@@ -61,6 +61,7 @@ TRAIN = Component(
 )
 
 SECTIONS = ("variant", "dataset", "regularisers", "metrics", "train")
+NAMED_MAPS = ("regularisers", "metrics")  # name -> options, not one component
 
 
 @attrs.frozen
@@ -121,14 +122,18 @@ def parse_value(text: str) -> Any:
 
 def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
     """Set ``a.b.c = value`` in a nested mapping. A component given by name becomes
-    ``{"name": name}`` so options can be set beside it."""
+    ``{"name": name}`` so options can be set beside it; ``regularisers``/``metrics`` given as a
+    list of names become a mapping, and adding a name there (``regularisers.mmd = {}``) keeps the
+    options it already has."""
     parts = path.split(".")
     if any(not p for p in parts):
         raise GenfwError(f"invalid config key '{path}'")
     node = tree
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if isinstance(child, str) and i == 0 and part not in ("regularisers", "metrics", "train"):
+        if i == 0 and part in NAMED_MAPS:
+            child = _named_map(child, part)
+        elif isinstance(child, str) and i == 0 and part != "train":
             child = {"name": child}
         if child is None:
             child = {}
@@ -139,6 +144,8 @@ def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
     last = parts[-1]
     if len(parts) == 1 and isinstance(node.get(last), dict) and not isinstance(value, dict):
         node[last]["name"] = value  # --prior spike_slab keeps --prior.alpha given before it
+    elif len(parts) == 2 and parts[0] in NAMED_MAPS and value == {} and isinstance(node.get(last), dict):
+        pass  # --regulariser mmd keeps mmd's options from the file
     else:
         node[last] = value
 
@@ -202,7 +209,7 @@ def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
         below = out.get(key)
-        if key in ("regularisers", "metrics"):
+        if key in NAMED_MAPS:
             value = _named_map(value, key)
             below = _named_map(below, key) if below is not None else None
         if isinstance(below, Mapping) and isinstance(value, str):

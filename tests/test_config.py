@@ -188,3 +188,14 @@ def test_variant_preset_for_the_data_kind_and_user_values_win(registry):
     assert mine.train.batch_size == 32
     # The written config replays to the same thing.
     assert resolve(toy.to_dict(), registry).to_dict() == toy.to_dict()
+
+
+def test_naming_a_regulariser_keeps_its_file_options(tmp_path, registry):
+    f = tmp_path / "run.yaml"
+    f.write_text("variant: gan\nregularisers: {gradient_penalty: {weight: 2.5}}\n")
+    cfg = resolve(merge(load_file(f), parse_overrides(["--regulariser", "gradient_penalty"], [])), registry)
+    assert cfg.regularisers["gradient_penalty"].options.weight == 2.5
+    # A list of names in the file takes dotted options too.
+    f.write_text("variant: gan\nregularisers: [gradient_penalty]\n")
+    raw = merge(load_file(f), parse_overrides(["--regulariser.gradient_penalty.weight", "4"], []))
+    assert resolve(raw, registry).regularisers["gradient_penalty"].options.weight == 4
