@@ -32,13 +32,21 @@ from genfw.plugins import get_registry
 from genfw.train import Trainer
 
 
+def players(m: dict, lr: float, betas) -> tuple:
+    """Generator, critic and an Adam optimiser for each (both GAN loops)."""
+    g, d = m["generator"], m["critic"]
+    return (
+        g,
+        d,
+        torch.optim.Adam(g.parameters(), lr=lr, betas=betas),
+        torch.optim.Adam(d.parameters(), lr=lr, betas=betas),
+    )
+
+
 def plain_gan(m: dict, x_all: torch.Tensor, batch: int, latent: int, lr: float, betas) -> Callable[[], None]:
     """Non-saturating GAN (Goodfellow et al. 2014), critic step then generator step."""
-    g, d = m["generator"], m["critic"]
-    opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=betas)
-    sample = batches(x_all, batch)
-    dev = x_all.device
+    g, d, opt_g, opt_d = players(m, lr, betas)
+    sample, dev = batches(x_all, batch), x_all.device
 
     def step() -> None:
         x = sample()
@@ -60,11 +68,8 @@ def plain_wgan_gp(
     m: dict, x_all: torch.Tensor, batch: int, latent: int, lr: float, betas, n_critic: int, lam: float
 ):
     """WGAN-GP (Gulrajani et al. 2017, Algorithm 1)."""
-    g, d = m["generator"], m["critic"]
-    opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=betas)
-    sample = batches(x_all, batch)
-    dev = x_all.device
+    g, d, opt_g, opt_d = players(m, lr, betas)
+    sample, dev = batches(x_all, batch), x_all.device
 
     def step() -> None:
         for _ in range(n_critic):
