@@ -79,11 +79,16 @@ def parse_overrides(tokens: list[str], sets: list[str]) -> list[tuple[str, Any]]
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from genfw import train as train_mod
 
+    _fid_weights(args)
     overrides = parse_overrides(extra, args.set)
     if args.plugin:
         overrides.insert(0, ("variant", args.plugin))
     if args.cpu:
         overrides.append(("train.cpu", True))
+    if args.compile:
+        overrides.append(("train.compile", True))
+    if args.sync_batch_norm:
+        overrides.append(("train.sync_batch_norm", True))
     if args.no_progress:
         overrides.append(("train.progress", False))
     registry = get_host().registry
@@ -132,7 +137,8 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
         raise GenfwError(f"unexpected argument '{extra[0]}' for sample")
     run_dir = Path(args.run)
     cfg = train_mod.read_run(run_dir, get_host().registry)
-    out = Path(args.out) if args.out else run_dir / f"sample-seed{args.seed}-n{args.n}.png"
+    tag = f"-label{args.label}" if args.label is not None else ""
+    out = Path(args.out) if args.out else run_dir / f"sample-seed{args.seed}-n{args.n}{tag}.png"
     if out.suffix not in (".png", ".safetensors"):
         raise GenfwError(
             f"--out {out}: unknown format '{out.suffix}'; use .png (a grid) or .safetensors (tensors)"
@@ -141,23 +147,110 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
         raise GenfwError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     _, model, modules = train_mod.load_model(run_dir, cfg, with_data=False)
     info = json.loads((run_dir / train_mod.RUN_FILE).read_text())["data"]
+    device = device_of(*modules.values())
+    # A conditional model draws --label's class, or else one row per class: labels 0 0 .. 1 1 ..
+    labels = args.label
+    if labels is None and model.num_classes:
+        labels = train_mod.class_rows(model.num_classes, -(-args.n // model.num_classes))[: args.n]
+    labels = train_mod.sample_labels(model, args.n, labels, device)  # checks --label
     samples = train_mod.forked(
-        args.seed,
-        device_of(*modules.values()),
-        lambda: train_mod.generate(model, modules, args.n, info["num_classes"]),
+        args.seed, device, lambda: train_mod.generate(model, modules, args.n, labels=labels)
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
-        images.save_png(images.render(samples, info["kind"]), out)
+        rows = labels.cpu() if labels is not None and args.label is None else None
+        images.save_png(images.render(samples, info["kind"], labels=rows), out)
     else:
-        safetensors.torch.save_file({"samples": samples.contiguous()}, str(out))
+        tensors = {"samples": samples.contiguous()}
+        if labels is not None:
+            tensors["labels"] = labels.cpu().contiguous()
+        safetensors.torch.save_file(tensors, str(out))
     print(str(out))
+    return 0
+
+
+def _fid_weights(args: argparse.Namespace) -> None:
+    # --fid-weights PATH is $GENFW_FID_WEIGHTS for this process (the inception extractor reads it).
+    if getattr(args, "fid_weights", None):
+        os.environ["GENFW_FID_WEIGHTS"] = str(Path(args.fid_weights).expanduser().resolve())
+
+
+def cmd_eval_files(args: argparse.Namespace, extra: list[str]) -> int:
+    """``genfw eval --real A --fake B``: metrics on two image sets, no run."""
+    import torch
+
+    from genfw import scoring
+    from genfw.train import json_safe
+
+    if not (args.real and args.fake):
+        raise GenfwError(
+            "give both --real and --fake (folders or .npy/.npz/.safetensors files) and no run folder"
+        )
+    if args.run is not None:
+        # With no run folder, argparse took the first option value (`fid` of `--metric fid`) for
+        # the run: put it back where a value is missing.
+        extra = list(extra)
+        i = 0
+        while i < len(extra) and (
+            "=" in extra[i] or (i + 1 < len(extra) and not extra[i + 1].startswith("--"))
+        ):
+            i += 1 if "=" in extra[i] else 2
+        extra.insert(i + 1 if i < len(extra) else i, args.run)
+    overrides = parse_overrides(extra, args.set)
+    bad = [p for p, _ in overrides if not p.startswith("metrics")]
+    if bad:
+        raise GenfwError(
+            f"genfw eval --real/--fake takes --metric NAME and --metric.NAME.OPTION VALUE; got {bad[0]}"
+        )
+    raw = config_mod.merge({}, overrides).get("metrics") or ["fid"]
+    metrics = scoring.metric_specs(get_host().registry, raw)
+    real, fake = scoring.read_samples(args.real), scoring.read_samples(args.fake)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = json_safe(scoring.score(real, fake, metrics, device))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    print(json.dumps(results))
+    return 0
+
+
+def cmd_train_evaluator(args: argparse.Namespace, extra: list[str]) -> int:
+    from genfw import scoring
+    from genfw.train import json_safe
+
+    overrides = parse_overrides(extra, [])
+    bad = [p for p, _ in overrides if not p.startswith("dataset")]
+    if bad or not args.dataset:
+        raise GenfwError(
+            f"genfw train-evaluator takes --dataset NAME and --dataset.OPTION VALUE; got {bad[0] if bad else 'no --dataset'}"
+        )
+    raw = config_mod.merge({"dataset": args.dataset}, overrides)["dataset"]
+    out, meta = scoring.train_evaluator(
+        get_host().registry,
+        raw,
+        extractor=args.extractor,
+        out=args.out,
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(json_safe({"evaluator": str(out), **meta})))
+    print(
+        f"use it with: --metric.fid.extractor {args.extractor} --metric.fid.weights {out} "
+        f"(numbers are comparable only with this evaluator, not with Inception FID)",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from genfw import train as train_mod
 
+    _fid_weights(args)
+    if args.real or args.fake:
+        return cmd_eval_files(args, extra)
+    if not args.run:
+        raise GenfwError("give a run folder (genfw eval RUN) or two image sets (--real A --fake B)")
     run_dir = Path(args.run)
     overrides = parse_overrides(extra, args.set)
     bad = [p for p, _ in overrides if not p.startswith(("metrics", "dataset"))]
@@ -170,16 +263,105 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         overrides.insert(0, ("metrics", {}))
     registry = get_host().registry
     cfg = train_mod.read_run(run_dir, registry, overrides)
-    if not cfg.metrics:
+    pictures = args.reconstruct or args.latent_plot or args.traverse is not None
+    if not cfg.metrics and not pictures:
         raise GenfwError(
             f"no metrics to compute; name some with --metric NAME (registered: {choices(registry.names('metric'))})"
         )
     built, _, modules = train_mod.load_model(run_dir, cfg, with_data=True)
     assert built is not None
-    results = train_mod.json_safe(train_mod.evaluate(built, modules, device_of(*modules.values())))
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps(results))
+    if pictures:  # checked before the metrics run, so a bad flag fails fast
+        paths = _autoencoder_pictures(args, built, modules, run_dir)
+    if cfg.metrics:
+        results = train_mod.json_safe(train_mod.evaluate(built, modules, device_of(*modules.values())))
+        (run_dir / "eval.json").write_text(json.dumps(results, indent=1))
+        print(json.dumps(results))
+    if pictures:
+        for path in paths:
+            print(str(path))
     return 0
+
+
+def _autoencoder_pictures(args: argparse.Namespace, built: Any, modules: Any, run_dir: Path) -> list[Path]:
+    """``genfw eval --reconstruct / --latent-plot / --traverse``: PNGs in the run folder.
+
+    They use the run's held-out split (``train.holdout``; the first examples in its fixed order),
+    or the first examples of the training data when the run holds none out (said on stderr).
+    """
+    import torch
+
+    from genfw import images
+    from genfw import train as train_mod
+
+    model = built.model
+    if args.reconstruct is not None and args.reconstruct < 1:
+        raise GenfwError(f"--reconstruct takes a number of examples >= 1, got {args.reconstruct}")
+    if args.traverse_steps < 2 or not args.traverse_range > 0:
+        raise GenfwError("--traverse-steps must be at least 2 and --traverse-range positive")
+    if model.encode is None or model.decode is None:
+        raise GenfwError(
+            f"--reconstruct, --latent-plot and --traverse need an autoencoder (ae, vae, aae, wae, vsc); "
+            f"this run's variant is '{built.cfg.variant.name}'"
+        )
+    if built.dataset.kind != "image" and (args.reconstruct or args.traverse is not None):
+        raise GenfwError("--reconstruct and --traverse draw images; this run's data are points")
+    holdout = built.cfg.train.holdout
+    n = max(args.reconstruct or 0, 2000 if args.latent_plot else 1)
+    if holdout > 0:
+        x, y = train_mod.held_out_examples(built.dataset, holdout, n)
+    else:
+        print(
+            "genfw: note: the run holds no data out (train.holdout 0); using training examples",
+            file=sys.stderr,
+        )
+        idx = torch.arange(min(n, len(built.dataset)))
+        x = torch.stack([built.dataset[int(i)][0] for i in idx]).float()
+        y = torch.tensor([int(built.dataset[int(i)][1]) for i in idx])
+    device = device_of(*modules.values())
+    for mod in modules.values():
+        mod.eval()
+    paths: list[Path] = []
+    with torch.no_grad():
+        if args.reconstruct:
+            xs = x[: args.reconstruct].to(device)
+            rec = model.reconstruct(modules, xs, y[: args.reconstruct].to(device))
+            paths.append(run_dir / "reconstructions.png")
+            images.save_png(images.pairs_grid(xs.cpu(), rec.float().cpu()), paths[-1])
+        if args.latent_plot:
+            codes = model.encode(modules, x.to(device), y.to(device)).float().cpu()
+            if codes.shape[1] != 2:
+                raise GenfwError(
+                    f"--latent-plot needs a 2-D latent; this run's has {codes.shape[1]} dimensions "
+                    f"(train with --plugin.latent_dim 2, or use --traverse)"
+                )
+            prior = train_mod.forked(0, device, lambda: model.prior.sample(len(codes), device="cpu"))
+            paths.append(run_dir / "latent.png")
+            images.save_png(images.latent_scatter(codes, y, prior.float()), paths[-1])
+        if args.traverse is not None:
+            code = model.encode(modules, x[:1].to(device), y[:1].to(device))  # (1, d)
+            d = code.shape[1]
+            try:
+                dims = (
+                    list(range(d)) if args.traverse == "all" else [int(t) for t in args.traverse.split(",")]
+                )
+            except ValueError:
+                raise GenfwError(
+                    f"--traverse takes dimensions like 0,2,5 or 'all'; got '{args.traverse}'"
+                ) from None
+            bad = [j for j in dims if not 0 <= j < d]
+            if bad or not dims:
+                raise GenfwError(f"--traverse: dimension {bad[0] if bad else '(none)'} is not in 0..{d - 1}")
+            dims = list(dict.fromkeys(dims))
+            values = torch.linspace(
+                -args.traverse_range, args.traverse_range, args.traverse_steps, device=device
+            )
+            z = code.repeat(len(dims) * len(values), 1)
+            for i, j in enumerate(dims):
+                z[i * len(values) : (i + 1) * len(values), j] = values
+            pictures = model.decode(modules, z, None).float().cpu()
+            paths.append(run_dir / "traversals.png")
+            images.save_png(images.traversal_grid(pictures, dims), paths[-1])
+    return paths
 
 
 def _plugin_rows() -> list[dict[str, Any]]:
@@ -274,6 +456,26 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace, extra: list[str]) -> int:
+    from genfw import scaffold
+
+    root = scaffold.new_plugin(args.name, args.kind, args.dir)
+    module = f"genfw_{args.name}"
+    print(f"wrote {root}: pyproject.toml, README.md, src/{module}/__init__.py, tests/test_{args.name}.py")
+    print(f"next: pip install -e {root} && pytest {root} && genfw plugins")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from genfw import compare
+
+    runs = [Path(r) for r in args.runs]
+    text, out, metric = compare.compare(runs, metric=args.metric, out=args.out, overwrite=args.overwrite)
+    print(text)
+    print(f"\n{metric} over steps: {out}")
+    return 0
+
+
 # --- entry point -----------------------------------------------------------------------------------
 
 
@@ -299,14 +501,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any config key")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is available")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (train.compile)")
+    p.add_argument(
+        "--sync-batch-norm",
+        action="store_true",
+        help="SyncBatchNorm over processes (GPUs; train.sync_batch_norm)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fid-weights",
+        metavar="PATH",
+        help="pt_inception-2015-12-05-6726825d.pth (same as $GENFW_FID_WEIGHTS)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help="the run folder")
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output file: .png (grid) or .safetensors (tensor 'samples')")
+    p.add_argument(
+        "--label",
+        type=int,
+        help="draw this class only (conditional runs: cgan, acgan; infogan: its categorical code's value)",
+    )
+    p.add_argument("--out", help="output file: .png (grid) or .safetensors (tensors 'samples', 'labels')")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_sample)
 
@@ -315,9 +533,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute metrics on a trained run",
         description="e.g. genfw eval RUN --metric mode_coverage",
     )
-    p.add_argument("run", help="the run folder")
+    p.add_argument("run", nargs="?", help="the run folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--real", help="instead of a run: real images (a folder, or .npy/.npz/.safetensors)")
+    p.add_argument("--fake", help="instead of a run: generated images (a folder, or .npy/.npz/.safetensors)")
+    p.add_argument("--out", help="with --real/--fake: also write the results to this JSON file")
+    p.add_argument(
+        "--reconstruct",
+        type=int,
+        metavar="N",
+        help="autoencoders: save RUN/reconstructions.png, N held-out originals beside their reconstructions",
+    )
+    p.add_argument(
+        "--latent-plot",
+        action="store_true",
+        help="autoencoders with a 2-D latent: save RUN/latent.png, codes coloured by label over prior samples",
+    )
+    p.add_argument(
+        "--traverse",
+        metavar="DIMS",
+        help="autoencoders: save RUN/traversals.png, one row per latent dimension (e.g. 0,1,2 or all) "
+        "swept over [-R, R] from the first held-out example's code",
+    )
+    p.add_argument(
+        "--traverse-range", type=float, default=3.0, metavar="R", help="traversal range (default 3)"
+    )
+    p.add_argument("--traverse-steps", type=int, default=9, help="images per traversal row (default 9)")
+    p.add_argument(
+        "--fid-weights",
+        metavar="PATH",
+        help="pt_inception-2015-12-05-6726825d.pth (same as $GENFW_FID_WEIGHTS)",
+    )
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "train-evaluator",
+        help="train a classifier to measure FID/IS/... offline on a labelled data set",
+        description="e.g. genfw train-evaluator --dataset digits; its numbers are not comparable with "
+        "Inception FID. Then: genfw eval RUN --metric fid --metric.fid.extractor classifier "
+        "--metric.fid.weights evaluators/classifier-digits.safetensors",
+    )
+    p.add_argument(
+        "--dataset", help="the labelled data set (genfw list dataset); --dataset.OPTION VALUE sets options"
+    )
+    p.add_argument("--extractor", default="classifier", help="the trainable extractor (default classifier)")
+    p.add_argument("--out", help="weights file (default evaluators/EXTRACTOR-DATASET.safetensors)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing evaluator file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_evaluator)
 
     p = sub.add_parser("plugins", help="installed plugins and what they register")
     p.add_argument("--json", action="store_true")
@@ -327,13 +592,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", help=f"one of: {', '.join(KINDS)}")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "new-plugin",
+        help="write a ready plugin package (genfw-NAME/)",
+        description="Write genfw-NAME/: pyproject with the genfw entry point, one module with a documented "
+        "component, a test using genfw.testing, a README. It installs with pip install -e and passes its tests.",
+    )
+    p.add_argument("name", help="the component's name, e.g. mine (lower case, digits, _)")
+    p.add_argument(
+        "--kind",
+        required=True,
+        help="loss, prior, regulariser, metric, generator, critic, encoder, dataset or variant",
+    )
+    p.add_argument("--dir", default=".", help="where to create genfw-NAME/ (default: here)")
+    p.set_defaults(func=cmd_new_plugin)
+
+    p = sub.add_parser(
+        "compare",
+        help="final metrics of several runs, and one metric over steps as a PNG",
+        description="e.g. genfw compare runs/a runs/b --metric mode_coverage/modes --out modes.png",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    p.add_argument(
+        "--metric", help="the key to plot (default: an evaluated metric all runs share, else a loss)"
+    )
+    p.add_argument("--out", help="the PNG to write (default: compare-METRIC.png here)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (cmd_train, cmd_eval):
+    if extra and args.func not in (cmd_train, cmd_eval, cmd_train_evaluator):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args, extra)

@@ -29,6 +29,7 @@ import yaml
 
 from genfw.errors import GenfwError, choices
 from genfw.registry import Component, ComponentSpec, PluginInfo, Registry, converter, structure_options
+from genfw.validators import in_interval
 
 DEFAULT_VARIANT = "gan"
 DEFAULT_DATASET = "digits"  # embedded, no download
@@ -49,7 +50,14 @@ class TrainOptions:
     grid: int = attrs.field(default=64, validator=attrs.validators.ge(1))  # samples in a PNG grid
     mixed_precision: str = attrs.field(default="no", validator=attrs.validators.in_(("no", "fp16", "bf16")))
     cpu: bool = False  # train on the CPU even where a GPU is available
+    # torch.compile every module (on the CPU it needs a C++ compiler). Not with gradient penalties:
+    # compiled graphs have no double backward.
+    compile: bool = False
+    sync_batch_norm: bool = False  # batch norm as SyncBatchNorm over processes (GPUs only)
     progress: bool = True  # tqdm progress bar
+    # Fraction of the data set held out from training (a fixed split, the same for every run and
+    # seed: see genfw.train.holdout_split); metrics and `genfw eval` reconstruct it. 0: none.
+    holdout: float = attrs.field(default=0.0, validator=in_interval(0, 1, high_open=True))
 
 
 TRAIN = Component(
@@ -270,7 +278,11 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
             )
         chosen[slot_name] = spec
 
-    regs_raw = {n: dict(o) for n, o in getattr(vcls, "regularisers", {}).items()}
+    # A variant's own regularisers may depend on its options (``regularisers_for(options)``, e.g.
+    # the WAE's mmd only with ``penalty: mmd``); otherwise they are its ``regularisers``.
+    own = getattr(vcls, "regularisers_for", None)
+    own = own(variant.options) if own is not None else getattr(vcls, "regularisers", {})
+    regs_raw = {n: dict(o) for n, o in own.items()}
     for name, opts in _named_map(raw.get("regularisers"), "regularisers").items():
         regs_raw.setdefault(name, {}).update(opts)
     phases: tuple[str, ...] = tuple(getattr(vcls, "phases", ()))

@@ -66,6 +66,10 @@ def genfw_register_critics(register: Register) -> None:
     ``(B, *in_shape)`` to raw scores ``(B, out_dim)`` (logits, no final activation). A latent
     critic (AAE, WAE-GAN) is the same thing with ``in_shape=(latent_dim,)``.
 
+    A critic may also expose ``features(x, y=None) -> (B, F)`` and a linear ``head`` attribute
+    with ``forward(x, y) == head(features(x, y))``: feature matching reads the features, and the
+    minibatch discrimination / standard-deviation tricks insert their layer before the head.
+
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
 
@@ -110,7 +114,9 @@ def genfw_register_losses(register: Register) -> None:
 
     - ``"adversarial"``: ``critic_loss(real_scores, fake_scores) -> scalar`` (minimised by the
       critic) and ``generator_loss(fake_scores, real_scores=None) -> scalar`` (minimised by the
-      generator). Scores are raw critic outputs of shape ``(B,)``.
+      generator). Scores are raw critic outputs of shape ``(B,)``. A loss whose generator
+      objective needs the real scores (a relativistic loss) sets ``needs_real_scores = True``;
+      adversarial variants then pass them.
     - ``"reconstruction"``: ``__call__(x_hat, x) -> Tensor (B,)``, a per-example cost (e.g. a
       negative log-likelihood summed over dimensions).
 
@@ -131,9 +137,17 @@ def genfw_register_regularisers(register: Register) -> None:
     - ``needs: tuple[str, ...]``: keys of the phase context it reads (e.g. ``"real"``,
       ``"fake"``, ``"critic"``, ``"mu"``, ``"logvar"``);
     - ``penalty(ctx: dict) -> Tensor`` scalar, already multiplied by its weight, or ``None``
-      for a pure constraint;
+      for a pure constraint; ``ctx["phase"]`` is always the name of the phase being optimised;
     - optionally ``after_step(modules: list[torch.nn.Module]) -> None``, run after the
-      optimiser step of the phase (e.g. weight clipping).
+      optimiser step of the phase (e.g. weight clipping);
+    - optionally ``setup(model: genfw.Model, ctx: genfw.BuildContext) -> None``, called once
+      after the variant built ``model`` and before anything is prepared, trained or loaded
+      (``ctx.data`` is the data's shape, ``ctx.components`` the chosen slots). It may change the
+      model: wrap or add modules (EMA weights), wrap a phase's ``step`` or the ``sample``
+      function, extend ``export``. State kept across steps must live in buffers of modules in
+      ``model.modules``, so checkpoints and ``--resume`` carry it. A setup that cannot apply
+      raises :class:`genfw.GenfwError` in one line. Setups run by ascending ``setup_order``
+      (default 0), then in config order; one that copies parameters sets it higher.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -183,6 +197,32 @@ def genfw_register_datasets(register: Register) -> None:
     """
 
 
+@hookspec
+def genfw_register_extractors(register: Register) -> None:
+    """Register feature extractors: the networks quality metrics (FID, IS, KID, precision/recall,
+    density/coverage) measure samples with.
+
+    The factory is called as ``factory(options)`` and returns a ``torch.nn.Module`` (in eval mode,
+    no gradients needed) with
+
+    - ``features(x) -> Tensor (N, d)``: embeddings of a batch ``x`` of samples as the data sets
+      give them: images ``(N, C, H, W)`` in ``[-1, 1]`` (or points ``(N, D)``). Each extractor
+      states what it accepts (``accepts: str``, one line, e.g. "images (N, 1 or 3, H, W) in
+      [-1, 1], resized to 299x299") and raises :class:`genfw.GenfwError` for anything else
+      (wrong shape or channel count), saying what it expects;
+    - optionally ``logits(x) -> Tensor (N, K)``: class logits, for the Inception Score;
+    - ``identity: str``: a string that changes whenever the features would (name, options that
+      matter, sha256 of the weights); reference statistics of real data are cached under it.
+
+    A missing or wrong weights file is a :class:`genfw.GenfwError` telling where to put it. An
+    extractor whose factory has ``fit(dataset, out: Path, *, name, dataset_options, steps, seed,
+    progress) -> dict`` (train on a labelled data set, write the weights to ``out``, return their
+    metadata) can be trained by ``genfw train-evaluator``.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
 KINDS: dict[str, str] = {
     # kind -> hook name. The order is the order of `genfw list`.
     "variant": "genfw_register_variants",
@@ -194,4 +234,5 @@ KINDS: dict[str, str] = {
     "loss": "genfw_register_losses",
     "regulariser": "genfw_register_regularisers",
     "metric": "genfw_register_metrics",
+    "extractor": "genfw_register_extractors",
 }

@@ -121,6 +121,10 @@ class Model:
     ``sample(m, n, y)`` draws ``n`` samples (labels ``y (n,)`` or ``None``) with the modules ``m``.
     ``export`` names the modules saved as ``generator.safetensors`` for sampling.
     ``reconstruct(m, x, y)``, for autoencoders, encodes and decodes.
+    ``num_classes`` says whether the model is conditional: ``0`` (the default) means ``sample``
+    ignores ``y``; ``K > 0`` means ``sample`` draws class ``y[i]`` in ``0..K-1`` for sample ``i``
+    (the data set's classes for cgan/acgan, the categorical code's values for infogan). The loop
+    then saves sample grids with one row per class, and ``genfw sample --label k`` is allowed.
     """
 
     modules: dict[str, nn.Module]
@@ -128,6 +132,16 @@ class Model:
     sample: Callable[[Modules, int, Tensor | None], Tensor]
     export: tuple[str, ...] = ("generator",)
     reconstruct: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
+    num_classes: int = 0
+    # Autoencoders: ``encode(m, x, y) -> z (B, d)`` (the code used to reconstruct: the posterior
+    # mean of a stochastic encoder), ``decode(m, z, y) -> x`` in data space, and the latent prior
+    # object; for latent plots, traversals and latent metrics.
+    encode: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
+    decode: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
+    prior: Any = None
+    # Likelihood-based autoencoders: ``log_weights(m, x, k) -> (k, B)`` importance log-weights
+    # ``log p(x, z_i) - log q(z_i | x)`` with ``z_i ~ q(z | x)`` (ELBO and IWAE estimates).
+    log_weights: Callable[[Modules, Tensor, int], Tensor] | None = None
 
 
 @attrs.frozen
@@ -186,6 +200,8 @@ class EvalContext:
     ``sample(n)`` draws ``n`` generated samples (on CPU, float32). ``real(n)`` draws ``n`` real
     examples, reproducibly. ``dataset`` is the run's :class:`GenDataset`; ``modules`` and
     ``model`` the trained model (for reconstructions and likelihoods), ``device`` where it lives.
+    ``held_out(n)`` gives up to ``n`` examples ``(x, y)`` of the run's held-out split
+    (``train.holdout``, never seen in training), or is ``None`` when the run holds none out.
     """
 
     sample: Callable[[int], Tensor]
@@ -194,3 +210,4 @@ class EvalContext:
     model: Model | None = None
     modules: Modules | None = None
     device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))
+    held_out: Callable[[int], tuple[Tensor, Tensor]] | None = None

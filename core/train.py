@@ -14,6 +14,7 @@ loss component of its slot (``genfw_plugins/losses.py``); regularisers in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import attrs
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 
@@ -35,7 +37,17 @@ import genfw
 from genfw import checkpoint, images
 from genfw.config import RunConfig
 from genfw.errors import GenfwError
-from genfw.model import Batch, BuildContext, EvalContext, GenDataset, Model, Modules, Optim, Phase
+from genfw.model import (
+    Batch,
+    BuildContext,
+    EvalContext,
+    GenDataset,
+    Model,
+    Modules,
+    Optim,
+    Phase,
+    device_of,
+)
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -71,10 +83,20 @@ class Built:
 def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
     """Build the data set, the variant's model, its regularisers and metrics from a config."""
     dataset = cfg.dataset.build() if dataset is None else dataset
-    variant = cfg.variant.build()
-    model = variant.build(BuildContext(components=cfg.slots, data=dataset.info))
+    ctx = BuildContext(components=cfg.slots, data=dataset.info)
+    model = cfg.variant.build().build(ctx)
+    regs = attach_regularisers(cfg, model, ctx)
+    metrics = {name: spec.build() for name, spec in cfg.metrics.items()}
+    return Built(cfg=cfg, dataset=dataset, model=model, regularisers=regs, metrics=metrics)
+
+
+def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict[str, list[tuple[str, Any]]]:
+    """Build the run's regularisers, check that the model's phases fit them, and let each one's
+    optional ``setup(model, ctx)`` change the model (wrap modules or phase steps, add modules such
+    as EMA weights) before anything is prepared or loaded. Phase name -> ``[(name, regulariser)]``."""
     phase_names = [p.name for p in model.phases]
     regs: dict[str, list[tuple[str, Any]]] = {p.name: [] for p in model.phases}
+    built: list[Any] = []
     for name, spec in cfg.regularisers.items():
         reg = spec.build()
         targets = [p for p in model.phases if p.name in reg.phases]
@@ -91,8 +113,13 @@ def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
                     f"variant '{cfg.variant.name}' does not provide (it provides {', '.join(sorted(phase.provides)) or 'nothing'})"
                 )
             regs[phase.name].append((name, reg))
-    metrics = {name: spec.build() for name, spec in cfg.metrics.items()}
-    return Built(cfg=cfg, dataset=dataset, model=model, regularisers=regs, metrics=metrics)
+        built.append(reg)
+    # Setups run by ``setup_order`` (default 0), then in config order: those that copy or track
+    # parameters (EMA, historical averaging) come last, so they see the final modules.
+    for reg in sorted(built, key=lambda r: getattr(r, "setup_order", 0)):
+        if hasattr(reg, "setup"):
+            reg.setup(model, ctx)
+    return regs
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -128,7 +155,8 @@ class TensorLoader:
         start = self.pos + self.rank * self.batch_size
         idx = self._perm[start : start + self.batch_size]
         self.pos += span
-        return Batch(self.x[idx], self.y[idx])
+        # index_select: the same rows as x[idx] at about half the per-call cost (hot path).
+        return Batch(self.x.index_select(0, idx), self.y.index_select(0, idx))
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "pos": self.pos}
@@ -138,9 +166,45 @@ class TensorLoader:
         self._perm = self._permutation()
 
 
-def make_loader(dataset: GenDataset, batch_size: int, seed: int, accelerator: Accelerator) -> Iterator[Batch]:
+HOLDOUT_SEED = 20_240_601  # one fixed split for every run and seed: runs compare on the same examples
+
+
+def holdout_split(n: int, fraction: float) -> tuple[Tensor, Tensor]:
+    """Indices ``(train, held_out)`` of a data set of ``n`` examples, each sorted.
+
+    ``round(fraction * n)`` examples are held out, chosen by a permutation with a fixed seed
+    (``HOLDOUT_SEED``), independent of ``train.seed``: the split depends only on ``n`` and
+    ``fraction``, so training (``make_loader``) and evaluation (``genfw eval``) agree on it.
+    """
+    k = round(fraction * n)
+    if fraction > 0 and (k < 1 or k >= n):
+        raise GenfwError(
+            f"train.holdout {fraction} leaves {n - k} of {n} examples for training and {k} held out; "
+            f"choose a fraction that keeps at least one on each side"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def held_out_examples(dataset: GenDataset, fraction: float, n: int) -> tuple[Tensor, Tensor]:
+    """The first ``n`` held-out examples ``(x, y)`` (all of them if fewer), in a fixed order."""
+    idx = holdout_split(len(dataset), fraction)[1][:n]
+    if dataset.tensors is not None:
+        return dataset.tensors[0][idx].float(), dataset.tensors[1][idx].long()
+    items = [dataset[int(i)] for i in idx]
+    return torch.stack([x for x, _ in items]).float(), torch.tensor([int(y) for _, y in items])
+
+
+def make_loader(
+    dataset: GenDataset, batch_size: int, seed: int, accelerator: Accelerator, holdout: float = 0.0
+) -> Iterator[Batch]:
+    """Endless training batches; with ``holdout > 0`` the held-out split (:func:`holdout_split`)
+    is left out."""
+    keep = holdout_split(len(dataset), holdout)[0] if holdout > 0 else None
     if dataset.tensors is not None:
         x, y = dataset.tensors
+        if keep is not None:
+            x, y = x[keep], y[keep]
         return TensorLoader(
             x.to(accelerator.device, torch.float32),
             y.to(accelerator.device, torch.long),
@@ -150,11 +214,14 @@ def make_loader(dataset: GenDataset, batch_size: int, seed: int, accelerator: Ac
             accelerator.num_processes,
         )
     g = torch.Generator().manual_seed(seed)
+    source = dataset if keep is None else torch.utils.data.Subset(dataset, keep.tolist())
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=g
+        source, batch_size=batch_size, shuffle=True, drop_last=True, generator=g
     )
     if len(loader) == 0:
-        raise GenfwError(f"train.batch_size {batch_size} exceeds the data set's {len(dataset)} examples")
+        raise GenfwError(
+            f"train.batch_size {batch_size} exceeds the data set's {len(source)} training examples"
+        )
     loader = accelerator.prepare(loader)
 
     def endless() -> Iterator[Batch]:
@@ -174,10 +241,43 @@ def real_examples(dataset: GenDataset, n: int, seed: int = 0) -> Tensor:
     return torch.stack([dataset[int(i)][0] for i in idx]).float()
 
 
+def sample_labels(model: Model, n: int, labels: int | Tensor | None, device: torch.device) -> Tensor | None:
+    """The labels ``(n,)`` on ``device`` with which ``model`` draws ``n`` samples, or ``None``.
+
+    For a conditional model (``model.num_classes = K > 0``): an int draws that class only, a
+    tensor ``(n,)`` one class per sample, and ``None`` cycles through the classes (0, 1, ..., K-1,
+    0, ...). An unconditional model takes no labels. A label outside ``0..K-1`` is a GenfwError.
+    """
+    k = model.num_classes
+    if labels is None:
+        return torch.arange(n, device=device) % k if k else None
+    y = torch.as_tensor(labels, dtype=torch.long).to(device).expand(n)
+    if not k:
+        raise GenfwError(
+            f"label {int(y[0])} given, but this model is unconditional (it takes no labels); "
+            f"train a conditional variant (e.g. cgan) to draw a chosen class"
+        )
+    bad = y[(y < 0) | (y >= k)]
+    if len(bad):
+        raise GenfwError(f"label {int(bad[0])} is outside this model's {k} classes; valid labels: 0..{k - 1}")
+    return y
+
+
+def class_rows(num_classes: int, per_class: int) -> Tensor:
+    """Labels for a grid with one row per class: ``0 x per_class, 1 x per_class, ...``."""
+    return torch.arange(num_classes).repeat_interleave(per_class)
+
+
 @torch.no_grad()
-def generate(model: Model, modules: Modules, n: int, num_classes: int = 0, chunk: int = 1000) -> Tensor:
-    """``n`` samples on the CPU, made in eval mode in chunks; class labels cycle where the data
-    set has classes."""
+def generate(
+    model: Model, modules: Modules, n: int, *, labels: int | Tensor | None = None, chunk: int = 1000
+) -> Tensor:
+    """``n`` samples on the CPU, made in eval mode in chunks.
+
+    A conditional model draws the classes ``labels`` chooses (see :func:`sample_labels`; by
+    default it cycles through all classes); the labels live on the modules' device.
+    """
+    y_all = sample_labels(model, n, labels, device_of(*modules.values()))
     was_training = {k: mod.training for k, mod in modules.items()}
     for mod in modules.values():
         mod.eval()
@@ -185,9 +285,7 @@ def generate(model: Model, modules: Modules, n: int, num_classes: int = 0, chunk
     try:
         for start in range(0, n, chunk):
             k = min(chunk, n - start)
-            y = None
-            if num_classes > 0:
-                y = torch.arange(start, start + k) % num_classes
+            y = None if y_all is None else y_all[start : start + k]
             out.append(model.sample(modules, k, y).float().cpu())
     finally:
         for k, mod in modules.items():
@@ -206,18 +304,34 @@ def forked(seed: int, device: torch.device, fn: Callable[[], Any]) -> Any:
 def evaluate(built: Built, modules: Modules, device: torch.device) -> dict[str, float]:
     """Every metric of the run, as ``{"metric/key": value}``; reproducible (fixed seed)."""
     ctx = EvalContext(
-        sample=lambda n: generate(built.model, modules, n, built.dataset.num_classes),
+        sample=lambda n: generate(built.model, modules, n),
         real=lambda n: real_examples(built.dataset, n),
         dataset=built.dataset,
         model=built.model,
         modules=modules,
         device=device,
+        held_out=(
+            (lambda n: held_out_examples(built.dataset, built.cfg.train.holdout, n))
+            if built.cfg.train.holdout > 0
+            else None
+        ),
     )
     results: dict[str, float] = {}
     for name, metric in built.metrics.items():
         values = forked(GRID_SEED + 1, device, lambda metric=metric: metric(ctx))
         results.update({f"{name}/{k}": float(v) for k, v in values.items()})
     return results
+
+
+def check_compiler(device: torch.device) -> None:
+    """torch.compile on the CPU generates C++: refuse early, in one line, where no compiler exists."""
+    if device.type == "cpu":
+        cxx = os.environ.get("CXX") or "g++"
+        if not any(shutil.which(c) for c in (cxx, "g++", "c++", "clang++")):
+            raise GenfwError(
+                "train.compile on the CPU needs a C++ compiler (g++ or clang++, or $CXX); "
+                "install one or drop --compile"
+            )
 
 
 # --- run folder ----------------------------------------------------------------------------------
@@ -268,6 +382,39 @@ def write_config(run_dir: Path, cfg: RunConfig) -> None:
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
 
 
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as ``{"variant.latent_dim": 64, "train.steps": 3000, ...}``; lists and
+    other values TensorBoard cannot show as a hyper-parameter become strings."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict):
+            if not obj and prefix:
+                out[prefix] = "{}"
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif obj is None or isinstance(obj, (bool, int, float, str)):
+            out[prefix] = obj
+        else:
+            out[prefix] = json.dumps(_plain(obj))
+
+    walk("", _plain(cfg.to_dict()))
+    return out
+
+
+def write_hparams(writer: Any, cfg: RunConfig, final: dict[str, float], step: int) -> None:
+    """Hyper-parameters and final metrics into the run's own TensorBoard folder (the HParams
+    view), the metrics as ``hparam/KEY`` scalars so they do not join the training curves."""
+    from torch.utils.tensorboard.summary import hparams
+
+    hp = {k: ("none" if v is None else v) for k, v in flat_config(cfg).items()}
+    metrics = {f"hparam/{k}": float(v) for k, v in final.items() if k != "time" and math.isfinite(v)}
+    for summary in hparams(hp, metrics):
+        writer._get_file_writer().add_summary(summary, step)
+    for k, v in metrics.items():
+        writer.add_scalar(k, v, step)
+
+
 # --- the loop --------------------------------------------------------------------------------------
 
 
@@ -288,6 +435,12 @@ class Trainer:
         # to use the CPU (gloo); each process would then train alone and race on the run folder.
         world = int(os.environ.get("WORLD_SIZE", "1"))
         cpu = self.opts.cpu or (world > 1 and not torch.cuda.is_available())
+        # Accelerate keeps its settings in a process-wide singleton; a second run in one process
+        # (tests, benchmarks, notebooks) with another precision gets fresh settings, same processes.
+        if AcceleratorState._shared_state.get("_mixed_precision", self.opts.mixed_precision) != (
+            self.opts.mixed_precision
+        ):
+            AcceleratorState._reset_state()
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=self.opts.mixed_precision)
         acc = self.accelerator
         if acc.num_processes != world:
@@ -303,23 +456,42 @@ class Trainer:
             create_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         acc.wait_for_everyone()
         model = self.built.model
+        if self.opts.sync_batch_norm and acc.num_processes > 1:
+            if acc.device.type == "cpu":
+                raise GenfwError(
+                    "train.sync_batch_norm needs GPUs (torch's SyncBatchNorm does not run on the CPU); "
+                    "drop --sync-batch-norm for CPU processes"
+                )
+            model.modules = {
+                n: nn.SyncBatchNorm.convert_sync_batchnorm(mod) for n, mod in model.modules.items()
+            }
         self.phases: list[Phase] = model.phases
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         for phase in self.phases:
             params = list({id(p): p for n in phase.modules for p in model.modules[n].parameters()}.values())
             self.optimizers[phase.name] = make_optimizer(phase.optim, params)
 
-        # Accelerate wraps modules (DDP on several processes) and optimisers.
-        names = list(model.modules)
-        prepared = acc.prepare(*model.modules.values(), *self.optimizers.values())
+        # Accelerate wraps modules (DDP on several processes) and optimisers. Modules with nothing
+        # to train (EMA weights, buffers of tricks) are only moved: DDP refuses them.
+        names = [n for n, mod in model.modules.items() if any(p.requires_grad for p in mod.parameters())]
+        prepared = acc.prepare(*(model.modules[n] for n in names), *self.optimizers.values())
         if len(names) + len(self.optimizers) == 1:
             prepared = (prepared,)
-        self.m = Modules(zip(names, prepared[: len(names)], strict=True))
+        wrapped = dict(zip(names, prepared[: len(names)], strict=True))
+        self.m = Modules(
+            {n: wrapped[n] if n in wrapped else mod.to(acc.device) for n, mod in model.modules.items()}
+        )
         self.optimizers = dict(zip(self.optimizers, prepared[len(names) :], strict=True))
         # Sampling and metrics run on the main process alone: use unwrapped modules (a DDP forward
         # on one rank would wait for the others).
         self.plain = Modules({n: acc.unwrap_model(mod) for n, mod in self.m.items()})
-        self.loader = make_loader(self.built.dataset, self.opts.batch_size, self.opts.seed, acc)
+        if self.opts.compile:
+            check_compiler(acc.device)
+            for mod in self.plain.values():
+                mod.compile()  # in place: the DDP wrapper and state_dict keys stay as they are
+        self.loader = make_loader(
+            self.built.dataset, self.opts.batch_size, self.opts.seed, acc, holdout=self.opts.holdout
+        )
         # Per phase: attached regularisers, post-step constraints and the modules they constrain.
         self._regs = {p.name: self.built.regularisers[p.name] for p in self.phases}
         self._constraints = {
@@ -331,15 +503,25 @@ class Trainer:
         # The hot path. Accelerate's optimizer wrapper and backward only add work (a loss division,
         # a signature inspection per zero_grad) unless there is a gradient scaler, gradient
         # accumulation or an engine such as DeepSpeed; without those, call torch directly.
+        # fp16: one gradient scaler per phase (each player's loss has its own scale; Accelerate
+        # keeps one for all optimisers). bf16 needs none. Autocast is torch's own, since
+        # Accelerate enters no fp16 autocast on the CPU.
+        self._scalers: dict[str, torch.amp.GradScaler] = {}
+        self._one = torch.ones((), device=acc.device)
+        if acc.mixed_precision == "fp16":
+            self._scalers = {p.name: torch.amp.GradScaler(acc.device.type) for p in self.phases}
         plain_path = (
-            acc.scaler is None
+            (acc.scaler is None or bool(self._scalers))
             and acc.gradient_accumulation_steps == 1
             and acc.distributed_type
             in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
         )
         self._hot_optimizers = {n: (o.optimizer if plain_path else o) for n, o in self.optimizers.items()}
         self._backward: Callable[[Tensor], None] = Tensor.backward if plain_path else acc.backward
-        self._autocast = acc.autocast if acc.mixed_precision != "no" else contextlib.nullcontext
+        self._autocast: Callable[[], Any] = contextlib.nullcontext
+        if acc.mixed_precision in ("fp16", "bf16"):
+            dtype = torch.float16 if acc.mixed_precision == "fp16" else torch.bfloat16
+            self._autocast = functools.partial(torch.autocast, acc.device.type, dtype=dtype)
         self._batch: Batch | None = None
 
         self.step = 0
@@ -377,10 +559,18 @@ class Trainer:
             state["rng"]["cuda"] = torch.cuda.get_rng_state()
         if isinstance(self.loader, TensorLoader):
             state["loader"] = self.loader.state_dict()
+        if self._scalers:
+            state["scalers"] = {n: s.state_dict() for n, s in self._scalers.items()}
         return state
 
     def save(self) -> None:
         acc = self.accelerator
+        if acc.num_processes > 1:
+            # DDP gives every rank rank 0's buffers (batch-norm statistics) at each forward, but the
+            # last forward's update is each rank's own: align them on what the checkpoint holds.
+            for mod in self.plain.values():
+                for buf in mod.buffers():
+                    torch.distributed.broadcast(buf, 0)
         if acc.is_main_process:
             checkpoint.save(
                 self.run_dir / "checkpoints", self.step, self.state(), keep=self.opts.keep_checkpoints
@@ -405,6 +595,9 @@ class Trainer:
                 ) from None
         if "loader" in state and isinstance(self.loader, TensorLoader):
             self.loader.load_state_dict(state["loader"])
+        for name, scaler_state in state.get("scalers", {}).items():
+            if name in self._scalers:
+                self._scalers[name].load_state_dict(scaler_state)
         if state.get("world") == 1 and self.accelerator.num_processes == 1:
             torch.set_rng_state(state["rng"]["cpu"])
             if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -416,16 +609,20 @@ class Trainer:
     # -- sampling and metrics (main process) ---------------------------------------------------
     def sample_grid(self) -> None:
         data, model = self.built.dataset, self.built.model
-        n = 2000 if data.kind == "points" else self.opts.grid
+        n, labels = (2000 if data.kind == "points" else self.opts.grid), None
+        if model.num_classes and data.kind != "points":
+            # A conditional model: one row per class, about `grid` samples in all.
+            labels = class_rows(model.num_classes, math.ceil(self.opts.grid / model.num_classes))
+            n = len(labels)
         samples = forked(
-            GRID_SEED, self.accelerator.device, lambda: generate(model, self.plain, n, data.num_classes)
+            GRID_SEED, self.accelerator.device, lambda: generate(model, self.plain, n, labels=labels)
         )
         real = None
         if data.kind == "points":
             if self._real_cache is None:
                 self._real_cache = real_examples(data, 2000)
             real = self._real_cache
-        picture = images.render(samples, data.kind, real)
+        picture = images.render(samples, data.kind, real, labels=labels)
         images.save_png(picture, self.run_dir / "samples" / f"step_{self.step:07d}.png")
         if self.writer is not None:
             self.writer.add_image("samples", picture, self.step, dataformats="HWC")
@@ -450,13 +647,16 @@ class Trainer:
         m, pending, backward = self.m, self.pending, self._backward
         batch = self._batch
         for phase in self.phases:
-            opt = self._hot_optimizers[phase.name]
+            opt, scaler = self._hot_optimizers[phase.name], self._scalers.get(phase.name)
             regs, constraints = self._regs[phase.name], self._constraints[phase.name]
             for _ in range(phase.repeats):
                 if phase.fresh_batch or batch is None:
                     batch = next(self.loader)
                 with self._autocast():
                     out = phase.step(batch, m)
+                    out.context["phase"] = phase.name  # for regularisers attached to several phases
+                    if scaler is not None:  # fp16: the loss scale, for penalties on gradients
+                        out.context["grad_scale"] = scaler.scale(self._one)
                     loss = out.loss
                     terms = {}
                     for name, reg in regs:
@@ -465,8 +665,13 @@ class Trainer:
                             loss = loss + penalty
                             terms[name] = penalty
                 opt.zero_grad(set_to_none=True)
-                backward(loss)
-                opt.step()
+                if scaler is None:
+                    backward(loss)
+                    opt.step()
+                else:  # fp16: the scaler skips the step when a gradient overflowed
+                    backward(scaler.scale(loss))
+                    scaler.step(opt)
+                    scaler.update()
                 for constrain in constraints:
                     constrain(self._constrained[phase.name])
             # Log the last repeat of each phase: its whole objective, penalties and extra scalars.
@@ -479,11 +684,15 @@ class Trainer:
         self.step += 1
 
     def flush_logs(self) -> dict[str, float]:
-        """Means of the scalars logged since the last flush: one device sync for all of them."""
+        """Means of the scalars logged since the last flush, averaged over processes: one device
+        sync (and, on several processes, one all-reduce) for all of them. Every process calls it."""
         keys = list(self.pending)
-        means = (
-            torch.stack([torch.stack(self.pending[k]).float().mean() for k in keys]).tolist() if keys else []
-        )
+        means = []
+        if keys:
+            stacked = torch.stack([torch.stack(self.pending[k]).float().mean() for k in keys])
+            if self.accelerator.num_processes > 1:
+                stacked = self.accelerator.reduce(stacked, "mean")
+            means = stacked.tolist()
         self.pending.clear()
         return dict(zip(keys, means, strict=True))
 
@@ -500,7 +709,15 @@ class Trainer:
         t0 = time.perf_counter()
 
         while self.step < opts.steps:
-            self.train_step()
+            try:
+                self.train_step()
+            except RuntimeError as exc:
+                if opts.compile and ("double backward" in str(exc) or "create_graph" in str(exc)):
+                    raise GenfwError(
+                        "train.compile: torch.compile does not support the double backward of a gradient "
+                        f"penalty (regularisers: {', '.join(self.cfg.regularisers) or 'none'}); drop --compile"
+                    ) from None
+                raise
 
             final = self.step == opts.steps
             if self.step % opts.log_every == 0 or final:
@@ -533,6 +750,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         if self.writer is not None:
+            write_hparams(self.writer, self.cfg, {**last, **metrics}, self.step)
             self.writer.close()
         acc.wait_for_everyone()
         return Result(run_dir=self.run_dir, step=self.step, last_logs=last, metrics=metrics)
@@ -580,6 +798,8 @@ def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built
         data = DataInfo(shape=tuple(info["shape"]), num_classes=info["num_classes"], kind=info["kind"])
     except (OSError, ValueError, KeyError) as exc:
         raise GenfwError(f"{run_dir}/{RUN_FILE} is missing or unreadable ({exc})") from None
-    model = cfg.variant.build().build(BuildContext(components=cfg.slots, data=data))
+    ctx = BuildContext(components=cfg.slots, data=data)
+    model = cfg.variant.build().build(ctx)
+    attach_regularisers(cfg, model, ctx)  # their setup may change the exported modules (EMA weights)
     checkpoint.load_weights(run_dir / EXPORT_FILE, {n: model.modules[n] for n in model.export})
     return None, model, Modules(model.modules)

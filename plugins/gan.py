@@ -8,11 +8,12 @@ The critic ascends ``E log D(x) + E log(1 - D(G(z)))``; the generator descends
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import attrs
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
@@ -41,51 +42,66 @@ class GAN:
     phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
     regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
     optimizer: ClassVar[str] = "adam"
+    num_classes: int = 0  # classes the players are conditioned on; build sets it from classes()
 
     def __init__(self, options: GANOptions):
         self.options = options
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
-        generator = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=ctx.data.shape, num_classes=0)
-        critic = ctx["critic"].build(in_shape=ctx.data.shape, out_dim=1, num_classes=0)
+        self.num_classes = self.classes(ctx)
+        generator, critic = self.networks(ctx)
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
-        betas = (o.beta1, o.beta2)
         return Model(
             modules={"generator": generator, "critic": critic},
-            phases=[
-                Phase(
-                    "critic",
-                    ("critic",),
-                    self.critic_step,
-                    Optim(self.optimizer, o.lr_critic, betas),
-                    repeats=o.n_critic,
-                    provides=frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"}),
-                ),
-                Phase(
-                    "generator",
-                    ("generator",),
-                    self.generator_step,
-                    Optim(self.optimizer, o.lr_generator, betas),
-                    fresh_batch=False,  # needs only the batch size
-                    provides=frozenset({"fake", "critic", "labels", "fake_scores"}),
-                ),
-            ],
+            phases=adversarial_phases(
+                self.critic_step,
+                self.generator_step,
+                self.optim(o.lr_critic),
+                self.optim(o.lr_generator),
+                n_critic=o.n_critic,
+                critic_provides={"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
+                # "real" is the batch the critic phase last saw; "features" the critic's
+                # intermediate features (feature matching).
+                generator_provides={"real", "fake", "critic", "features", "labels", "fake_scores"},
+            ),
             sample=self.sample,
+            num_classes=self.num_classes,
         )
+
+    def classes(self, ctx: BuildContext) -> int:
+        """How many classes the players are conditioned on: none here (cgan: the data's)."""
+        return 0
+
+    def networks(self, ctx: BuildContext) -> tuple[nn.Module, nn.Module]:
+        """The generator and the critic (one score per sample), both given labels where
+        ``self.num_classes > 0`` (one-hot, as in Mirza & Osindero 2014)."""
+        k, shape = self.num_classes, ctx.data.shape
+        generator = ctx["generator"].build(latent_dim=self.options.latent_dim, out_shape=shape, num_classes=k)
+        critic = ctx["critic"].build(in_shape=shape, out_dim=1, num_classes=k)
+        return generator, critic
+
+    def labels(self, batch: Batch) -> Tensor | None:
+        """The batch's labels where the players are conditional, else ``None``."""
+        return batch.y if self.num_classes else None
+
+    def optim(self, lr: float) -> Optim:
+        """A player's optimiser recipe (WGAN overrides it: RMSProp has no betas)."""
+        return Optim(self.optimizer, lr, (self.options.beta1, self.options.beta2))
 
     def noise(self, n: int, device: torch.device) -> Tensor:
         return self.prior.sample(n, device=device)  # (n, latent_dim)
 
     def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        labels = self.labels(batch)  # fakes are drawn for the real batch's classes
         with torch.no_grad():
-            fake = m.generator(self.noise(len(batch), batch.x.device))
+            fake = m.generator(self.noise(len(batch), batch.x.device), labels)
 
         def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x).squeeze(1)  # (B,)
+            return m.critic(x, y).squeeze(1)  # (B,)
 
-        real_scores, fake_scores = critic(batch.x), critic(fake)
+        real_scores, fake_scores = critic(batch.x, labels), critic(fake, labels)
         loss = self.loss.critic_loss(real_scores, fake_scores)
         return PhaseOutput(
             loss,
@@ -93,7 +109,7 @@ class GAN:
                 "real": batch.x,
                 "fake": fake,
                 "critic": critic,
-                "labels": None,
+                "labels": labels,
                 "real_scores": real_scores,
                 "fake_scores": fake_scores,
             },
@@ -102,21 +118,116 @@ class GAN:
         )
 
     def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        fake = m.generator(self.noise(len(batch), batch.x.device))
+        labels = self.labels(batch)
+        fake = m.generator(self.noise(len(batch), batch.x.device), labels)
 
         def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x).squeeze(1)
+            return m.critic(x, y).squeeze(1)
 
-        fake_scores = critic(fake)
-        loss = self.loss.generator_loss(fake_scores)
-        return PhaseOutput(
-            loss, context={"fake": fake, "critic": critic, "labels": None, "fake_scores": fake_scores}
-        )
+        fake_scores = critic(fake, labels)
+        loss = generator_objective(self.loss, fake_scores, lambda: critic(batch.x, labels))
+        context = {
+            "real": batch.x,
+            "fake": fake,
+            "critic": critic,
+            "labels": labels,
+            "fake_scores": fake_scores,
+        }
+        context["features"] = lambda x, y=None: critic_features(m.critic, x, y)
+        return PhaseOutput(loss, context=context)
 
     def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
-        return m.generator(self.noise(n, device_of(m.generator)))
+        return m.generator(self.noise(n, device_of(m.generator)), y if self.num_classes else None)
+
+
+def adversarial_phases(
+    critic_step: Callable[[Batch, Modules], PhaseOutput],
+    generator_step: Callable[[Batch, Modules], PhaseOutput],
+    critic_optim: Optim,
+    generator_optim: Optim,
+    *,
+    n_critic: int,
+    critic_provides: Iterable[str],
+    generator_provides: Iterable[str],
+) -> list[Phase]:
+    """The two phases of every GAN: ``n_critic`` critic steps on fresh batches, then one generator
+    step that reuses the last batch (it needs only its size and labels)."""
+    return [
+        Phase(
+            "critic",
+            ("critic",),
+            critic_step,
+            critic_optim,
+            repeats=n_critic,
+            provides=frozenset(critic_provides),
+        ),
+        Phase(
+            "generator",
+            ("generator",),
+            generator_step,
+            generator_optim,
+            fresh_batch=False,
+            provides=frozenset(generator_provides),
+        ),
+    ]
+
+
+def generator_objective(loss: Any, fake_scores: Tensor, real_scores: Callable[[], Tensor]) -> Tensor:
+    """The adversarial loss's generator term. Relativistic losses (``needs_real_scores``) compare
+    fakes with the real batch the critic phase last saw: ``real_scores()`` scores it."""
+    if getattr(loss, "needs_real_scores", False):
+        return loss.generator_loss(fake_scores, real_scores=real_scores())
+    return loss.generator_loss(fake_scores)
+
+
+def critic_features(critic: Any, x: Tensor, y: Tensor | None = None) -> Tensor:
+    """The critic's intermediate features ``(B, F)``: its ``features(x, y)`` method (see the critic
+    hook), reached through a DDP wrapper. A critic without one raises ``AttributeError``."""
+    inner = critic if hasattr(critic, "features") else critic.module
+    return inner.features(x, y)
+
+
+class LSGAN(GAN):
+    """Least-squares GAN (Mao et al. 2017): the GAN recipe with the ``least_squares`` loss.
+
+    The paper's settings: 0-1 coding (a = 0, b = c = 1), Adam(2e-4, beta1 0.5).
+    """
+
+    slots: ClassVar[dict[str, Slot]] = {
+        **GAN.slots,
+        "loss": Slot("loss", "least_squares", role="adversarial"),
+    }
+
+
+@attrs.define
+class DRAGANOptions(GANOptions):
+    # The authors' code (kodalinaveen3/DRAGAN): Adam(1e-4, 0.5, 0.9).
+    lr_generator: float = attrs.field(default=1e-4, validator=check.positive)
+    lr_critic: float = attrs.field(default=1e-4, validator=check.positive)
+    beta2: float = attrs.field(default=0.9, validator=check.in_interval(0, 1, high_open=True))
+
+
+class DRAGAN(GAN):
+    """DRAGAN (Kodali et al. 2017): the GAN loss plus a gradient penalty around real data.
+
+    The penalty is the ``dragan`` regulariser (``genfw_plugins/regularisers.py``), lambda = 10.
+    """
+
+    regularisers: ClassVar[dict[str, dict[str, Any]]] = {"dragan": {"weight": 10.0}}
 
 
 @genfw.hookimpl
 def genfw_register_variants(register):
     register("gan", GAN, options=GANOptions)
+    register(
+        "lsgan",
+        LSGAN,
+        options=GANOptions,
+        help="Least-squares GAN (Mao et al. 2017): GAN recipe with the least_squares loss.",
+    )
+    register(
+        "dragan",
+        DRAGAN,
+        options=DRAGANOptions,
+        help="DRAGAN (Kodali et al. 2017): GAN loss + gradient penalty around perturbed real data.",
+    )

@@ -1,7 +1,7 @@
 """Built-in losses.
 
 Adversarial losses (``role = "adversarial"``) take raw critic scores (logits), shape ``(B,)``:
-``minimax``, ``non_saturating``, ``wasserstein`` and ``hinge``. Reconstruction losses
+``minimax``, ``non_saturating``, ``wasserstein``, ``hinge`` and ``least_squares``. Reconstruction losses
 (``role = "reconstruction"``) return a per-example cost ``(B,)`` summed over all non-batch
 dimensions: ``mse``, ``l1``, ``gaussian`` and ``bernoulli``.
 """
@@ -92,6 +92,39 @@ class HingeLoss:
         return -fake_scores.mean()
 
 
+@attrs.define
+class LeastSquaresOptions:
+    """Targets of the least-squares GAN (Mao et al. 2017, eq. 2): the critic codes fakes as ``a``
+    and data as ``b``; the generator wants its fakes scored ``c``. The defaults are the paper's
+    0-1 coding (section 3.2.3); ``a = -1, b = 1, c = 0`` is its Pearson chi^2 setting."""
+
+    a: float = 0.0
+    b: float = 1.0
+    c: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.a == self.b:
+            raise ValueError(
+                f"a and b must differ (the critic must tell fakes from data), got {self.a} for both"
+            )
+
+
+class LeastSquaresLoss:
+    """Least-squares GAN (Mao et al. 2017): critic 1/2 E (D(x) - b)^2 + 1/2 E (D(G(z)) - a)^2,
+    generator 1/2 E (D(G(z)) - c)^2, on raw scores (no sigmoid)."""
+
+    role = "adversarial"
+
+    def __init__(self, options: LeastSquaresOptions) -> None:
+        self.a, self.b, self.c = options.a, options.b, options.c
+
+    def critic_loss(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+        return 0.5 * (real_scores - self.b).square().mean() + 0.5 * (fake_scores - self.a).square().mean()
+
+    def generator_loss(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
+        return 0.5 * (fake_scores - self.c).square().mean()
+
+
 # --- reconstruction -----------------------------------------------------------------------------
 
 
@@ -178,6 +211,12 @@ def genfw_register_losses(register: Register) -> None:
     register("non_saturating", NonSaturatingLoss, options=GANLossOptions)
     register("wasserstein", WassersteinLoss)
     register("hinge", HingeLoss)
+    register(
+        "least_squares",
+        LeastSquaresLoss,
+        options=LeastSquaresOptions,
+        help="Least-squares GAN loss (Mao et al. 2017): targets a (fake), b (real), c (generator).",
+    )
     register("mse", SquaredErrorLoss)
     register("l1", AbsoluteErrorLoss)
     register("gaussian", GaussianNLL, options=GaussianOptions)

@@ -137,7 +137,11 @@ class MLPGenerator(nn.Module):
 
 
 class MLPCritic(nn.Module):
-    """Fully connected critic or encoder: ``x (B, *in_shape)`` -> ``(B, out_dim)``."""
+    """Fully connected critic or encoder: ``x (B, *in_shape)`` -> ``(B, out_dim)``.
+
+    ``forward(x, y) == head(features(x, y))``: ``features`` are the last hidden layer's outputs
+    (the critic features of feature matching), ``head`` the final linear layer.
+    """
 
     def __init__(
         self, options: MLPOptions, in_shape: tuple[int, ...], out_dim: int, num_classes: int
@@ -146,13 +150,18 @@ class MLPCritic(nn.Module):
         self.in_shape, self.num_classes = tuple(in_shape), num_classes
         sizes = [math.prod(self.in_shape) + num_classes, *options.hidden]
         self.net = nn.Sequential(
-            *_mlp_body(sizes, options.activation, options.batch_norm, skip_first_norm=True),
-            nn.Linear(sizes[-1], out_dim),
+            *_mlp_body(sizes, options.activation, options.batch_norm, skip_first_norm=True)
         )
+        self.head = nn.Linear(sizes[-1], out_dim)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The input of ``head``: ``(B, hidden[-1])`` (the conditioned, flattened input without
+        hidden layers)."""
         _check_input(x, self.in_shape, "network")
         return self.net(condition(x.flatten(1), y, self.num_classes))
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.head(self.features(x, y))
 
 
 def mlp_generator(
@@ -270,7 +279,7 @@ class DCGANCritic(nn.Module):
     """DCGAN-style critic or encoder: images ``(B, C, S, S)`` -> ``(B, out_dim)``.
 
     4x4 stride-2 convs with LeakyReLU(0.2) (batch norm from the second on) halve the side down to
-    the base, then a linear layer maps to ``out_dim``.
+    the base, then a linear layer maps to ``out_dim``: ``forward(x, y) == head(features(x, y))``.
     """
 
     def __init__(
@@ -296,12 +305,16 @@ class DCGANCritic(nn.Module):
         if options.dcgan_init:
             dcgan_init(self)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The input of ``head``: the last conv block's output, flattened ``(B, width * base**2)``."""
         _check_input(x, self.in_shape, "network")
         if self.num_classes:
             planes = one_hot(y, self.num_classes, x)[:, :, None, None]  # (B, K, 1, 1)
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)  # (B, C + K, S, S)
-        return self.head(self.body(x).flatten(1))
+        return self.body(x).flatten(1)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.head(self.features(x, y))
 
 
 def dcgan_generator(

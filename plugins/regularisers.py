@@ -1,4 +1,5 @@
-"""Built-in regularisers: ``gradient_penalty`` (WGAN-GP), ``mmd`` (WAE-MMD), ``weight_clipping`` (WGAN).
+"""Built-in regularisers: ``gradient_penalty`` (WGAN-GP), ``dragan`` (DRAGAN), ``mmd`` (WAE-MMD),
+``weight_clipping`` (WGAN).
 
 A regulariser declares the ``phases`` it attaches to and the context keys it ``needs``;
 ``penalty(ctx)`` returns the weighted scalar to add to the phase's loss (``None`` for a pure
@@ -52,10 +53,69 @@ class GradientPenalty:
         critic: Callable[[Tensor, Tensor | None], Tensor] = ctx["critic"]
         labels: Tensor | None = ctx.get("labels")
         eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)  # (B, 1, ...)
-        x_hat = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
-        scores = critic(x_hat, labels)
-        (grad,) = torch.autograd.grad(scores.float().sum(), x_hat, create_graph=True)
-        norms = torch.linalg.vector_norm(grad.float().flatten(1), dim=1)  # (B,)
+        x_hat = eps * real + (1.0 - eps) * fake
+        norms = gradient_norms(critic, x_hat, labels, ctx.get("grad_scale"))  # (B,)
+        return self.weight * (norms - self.center).square().mean()
+
+
+def gradient_norms(
+    critic: Callable[[Tensor, Tensor | None], Tensor],
+    x: Tensor,
+    labels: Tensor | None,
+    scale: Tensor | None = None,
+) -> Tensor:
+    """``||grad_x critic(x)_i||_2`` per example ``(B,)``, in float32, differentiable.
+
+    The gradient of ``critic(x, labels).sum()`` is taken with ``create_graph=True`` so a penalty
+    on the norms trains the critic. Shared by every gradient penalty (WGAN-GP, DRAGAN).
+    ``scale`` (the loop's fp16 loss scale, context key ``grad_scale``) scales the sum before the
+    gradient and divides it out after, so half-precision gradients do not underflow (the AMP
+    recipe for gradient penalties).
+    """
+    x = x.detach().requires_grad_(True)
+    total = critic(x, labels).float().sum()
+    if scale is not None:
+        total = total * scale
+    (grad,) = torch.autograd.grad(total, x, create_graph=True)
+    grad = grad.float()
+    if scale is not None:
+        grad = grad / scale
+    return torch.linalg.vector_norm(grad.flatten(1), dim=1)
+
+
+# --- DRAGAN -------------------------------------------------------------------------------------
+
+
+@attrs.define
+class DraganOptions:
+    """Options of the DRAGAN penalty (defaults: the authors' code)."""
+
+    weight: float = attrs.field(default=10.0, validator=check.non_negative)  # lambda
+    # x_p = x + scale * std(x) * U[0, 1] noise; std over the whole batch, as in the authors' code.
+    scale: float = attrs.field(default=0.5, validator=check.positive)
+    center: float = attrs.field(default=1.0, validator=check.non_negative)
+
+
+class DraganPenalty:
+    """DRAGAN (Kodali et al. 2017): lambda E (||grad D(x_hat)||_2 - 1)^2 around REAL data only.
+
+    Following the authors' code (kodalinaveen3/DRAGAN): ``x_p = x + 0.5 std(x) u`` with
+    ``u ~ U[0, 1]`` elementwise and ``std(x)`` the standard deviation of the whole batch, then
+    ``x_hat = x + alpha (x_p - x)`` with one ``alpha ~ U[0, 1]`` per example. Fakes play no part.
+    """
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ("real", "critic", "labels")
+
+    def __init__(self, options: DraganOptions) -> None:
+        self.weight, self.scale, self.center = options.weight, options.scale, options.center
+
+    def penalty(self, ctx: dict[str, Any]) -> Tensor:
+        real: Tensor = ctx["real"].detach().float()  # (B, ...)
+        perturbed = real + self.scale * real.std() * torch.rand_like(real)
+        alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)  # (B, 1, ...)
+        x_hat = real + alpha * (perturbed - real)
+        norms = gradient_norms(ctx["critic"], x_hat, ctx.get("labels"), ctx.get("grad_scale"))  # (B,)
         return self.weight * (norms - self.center).square().mean()
 
 
@@ -196,3 +256,9 @@ def genfw_register_regularisers(register: Register) -> None:
     register("gradient_penalty", GradientPenalty, options=GradientPenaltyOptions)
     register("mmd", MMDPenalty, options=MMDOptions)
     register("weight_clipping", WeightClipping, options=WeightClippingOptions)
+    register(
+        "dragan",
+        DraganPenalty,
+        options=DraganOptions,
+        help="DRAGAN (Kodali et al. 2017): gradient penalty on perturbations of real data.",
+    )

@@ -81,7 +81,7 @@ def test_plugins_and_list(run_cli):
     [
         (
             ["train", "--plugin", "nope"],
-            "unknown variant 'nope' for variant; registered variants: gan, vae, wae, wgan-gp",
+            "unknown variant 'nope' for variant; registered variants: aae, acgan,",
         ),
         (
             ["train", "--plugin", "wae", "--prior", "nope"],

@@ -18,6 +18,8 @@ def test_defaults_are_filled_and_round_trip(registry):
         "generator": "mlp",
         "prior": "spike_slab",
         "loss": "mse",
+        "critic": "mlp",  # the latent adversary of --plugin.penalty gan
+        "adversarial": "non_saturating",
     }
     assert list(cfg.regularisers) == ["mmd"]  # the variant's own
     assert cfg.regularisers["mmd"].options.weight == 10.0
@@ -67,7 +69,7 @@ def test_name_then_options_and_options_then_name(registry):
     [
         (
             {"variant": "nope"},
-            "unknown variant 'nope' for variant; registered variants: gan, vae, wae, wgan-gp",
+            "unknown variant 'nope' for variant; registered variants: aae, acgan,",
         ),
         (
             {"variant": "gan", "encoder": "mlp"},
@@ -88,11 +90,11 @@ def test_name_then_options_and_options_then_name(registry):
         ({"variant": "gan", "train": {"stepz": 2}}, "train.stepz: unknown option"),
         (
             {"variant": "gan", "loss": "mse"},
-            "slot 'loss' of variant 'gan' takes adversarial ones: hinge, minimax, non_saturating, wasserstein",
+            "slot 'loss' of variant 'gan' takes adversarial ones: hinge, least_squares, minimax, non_saturating,",
         ),
         (
             {"variant": "vae", "regularisers": {"gradient_penalty": {}}},
-            "variants it applies to: gan, wgan-gp",
+            "variants it applies to: aae, acgan,",
         ),
         ({"variant": "gan", "dataset": {"name": "image-folder", "path": "/no/such/dir"}}, None),
     ],

@@ -42,6 +42,7 @@ def test_roles(registry) -> None:
         "non_saturating": "adversarial",
         "wasserstein": "adversarial",
         "hinge": "adversarial",
+        "least_squares": "adversarial",
         "mse": "reconstruction",
         "l1": "reconstruction",
         "gaussian": "reconstruction",
@@ -125,6 +126,25 @@ def test_hinge_by_hand(registry) -> None:
     critic = loss.critic_loss(torch.tensor(REAL), torch.tensor(FAKE))
     assert critic.item() == pytest.approx((0 + 2 + 0.5) / 3 + (1.3 + 0) / 2)
     assert loss.generator_loss(torch.tensor(FAKE)).item() == pytest.approx(-mean(FAKE))
+
+
+def test_least_squares_by_hand(registry) -> None:
+    """LSGAN (Mao et al. 2017, eq. 2): 1/2 E (D(x) - b)^2 + 1/2 E (D(G(z)) - a)^2; G 1/2 E (D(G(z)) - c)^2."""
+    loss = build(registry, "least_squares")  # 0-1 coding: a = 0, b = c = 1
+    critic = loss.critic_loss(torch.tensor(REAL), torch.tensor(FAKE))
+    # (2-1)^2 = 1, (-1-1)^2 = 4, (0.5-1)^2 = 0.25; fakes 0.3^2 = 0.09, 3^2 = 9.
+    assert critic.item() == pytest.approx(0.5 * (1 + 4 + 0.25) / 3 + 0.5 * (0.09 + 9) / 2)
+    # (0.3 - 1)^2 = 0.49, (-3 - 1)^2 = 16
+    assert loss.generator_loss(torch.tensor(FAKE)).item() == pytest.approx(0.5 * (0.49 + 16) / 2)
+    chi2 = build(registry, "least_squares", {"a": -1.0, "b": 1.0, "c": 0.0})
+    critic = chi2.critic_loss(torch.tensor(REAL), torch.tensor(FAKE))
+    assert critic.item() == pytest.approx(0.5 * (1 + 4 + 0.25) / 3 + 0.5 * (1.3**2 + 2**2) / 2)
+    assert chi2.generator_loss(torch.tensor(FAKE)).item() == pytest.approx(0.5 * (0.09 + 9) / 2)
+
+
+def test_least_squares_refuses_equal_targets(registry) -> None:
+    with pytest.raises(GenfwError, match="a and b must differ"):
+        build(registry, "least_squares", {"a": 1.0, "b": 1.0})
 
 
 # --- reconstruction -----------------------------------------------------------------------------

@@ -195,7 +195,7 @@ def test_mlp_activation_and_batch_norm(registry) -> None:
 def test_one_hot_concatenation_is_exact(registry) -> None:
     """A linear MLP critic (no hidden layers) computes W [flatten(x), one_hot(y)] + b."""
     d = build(registry, "critic", "mlp", {"hidden": []}, in_shape=(2, 3), out_dim=1, num_classes=4)
-    linear = d.net[0]
+    linear = d.head  # no hidden layers: the head is the only linear layer
     x = torch.randn(5, 2, 3)
     y = torch.tensor([0, 1, 2, 3, 1])
     expected = x.flatten(1) @ linear.weight[0, :6] + linear.weight[0, 6:][y] + linear.bias

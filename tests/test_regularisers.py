@@ -238,3 +238,39 @@ def test_weight_clipping_clamps_every_parameter(registry) -> None:
 def test_weight_clipping_refuses_bad_clip() -> None:
     with pytest.raises(ValueError, match="clip must be positive"):
         regularisers.WeightClippingOptions(clip=0.0)
+
+
+# --- DRAGAN -------------------------------------------------------------------------------------
+
+
+def test_dragan_perturbs_real_data_only_as_the_authors_code(registry) -> None:
+    """x_hat = x + alpha (x_p - x), x_p = x + 0.5 std(x) u, u ~ U[0, 1] per element, alpha per example."""
+    seen = {}
+
+    def critic(x: Tensor, y: Tensor | None) -> Tensor:
+        seen["x_hat"] = x
+        return 0.5 * x.flatten(1).square().sum(1)  # gradient = x
+
+    dragan = build(registry, "dragan")
+    assert dragan.phases == ("critic",) and "fake" not in dragan.needs
+    real = torch.randn(5, 1, 3, 3) * 2.0 + 1.0
+    torch.manual_seed(3)
+    got = dragan.penalty({"real": real, "critic": critic, "labels": None})  # no fakes needed
+    torch.manual_seed(3)
+    u = torch.rand_like(real)
+    alpha = torch.rand(5, 1, 1, 1)
+    x_hat = real + alpha * (0.5 * real.std() * u)
+    torch.testing.assert_close(seen["x_hat"], x_hat)
+    shift = (seen["x_hat"] - real) / (0.5 * real.std())
+    assert (shift >= 0).all() and (shift <= 1).all()  # only ever up to 0.5 std away from the data
+    norms = x_hat.flatten(1).norm(dim=1)
+    assert got.item() == pytest.approx(10.0 * ((norms - 1) ** 2).mean().item(), rel=1e-5)
+
+
+def test_dragan_shares_the_gradient_norm_code(registry) -> None:
+    """Same critic, same points: the penalty equals the WGAN-GP penalty's norm computation."""
+    w = torch.tensor([2.0, 0.0, -1.0, 2.0])  # linear critic: ||grad|| = 3 everywhere
+    ctx = {"real": torch.randn(7, 4), "critic": linear_critic(w), "labels": None}
+    assert build(registry, "dragan", {"weight": 2.0}).penalty(ctx).item() == pytest.approx(2.0 * 4.0)
+    norms = regularisers.gradient_norms(linear_critic(w), torch.randn(3, 4), None)
+    torch.testing.assert_close(norms, torch.full((3,), 3.0))

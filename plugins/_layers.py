@@ -1,0 +1,140 @@
+"""Layers shared by several built-in plugins (private: no entry point, no registration).
+
+- :class:`MinibatchStdDev`: the minibatch standard-deviation layer of ProGAN (Karras et al. 2018,
+  section 3), used by the ProGAN critic and available to any critic as a GAN trick.
+- :class:`PixelNorm`: pixel-wise feature normalisation (ProGAN, section 4.2).
+- :class:`MinibatchDiscrimination`: the minibatch discrimination layer of Salimans et al. (2016).
+- :class:`EqualizedLinear`, :class:`EqualizedConv2d`: equalised learning rate (ProGAN, section
+  4.1): weights are stored as N(0, 1) draws and multiplied at run time by the He constant
+  ``gain / sqrt(fan_in)``, so Adam's per-parameter step sizes act alike on every layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def group_size_for(batch: int, group_size: int) -> int:
+    """The largest group size ``<= group_size`` that divides ``batch`` (the batch is split evenly)."""
+    g = max(1, min(group_size, batch))
+    while batch % g:
+        g -= 1
+    return g
+
+
+def minibatch_stddev(x: Tensor, group_size: int = 4, eps: float = 1e-8) -> Tensor:
+    """``x (B, C, H, W)`` -> ``(B, C + 1, H, W)``: one more feature map holding, for each group of
+    examples, the standard deviation of every feature over the group averaged over features and
+    positions (the layer of Karras et al. 2018; their code's grouping: example ``i`` belongs to
+    group ``i mod (B / G)``). Computed in float32 (variance of nearby values loses precision in
+    half precision)."""
+    b, _, h, w = x.shape
+    g = group_size_for(b, group_size)
+    y = x.float().reshape(g, -1, *x.shape[1:])  # (G, B/G, C, H, W)
+    y = y - y.mean(dim=0, keepdim=True)
+    y = (y.square().mean(dim=0) + eps).sqrt()  # (B/G, C, H, W): stddev over each group
+    y = y.mean(dim=(1, 2, 3))  # (B/G,)
+    y = y.repeat(g).reshape(b, 1, 1, 1).expand(b, 1, h, w)  # example i gets group i mod (B/G)
+    return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
+class MinibatchStdDev(nn.Module):
+    """Appends the minibatch standard deviation as one feature map (see :func:`minibatch_stddev`)."""
+
+    def __init__(self, group_size: int = 4, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.group_size, self.eps = group_size, eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return minibatch_stddev(x, self.group_size, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}"
+
+
+def pixel_norm(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """``x / sqrt(mean over channels of x^2 + eps)``, for ``(B, C)`` or ``(B, C, H, W)``."""
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
+
+
+class PixelNorm(nn.Module):
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pixel_norm(x, self.eps)
+
+
+def he_scale(fan_in: int, gain: float = math.sqrt(2.0)) -> float:
+    """The He constant ``gain / sqrt(fan_in)`` by which equalised layers scale their weights."""
+    return gain / math.sqrt(fan_in)
+
+
+class EqualizedLinear(nn.Module):
+    """``y = x (c W)^T + b`` with ``W ~ N(0, 1)``, ``b = 0`` and ``c = gain / sqrt(in_features)``."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2.0)) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = he_scale(in_features, gain)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, scale={self.scale:.4g}"
+
+
+class EqualizedConv2d(nn.Module):
+    """A same-padded convolution with ``W ~ N(0, 1)`` scaled by ``gain / sqrt(in_ch * k * k)``."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, gain: float = math.sqrt(2.0)
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.scale = he_scale(in_channels * kernel * kernel, gain)
+        self.padding = kernel // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel={k}, scale={self.scale:.4g}"
+
+
+def minibatch_features(x: Tensor, t: Tensor) -> Tensor:
+    """Minibatch discrimination (Salimans et al. 2016, section 3.2): ``x (N, A)``, ``t (A, B, C)``
+    -> ``o (N, B)``.
+
+    ``M_i = x_i T`` reshaped ``(B, C)``; ``c_b(x_i, x_j) = exp(-||M_i,b - M_j,b||_1)`` and
+    ``o(x_i)_b = sum_j c_b(x_i, x_j)`` over the whole minibatch, ``j = i`` included as in the paper
+    (the authors' code leaves ``j = i`` out: a constant 1 that the next layer's bias absorbs).
+    """
+    m = (x @ t.flatten(1)).view(x.shape[0], t.shape[1], t.shape[2]).transpose(0, 1)  # (B, N, C)
+    l1 = torch.cdist(m, m, p=1.0)  # (B, N, N); 2x faster than broadcasting (N, N, B, C) on a CPU
+    return torch.exp(-l1).sum(dim=2).T  # (N, B)
+
+
+class MinibatchDiscrimination(nn.Module):
+    """``x (N, A)`` -> ``(N, A + num_kernels)``: the features with their minibatch statistics
+    :func:`minibatch_features` appended. ``T`` starts as N(0, 0.05^2), as in the authors' code."""
+
+    def __init__(self, in_features: int, num_kernels: int = 100, kernel_dim: int = 5) -> None:
+        super().__init__()
+        self.T = nn.Parameter(torch.randn(in_features, num_kernels, kernel_dim) * 0.05)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, minibatch_features(x, self.T.to(x.dtype)).to(x.dtype)], dim=1)
+
+    def extra_repr(self) -> str:
+        a, b, c = self.T.shape
+        return f"{a}, num_kernels={b}, kernel_dim={c}"
