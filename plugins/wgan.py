@@ -1,4 +1,11 @@
-"""WGAN-GP (Gulrajani et al. 2017): the Wasserstein critic with a gradient penalty.
+"""WGAN (Arjovsky et al. 2017) and WGAN-GP (Gulrajani et al. 2017): Wasserstein critics.
+
+WGAN: critic ``E f(G(z)) - E f(x)``, generator ``-E f(G(z))``; the critic is kept Lipschitz by
+clamping its weights to ``[-c, c]`` after every critic step (the ``weight_clipping``
+regulariser, whose ``after_step`` the loop runs after each of the ``n_critic`` repeats). The
+paper's Algorithm 1: RMSProp(5e-5), c = 0.01, n_critic = 5.
+
+WGAN-GP: the Wasserstein critic with a gradient penalty.
 
 Critic: ``E f(G(z)) - E f(x) + lambda E (||grad f(x_hat)||_2 - 1)^2`` with
 ``x_hat = eps x + (1 - eps) G(z)``, one ``eps ~ U[0, 1]`` per example (the penalty is the
@@ -13,9 +20,34 @@ from typing import Any, ClassVar
 import attrs
 
 import genfw
-from genfw import Slot
+from genfw import Optim, Slot
 from genfw import validators as check
 from genfw_plugins.gan import GAN
+
+
+@attrs.define
+class WGANOptions:
+    latent_dim: int = attrs.field(default=64, validator=check.at_least(1))
+    lr_generator: float = attrs.field(default=5e-5, validator=check.positive)
+    lr_critic: float = attrs.field(default=5e-5, validator=check.positive)
+    n_critic: int = attrs.field(default=5, validator=check.at_least(1))
+
+
+class WGAN(GAN):
+    """Wasserstein GAN with weight clipping (Arjovsky et al. 2017); c is
+    ``--regularisers.weight_clipping.clip``."""
+
+    slots: ClassVar[dict[str, Slot]] = {**GAN.slots, "loss": Slot("loss", "wasserstein", role="adversarial")}
+    regularisers: ClassVar[dict[str, dict[str, Any]]] = {"weight_clipping": {"clip": 0.01}}
+    optimizer: ClassVar[str] = "rmsprop"
+    # 2-D toy data: the settings of the 'wgan' mode of the WGAN-GP authors' gan_toy.py (same
+    # RMSProp(5e-5), c = 0.01 and n_critic 5; 2-D noise and batches of 256).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "points": {"variant": {"latent_dim": 2}, "train": {"batch_size": 256}},
+    }
+
+    def optim(self, lr: float) -> Optim:
+        return Optim(self.optimizer, lr)
 
 
 @attrs.define
@@ -47,4 +79,15 @@ class WGANGP(GAN):
 
 @genfw.hookimpl
 def genfw_register_variants(register):
-    register("wgan-gp", WGANGP, options=WGANGPOptions)
+    register(
+        "wgan",
+        WGAN,
+        options=WGANOptions,
+        help="WGAN (Arjovsky et al. 2017): Wasserstein critic, weight clipping, RMSProp, n_critic 5.",
+    )
+    register(
+        "wgan-gp",
+        WGANGP,
+        options=WGANGPOptions,
+        help="WGAN-GP (Gulrajani et al. 2017): Wasserstein critic with a gradient penalty.",
+    )

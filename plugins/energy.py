@@ -1,0 +1,266 @@
+"""Energy-based GANs with an autoencoder critic: EBGAN (Zhao et al. 2017), BEGAN (Berthelot et al. 2017).
+
+The critic is an autoencoder ``Dec(Enc(x))`` and a sample's energy is its reconstruction error
+per dimension, ``D(x) = cost(Dec(Enc(x)), x) / dim(x)`` with ``cost`` the ``loss`` slot's
+reconstruction loss (``mse`` for EBGAN, ``l1`` for BEGAN, whose ``L(v) = |v - D(v)|^eta`` with
+eta = 1 is the mean absolute error); the mean over dimensions keeps the margin and the
+equilibrium constants independent of the image size.
+
+The autoencoder is built from the network plugins: its encoder from the ``critic_encoder`` slot
+(an encoder network: ``--critic_encoder dcgan``) and its decoder from the ``critic_decoder`` slot
+(a generator network mapping the code back to a sample: ``--critic_decoder dcgan``), so every
+encoder and generator plugin can serve. ``code_dim`` is the size of the code between them.
+
+EBGAN: ``L_D = D(x) + max(0, m - D(G(z)))``, ``L_G = D(G(z)) + lambda_PT f_PT(S)`` where ``S`` are
+the encoder's codes of the fakes and ``f_PT(S) = 1/(N(N-1)) sum_{i != j} cos(S_i, S_j)^2`` is the
+pulling-away term (the paper's eq. 6).
+
+BEGAN: ``L_D = D(x) - k_t D(G(z))``, ``L_G = D(G(z))``, and after each critic step
+``k_{t+1} = clip(k_t + lambda_k (gamma D(x) - D(G(z))), 0, 1)``; ``k_t`` is a buffer of the critic
+module (checkpoints and ``--resume`` carry it). The convergence measure
+``M = D(x) + |gamma D(x) - D(G(z))|`` is logged as ``critic/convergence`` beside ``critic/k``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+import genfw
+from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot, device_of
+from genfw import validators as check
+from genfw_plugins.gan import adversarial_phases
+
+
+class AutoencoderCritic(nn.Module):
+    """Autoencoder critic: ``forward(x)`` gives the energy ``(B, 1)``; ``encode_decode(x)`` the code
+    and the reconstruction. ``k`` is BEGAN's equilibrium variable (unused by EBGAN)."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, cost: Any) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.cost = encoder, decoder, cost
+        self.register_buffer("k", torch.zeros(()))
+
+    def encode_decode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        code = self.encoder(x)  # (B, code_dim)
+        return code, self.decoder(code)  # (B, *shape)
+
+    def energy(self, x: Tensor, x_hat: Tensor) -> Tensor:
+        """Reconstruction cost per dimension ``(B,)``."""
+        return self.cost(x_hat, x) / math.prod(x.shape[1:])
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        _, x_hat = self.encode_decode(x)
+        return self.energy(x, x_hat).unsqueeze(1)  # (B, 1)
+
+    def energies(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Energies ``(B,)`` and codes ``(B, code_dim)``."""
+        code, x_hat = self.encode_decode(x)
+        return self.energy(x, x_hat), code
+
+
+def pulling_away(codes: Tensor) -> Tensor:
+    """EBGAN's pulling-away term ``1/(N(N-1)) sum_{i != j} (S_i . S_j / (|S_i| |S_j|))^2``, ``codes (N, d)``."""
+    n = codes.shape[0]
+    if n < 2:
+        return codes.new_zeros(())
+    unit = codes.flatten(1) / codes.flatten(1).norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cos2 = (unit @ unit.T).square()  # (N, N), diagonal 1
+    return (cos2.sum() - cos2.diagonal().sum()) / (n * (n - 1))
+
+
+def ebgan_critic_loss(real_energy: Tensor, fake_energy: Tensor, margin: float) -> Tensor:
+    """``E D(x) + E max(0, m - D(G(z)))`` from per-example energies ``(B,)``."""
+    return real_energy.mean() + (margin - fake_energy).clamp_min(0.0).mean()
+
+
+def began_k_update(
+    k: Tensor, real_energy: Tensor, fake_energy: Tensor, gamma: float, lambda_k: float
+) -> Tensor:
+    """``clip(k + lambda_k (gamma D(x) - D(G(z))), 0, 1)`` from mean energies (scalars)."""
+    return (k + lambda_k * (gamma * real_energy - fake_energy)).clamp(0.0, 1.0)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return getattr(module, "module", module)  # DDP keeps the module as .module
+
+
+@attrs.define
+class EnergyOptions:
+    latent_dim: int = attrs.field(default=64, validator=check.at_least(1))
+    code_dim: int = attrs.field(default=32, validator=check.at_least(1))  # the autoencoder's code
+    lr_generator: float = attrs.field(default=2e-4, validator=check.positive)
+    lr_critic: float = attrs.field(default=2e-4, validator=check.positive)
+    beta1: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, high_open=True))
+    beta2: float = attrs.field(default=0.999, validator=check.in_interval(0, 1, high_open=True))
+    n_critic: int = attrs.field(default=1, validator=check.at_least(1))
+
+
+@attrs.define
+class EBGANOptions(EnergyOptions):
+    # 1e-3 for both players: on digits, 2e-4 collapsed to one image
+    # within 1500 steps while 1e-3 kept the samples diverse (notes/B.md).
+    lr_generator: float = attrs.field(default=1e-3, validator=check.positive)
+    lr_critic: float = attrs.field(default=1e-3, validator=check.positive)
+    margin: float = attrs.field(default=1.0, validator=check.positive)  # m, in energy per dimension
+    pt_weight: float = attrs.field(default=0.1, validator=check.non_negative)  # lambda_PT (paper: 0.1)
+
+
+@attrs.define
+class BEGANOptions(EnergyOptions):
+    # The paper's Adam(1e-4); gamma 0.5 and lambda_k 0.001 as in its experiments.
+    lr_generator: float = attrs.field(default=1e-4, validator=check.positive)
+    lr_critic: float = attrs.field(default=1e-4, validator=check.positive)
+    gamma: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, low_open=True))
+    lambda_k: float = attrs.field(default=1e-3, validator=check.non_negative)
+    k_init: float = attrs.field(default=0.0, validator=check.in_interval(0, 1))
+
+
+class EnergyGAN:
+    """Shared wiring of EBGAN and BEGAN: a generator against an autoencoder critic."""
+
+    slots: ClassVar[dict[str, Slot]] = {
+        "generator": Slot("generator", "mlp", help="maps prior codes to samples"),
+        "critic_encoder": Slot("encoder", "mlp", help="encoder of the autoencoder critic"),
+        "critic_decoder": Slot("generator", "mlp", help="decoder of the autoencoder critic"),
+        "prior": Slot("prior", "normal", help="distribution of the generator's input codes"),
+        "loss": Slot("loss", "mse", role="reconstruction", help="the critic's energy, per dimension"),
+    }
+    phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
+    regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, options: EnergyOptions) -> None:
+        self.options = options
+
+    def build(self, ctx: BuildContext) -> Model:
+        o = self.options
+        shape = ctx.data.shape
+        generator = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=shape, num_classes=0)
+        encoder = ctx["critic_encoder"].build(in_shape=shape, out_dim=o.code_dim, num_classes=0)
+        decoder = ctx["critic_decoder"].build(latent_dim=o.code_dim, out_shape=shape, num_classes=0)
+        critic = AutoencoderCritic(encoder, decoder, ctx["loss"].build())
+        self.init_critic(critic)
+        self.prior = ctx["prior"].build(dim=o.latent_dim)
+        betas = (o.beta1, o.beta2)
+        return Model(
+            modules={"generator": generator, "critic": critic},
+            phases=adversarial_phases(
+                self.critic_step,
+                self.generator_step,
+                Optim("adam", o.lr_critic, betas),
+                Optim("adam", o.lr_generator, betas),
+                n_critic=o.n_critic,
+                critic_provides={"real", "fake", "critic", "labels"},
+                generator_provides={"fake", "critic", "labels"},
+            ),
+            sample=self.sample,
+        )
+
+    def init_critic(self, critic: AutoencoderCritic) -> None:
+        pass
+
+    def noise(self, n: int, device: torch.device) -> Tensor:
+        return self.prior.sample(n, device=device)
+
+    @staticmethod
+    def energy_fn(m: Modules):
+        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
+            return m.critic(x).squeeze(1)  # energy (B,): low on data
+
+        return critic
+
+    def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
+        return m.generator(self.noise(n, device_of(m.generator)))
+
+
+class EBGAN(EnergyGAN):
+    """EBGAN (Zhao et al. 2017): margin loss on autoencoder energies, pulling-away term for G."""
+
+    def __init__(self, options: EBGANOptions) -> None:
+        super().__init__(options)
+
+    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        with torch.no_grad():
+            fake = m.generator(self.noise(len(batch), batch.x.device))
+        energy = m.critic(torch.cat([batch.x, fake])).squeeze(1)  # (2B,)
+        real_e, fake_e = energy[: len(batch)], energy[len(batch) :]
+        loss = ebgan_critic_loss(real_e, fake_e, self.options.margin)
+        return PhaseOutput(
+            loss,
+            context={"real": batch.x, "fake": fake, "critic": self.energy_fn(m), "labels": None},
+            logs={"real_energy": real_e.detach(), "fake_energy": fake_e.detach()},
+        )
+
+    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        fake = m.generator(self.noise(len(batch), batch.x.device))
+        energy, codes = _unwrap(m.critic).energies(fake)
+        pt = pulling_away(codes)
+        loss = energy.mean() + self.options.pt_weight * pt
+        return PhaseOutput(
+            loss,
+            context={"fake": fake, "critic": self.energy_fn(m), "labels": None},
+            logs={"pulling_away": pt.detach()},
+        )
+
+
+class BEGAN(EnergyGAN):
+    """BEGAN (Berthelot et al. 2017): L1 autoencoder critic with equilibrium control of k_t."""
+
+    slots: ClassVar[dict[str, Slot]] = {
+        **EnergyGAN.slots,
+        "loss": Slot("loss", "l1", role="reconstruction", help="the critic's energy, per dimension"),
+    }
+
+    def __init__(self, options: BEGANOptions) -> None:
+        super().__init__(options)
+
+    def init_critic(self, critic: AutoencoderCritic) -> None:
+        critic.k.fill_(self.options.k_init)
+
+    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        o = self.options
+        with torch.no_grad():
+            fake = m.generator(self.noise(len(batch), batch.x.device))
+        energy = m.critic(torch.cat([batch.x, fake])).squeeze(1)  # (2B,)
+        real_e, fake_e = energy[: len(batch)].mean(), energy[len(batch) :].mean()
+        state = _unwrap(m.critic)
+        k = state.k.clone()  # k_t: the buffer is updated below, after it entered the graph
+        loss = real_e - k * fake_e
+        with torch.no_grad():
+            state.k.copy_(began_k_update(k, real_e, fake_e, o.gamma, o.lambda_k))
+            convergence = real_e + (o.gamma * real_e - fake_e).abs()
+        return PhaseOutput(
+            loss,
+            context={"real": batch.x, "fake": fake, "critic": self.energy_fn(m), "labels": None},
+            logs={
+                "k": k,
+                "convergence": convergence,
+                "real_energy": real_e.detach(),
+                "fake_energy": fake_e.detach(),
+            },
+        )
+
+    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        fake = m.generator(self.noise(len(batch), batch.x.device))
+        loss = m.critic(fake).mean()
+        return PhaseOutput(loss, context={"fake": fake, "critic": self.energy_fn(m), "labels": None})
+
+
+@genfw.hookimpl
+def genfw_register_variants(register):
+    register(
+        "ebgan",
+        EBGAN,
+        options=EBGANOptions,
+        help="EBGAN (Zhao et al. 2017): autoencoder critic, margin loss, pulling-away term.",
+    )
+    register(
+        "began",
+        BEGAN,
+        options=BEGANOptions,
+        help="BEGAN (Berthelot et al. 2017): L1 autoencoder critic, equilibrium k_t, convergence M logged.",
+    )

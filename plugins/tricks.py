@@ -1,0 +1,702 @@
+"""GAN remedies and tricks, as regularisers usable with any GAN variant where they make sense.
+
+Each is picked with ``--regulariser NAME`` and they combine:
+``genfw train --plugin gan --regulariser feature_matching --regulariser instance_noise``.
+
+=========================== ====================================================================
+``feature_matching``        G matches the mean critic features of real and fake (Salimans et al. 2016)
+``historical_averaging``    each player pays ``||theta - mean of past theta||^2`` (Salimans et al. 2016)
+``minibatch_discrimination`` a layer before the critic's head sees the whole minibatch (Salimans et al. 2016)
+``minibatch_stddev``        ProGAN's minibatch standard-deviation feature before the head (Karras et al. 2018)
+``label_smoothing``         one-sided: the critic's real target is 0.9 (Salimans et al. 2016)
+``experience_replay``       the critic also sees past fakes from a buffer (Shrivastava et al. 2017)
+``instance_noise``          Gaussian noise on the critic's inputs, annealed to 0 (Sønderby et al. 2017)
+``spectral_norm``           spectral normalisation of the critic's layers (Miyato et al. 2018)
+``ema``                     samples from an exponential moving average of G's weights (Yazici et al. 2019)
+=========================== ====================================================================
+
+Most of them change the model rather than add a term: they do it in ``setup(model, ctx)`` (see the
+regulariser hook in ``genfw.hookspecs``), before Accelerate prepares anything. Whatever they keep
+across steps (EMA weights, running means, the replay buffer, the noise schedule's step) lives in
+buffers of a module they add to ``model.modules``, so checkpoints and ``--resume`` carry it.
+
+Critic-side layers rely on the critic convention of the critic hook: ``features(x, y)`` and a
+linear ``head`` with ``forward(x, y) == head(features(x, y))`` (the ``mlp`` and ``dcgan`` critics).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+import genfw
+from genfw import BuildContext, GenfwError, Model, Modules, Phase, PhaseOutput
+from genfw import validators as check
+from genfw.hookspecs import Register
+from genfw_plugins._layers import MinibatchDiscrimination, minibatch_stddev
+from genfw_plugins.gan import critic_features
+from genfw_plugins.losses import MinimaxLoss
+
+# --- shared pieces ------------------------------------------------------------------------------
+
+
+def module_of(model: Model, name: str, trick: str) -> nn.Module:
+    """``model.modules[name]``, or a one-line error saying the trick needs it."""
+    try:
+        return model.modules[name]
+    except KeyError:
+        raise GenfwError(
+            f"{trick} needs a module named '{name}'; this model has {', '.join(model.modules)}"
+        ) from None
+
+
+def add_module(model: Model, name: str, module: nn.Module) -> None:
+    """Add a trick's state module to the model (checkpointed with it)."""
+    if name in model.modules:
+        raise GenfwError(f"module name '{name}' is already taken in this model; it cannot be added twice")
+    model.modules[name] = module
+
+
+def gan_variants() -> list[str]:
+    """Registered variants with a critic phase and a generator phase."""
+    from genfw.plugins import get_registry
+
+    return sorted(
+        v.name
+        for v in get_registry().all("variant").values()
+        if {"critic", "generator"} <= set(getattr(v.factory, "phases", ()))
+    )
+
+
+def phases_of(model: Model, names: tuple[str, ...]) -> list[Phase]:
+    return [p for p in model.phases if p.name in names]
+
+
+def swap_in_step(phase: Phase, name: str, wrap: Callable[[Any], Any]) -> None:
+    """Make ``phase.step`` see ``wrap(m[name])`` in place of the module ``m[name]``.
+
+    The module itself (its weights, its DDP wrapper) is untouched: only the phase's view of it.
+    """
+    step = phase.step
+
+    def wrapped(batch: genfw.Batch, m: Modules) -> PhaseOutput:
+        return step(batch, Modules({**m, name: wrap(m[name])}))
+
+    phase.step = wrapped
+
+
+def insert_before_head(critic: nn.Module, layer: nn.Module, extra: int, trick: str) -> None:
+    """Put ``layer`` (which adds ``extra`` features) before the critic's final linear layer, and
+    widen that layer: ``head = Sequential(..., layer, Linear(F + extra, out))``."""
+    head = getattr(critic, "head", None)
+    if not hasattr(critic, "features") or not isinstance(head, (nn.Linear, nn.Sequential)):
+        raise GenfwError(
+            f"{trick} needs a critic with features(x, y) and a linear head (the mlp and dcgan critics); "
+            f"{type(critic).__name__} has none"
+        )
+    *before, last = head if isinstance(head, nn.Sequential) else (head,)
+    if not isinstance(last, nn.Linear):
+        raise GenfwError(
+            f"{trick} needs the critic's head to end in a linear layer, not {type(last).__name__}"
+        )
+    widened = nn.Linear(last.in_features + extra, last.out_features).to(last.weight.device)
+    critic.head = nn.Sequential(*before, layer.to(last.weight.device), widened)
+
+
+def _width(critic: nn.Module) -> int:
+    """The number of features entering the critic's final linear layer."""
+    head = critic.head
+    last = head[-1] if isinstance(head, nn.Sequential) else head
+    return last.in_features
+
+
+# --- feature matching ---------------------------------------------------------------------------
+
+
+@attrs.define
+class FeatureMatchingOptions:
+    """Options of feature matching."""
+
+    weight: float = attrs.field(default=1.0, validator=check.positive)
+    # true: the generator's objective is feature matching alone (the paper's form); false: it is
+    # added to the adversarial objective.
+    replace: bool = False
+
+
+class FeatureMatching:
+    """Feature matching (Salimans et al. 2016, section 3.1).
+
+    The generator minimises ``weight * ||E_x f(x) - E_z f(G(z))||_2^2``, ``f`` the critic's
+    intermediate features (the input of its head), means over the batch; the real features are
+    constants. With ``replace`` this is the generator's whole objective, as in the paper.
+    """
+
+    phases: tuple[str, ...] = ("generator",)
+    needs: tuple[str, ...] = ("real", "fake", "features", "labels")
+
+    def __init__(self, options: FeatureMatchingOptions) -> None:
+        self.weight, self.replace = options.weight, options.replace
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        critic = module_of(model, "critic", "feature_matching")
+        if not hasattr(critic, "features"):
+            raise GenfwError(
+                f"feature_matching needs a critic with features(x, y) (the mlp and dcgan critics have it); "
+                f"{type(critic).__name__} has none"
+            )
+        if self.replace:
+            for phase in phases_of(model, self.phases):
+                step = phase.step
+
+                def only_features(batch: genfw.Batch, m: Modules, step: Any = step) -> PhaseOutput:
+                    out = step(batch, m)
+                    out.logs["adversarial"] = out.loss.detach()
+                    out.loss = out.loss.new_zeros(())
+                    return out
+
+                phase.step = only_features
+
+    def penalty(self, ctx: dict[str, Any]) -> Tensor:
+        features, labels = ctx["features"], ctx["labels"]
+        with torch.no_grad():
+            real = features(ctx["real"], labels).float().mean(dim=0)  # (F,)
+        fake = features(ctx["fake"], labels).float().mean(dim=0)  # (F,)
+        return self.weight * (real - fake).square().sum()
+
+
+# --- historical averaging -----------------------------------------------------------------------
+
+
+class ParameterHistory(nn.Module):
+    """Running means of each player's parameters: buffers ``<phase>_<i>`` and ``<phase>_count``."""
+
+    def __init__(self, players: dict[str, list[nn.Parameter]]) -> None:
+        super().__init__()
+        for phase, params in players.items():
+            for i, p in enumerate(params):
+                self.register_buffer(f"{phase}_{i}", p.detach().clone())
+            self.register_buffer(f"{phase}_count", torch.ones((), dtype=torch.long))
+
+    def means(self, phase: str, n: int) -> list[Tensor]:
+        return [self._buffers[f"{phase}_{i}"] for i in range(n)]
+
+
+@attrs.define
+class HistoricalAveragingOptions:
+    """Options of historical averaging."""
+
+    weight: float = attrs.field(default=1.0, validator=check.positive)
+
+
+class HistoricalAveraging:
+    """Historical averaging (Salimans et al. 2016, section 3.3).
+
+    Each player adds ``weight * sum_params ||theta - theta_bar||^2`` to its objective, where
+    ``theta_bar = (1 / (t + 1)) sum_{i=0..t} theta_i`` is the mean of the player's parameters at
+    the start and after each of its ``t`` updates so far (a constant in the gradient). The means
+    are buffers of the module ``historical_averaging``.
+    """
+
+    phases: tuple[str, ...] = ("critic", "generator")
+    needs: tuple[str, ...] = ()
+    setup_order = 2  # after the tricks that add or reparametrise parameters
+
+    def __init__(self, options: HistoricalAveragingOptions) -> None:
+        self.weight = options.weight
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        self.params: dict[str, list[nn.Parameter]] = {}
+        self.modules_of: dict[tuple[int, ...], str] = {}
+        for phase in phases_of(model, self.phases):
+            unique = {
+                id(p): p for n in phase.modules for p in model.modules[n].parameters() if p.requires_grad
+            }
+            self.params[phase.name] = list(unique.values())
+            self.modules_of[tuple(id(model.modules[n]) for n in phase.modules)] = phase.name
+        self.history = ParameterHistory(self.params)
+        add_module(model, "historical_averaging", self.history)
+
+    def penalty(self, ctx: dict[str, Any]) -> Tensor:
+        params = self.params[ctx["phase"]]
+        means = self.history.means(ctx["phase"], len(params))
+        return self.weight * sum(
+            (p.float() - mu.float()).square().sum() for p, mu in zip(params, means, strict=True)
+        )
+
+    @torch.no_grad()
+    def after_step(self, modules: list[nn.Module]) -> None:
+        phase = self.modules_of.get(tuple(id(m) for m in modules))
+        if phase is None:
+            return
+        count = self.history._buffers[f"{phase}_count"]
+        count.add_(1)
+        params = self.params[phase]
+        for p, mu in zip(params, self.history.means(phase, len(params)), strict=True):
+            mu.add_((p.detach().to(mu.dtype) - mu) / count)  # running mean, no device sync
+
+
+# --- minibatch discrimination and minibatch standard deviation ---------------------------------
+
+
+@attrs.define
+class MinibatchDiscriminationOptions:
+    """Options of minibatch discrimination."""
+
+    kernels: int = attrs.field(default=100, validator=check.at_least(1))  # B
+    kernel_dim: int = attrs.field(default=5, validator=check.at_least(1))  # C
+
+
+class MinibatchDiscriminationTrick:
+    """Minibatch discrimination (Salimans et al. 2016, section 3.2).
+
+    Inserts :class:`~genfw_plugins._layers.MinibatchDiscrimination` (a learnt ``T`` of shape
+    ``(A, B, C)``; ``o(x_i)_b = sum_j exp(-||M_i,b - M_j,b||_1)``) between the critic's features
+    and its head, which is widened by ``B`` inputs. Real and fake batches are scored separately,
+    so each is compared with itself, as in the paper.
+    """
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, options: MinibatchDiscriminationOptions) -> None:
+        self.options = options
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        critic = module_of(model, "critic", "minibatch_discrimination")
+        width = _width(critic) if hasattr(critic, "head") else 0
+        layer = MinibatchDiscrimination(width, self.options.kernels, self.options.kernel_dim)
+        insert_before_head(critic, layer, self.options.kernels, "minibatch_discrimination")
+
+    def penalty(self, ctx: dict[str, Any]) -> None:
+        return None
+
+
+class StdDevFeature(nn.Module):
+    """``(N, F)`` -> ``(N, F + 1)``: ProGAN's minibatch standard deviation of flat features
+    (:func:`~genfw_plugins._layers.minibatch_stddev` on ``(N, F, 1, 1)``)."""
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return minibatch_stddev(x[:, :, None, None], self.group_size)[:, :, 0, 0]
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}"
+
+
+@attrs.define
+class MinibatchStdDevOptions:
+    """Options of the minibatch standard-deviation feature."""
+
+    # Examples per group (ProGAN: 4); the largest divisor of the batch size up to it is used.
+    group_size: int = attrs.field(default=4, validator=check.at_least(1))
+
+
+class MinibatchStdDevTrick:
+    """Minibatch standard deviation (Karras et al. 2018, section 3).
+
+    Appends one feature before the critic's head: for each group of ``group_size`` examples,
+    the standard deviation of every feature over the group, averaged over features.
+    """
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, options: MinibatchStdDevOptions) -> None:
+        self.group_size = options.group_size
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        critic = module_of(model, "critic", "minibatch_stddev")
+        insert_before_head(critic, StdDevFeature(self.group_size), 1, "minibatch_stddev")
+
+    def penalty(self, ctx: dict[str, Any]) -> None:
+        return None
+
+
+# --- one-sided label smoothing ------------------------------------------------------------------
+
+
+@attrs.define
+class LabelSmoothingOptions:
+    """Options of one-sided label smoothing."""
+
+    real_label: float = attrs.field(
+        default=0.9, validator=check.in_interval(0, 1, low_open=True, high_open=True)
+    )
+
+
+class LabelSmoothing:
+    """One-sided label smoothing (Salimans et al. 2016, section 3.4): the critic's target for real
+    examples is ``real_label`` (0.9), fakes keep 0.
+
+    For the cross-entropy losses, ``BCE(s, r) = BCE(s, 1) + (1 - r) s`` exactly, so the trick adds
+    ``(1 - real_label) * mean(real_scores)`` to the critic's objective; the same as
+    ``--loss.real_label 0.9`` (choose one of the two).
+    """
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ("real_scores",)
+
+    def __init__(self, options: LabelSmoothingOptions) -> None:
+        self.real_label = options.real_label
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        loss = ctx.components.get("loss")
+        factory = getattr(loss, "component", None) and loss.component.factory
+        if not (isinstance(factory, type) and issubclass(factory, MinimaxLoss)):
+            name = loss.name if loss is not None else "none"
+            raise GenfwError(
+                f"label_smoothing applies to the cross-entropy losses (minimax, non_saturating); this run's loss is '{name}'"
+            )
+        if loss.options.real_label != 1.0:
+            raise GenfwError(
+                f"label_smoothing and loss.real_label {loss.options.real_label} both smooth the real target; use one of them"
+            )
+
+    def penalty(self, ctx: dict[str, Any]) -> Tensor:
+        return (1.0 - self.real_label) * ctx["real_scores"].float().mean()
+
+
+# --- experience replay --------------------------------------------------------------------------
+
+
+class ReplayBuffer(nn.Module):
+    """Past fakes: ``samples (capacity, *shape)`` and ``count`` (how many are stored)."""
+
+    def __init__(self, capacity: int, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("samples", torch.zeros(capacity, *shape))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def draw(self, k: int) -> Tensor:
+        """``k`` stored samples, uniformly with replacement (zeros while empty)."""
+        j = (torch.rand(k, device=self.samples.device) * self.count).long()
+        return self.samples[j.clamp_max(self.samples.shape[0] - 1)]
+
+    @torch.no_grad()
+    def push(self, fakes: Tensor) -> None:
+        """Store ``fakes``: into free slots while there are some, then over random ones among those
+        filled before this call (all slots if none was)."""
+        n, capacity = fakes.shape[0], self.samples.shape[0]
+        pos = self.count + torch.arange(n, device=self.samples.device)
+        old = torch.where(self.count > 0, self.count, capacity)
+        random = (torch.rand(n, device=self.samples.device) * old).long().clamp_max(capacity - 1)
+        self.samples[torch.where(pos < capacity, pos, random)] = fakes.detach().to(self.samples.dtype)
+        self.count.copy_((self.count + n).clamp_max(capacity))
+
+
+class Replaying:
+    """The generator as the critic phase sees it: a share of each batch of fakes is replaced by
+    past fakes from the buffer, and the new fakes are stored."""
+
+    def __init__(self, generator: Any, buffer: ReplayBuffer, share: float) -> None:
+        self.generator, self.buffer, self.share = generator, buffer, share
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        fake = self.generator(*args, **kwargs)  # (B, *shape)
+        k = round(self.share * fake.shape[0])
+        stored = self.buffer.count > 0  # a tensor: no device sync
+        old = torch.where(stored, self.buffer.draw(k).to(fake.dtype), fake[:k])  # the first batch: none yet
+        self.buffer.push(fake)
+        return torch.cat([old, fake[k:]])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.generator, name)
+
+
+@attrs.define
+class ExperienceReplayOptions:
+    """Options of experience replay."""
+
+    capacity: int = attrs.field(default=1024, validator=check.at_least(1))  # past fakes kept
+    share: float = attrs.field(default=0.5, validator=check.in_interval(0, 1))  # of each fake batch
+
+
+class ExperienceReplay:
+    """Experience replay (Shrivastava et al. 2017, section 2.3; Pfau & Vinyals 2016).
+
+    In each critic step a ``share`` of the fake batch (half, as in the paper) is drawn from a
+    buffer of past fakes; the new fakes then enter the buffer, into free slots and then over
+    random old ones. The buffer is the module ``experience_replay``. Unconditional generators only
+    (a replayed fake would not match the batch's labels).
+    """
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, options: ExperienceReplayOptions) -> None:
+        self.options = options
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        if not {"critic", "generator"} <= {p.name for p in model.phases}:
+            raise GenfwError(
+                "experience_replay needs a critic that scores a generator's fakes (a critic and a generator "
+                f"phase); variants it applies to: {', '.join(gan_variants())}"
+            )
+        generator = module_of(model, "generator", "experience_replay")
+        if getattr(model, "num_classes", 0) or getattr(generator, "num_classes", 0):
+            raise GenfwError(
+                "experience_replay works with unconditional generators only (a past fake has no label)"
+            )
+        buffer = ReplayBuffer(self.options.capacity, tuple(ctx.data.shape))
+        add_module(model, "experience_replay", buffer)
+        for phase in phases_of(model, self.phases):
+            swap_in_step(phase, "generator", lambda g: Replaying(g, buffer, self.options.share))
+
+    def penalty(self, ctx: dict[str, Any]) -> None:
+        return None
+
+
+# --- instance noise -----------------------------------------------------------------------------
+
+
+class NoiseSchedule(nn.Module):
+    """The training step of the instance-noise schedule, as a buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+
+def instance_noise_sigma(sigma: float, anneal_steps: int, step: Tensor) -> Tensor:
+    """``sigma * max(0, 1 - step / anneal_steps)`` (``sigma`` throughout when ``anneal_steps == 0``)."""
+    if anneal_steps == 0:
+        return torch.full((), sigma, device=step.device)
+    return sigma * (1.0 - step.float() / anneal_steps).clamp_min(0.0)
+
+
+class Noisy:
+    """The critic as the phases see it: ``x + sigma * N(0, I)`` goes in instead of ``x``."""
+
+    def __init__(self, critic: Any, sigma: Tensor) -> None:
+        self.critic, self.sigma = critic, sigma
+
+    def noisy(self, x: Tensor) -> Tensor:
+        return x + self.sigma.to(x.dtype) * torch.randn_like(x)
+
+    def __call__(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self.critic(self.noisy(x), *args, **kwargs)
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return critic_features(self.critic, self.noisy(x), y)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.critic, name)
+
+
+@attrs.define
+class InstanceNoiseOptions:
+    """Options of instance noise."""
+
+    sigma: float = attrs.field(default=0.1, validator=check.positive)  # at the start
+    # Training steps over which sigma falls linearly to 0; 0 keeps it constant.
+    anneal_steps: int = attrs.field(default=2000, validator=check.at_least(0))
+
+
+class InstanceNoise:
+    """Instance noise (Sønderby et al. 2017, appendix C; Arjovsky & Bottou 2017).
+
+    Every input of the critic, real and fake, in both phases, gets Gaussian noise of standard
+    deviation ``sigma_t = sigma * max(0, 1 - t / anneal_steps)``, ``t`` the training step (a
+    buffer of the module ``instance_noise``, advanced after each generator step).
+    """
+
+    phases: tuple[str, ...] = ("critic", "generator")
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, options: InstanceNoiseOptions) -> None:
+        self.options = options
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        module_of(model, "critic", "instance_noise")
+        self.schedule = NoiseSchedule()
+        add_module(model, "instance_noise", self.schedule)
+        phases = phases_of(model, self.phases)
+        for phase in phases:
+            swap_in_step(phase, "critic", lambda c: Noisy(c, self.sigma()))
+        self.last = tuple(id(model.modules[n]) for n in phases[-1].modules)
+
+    def sigma(self) -> Tensor:
+        return instance_noise_sigma(self.options.sigma, self.options.anneal_steps, self.schedule.step)
+
+    def penalty(self, ctx: dict[str, Any]) -> None:
+        return None
+
+    @torch.no_grad()
+    def after_step(self, modules: list[nn.Module]) -> None:
+        if tuple(id(m) for m in modules) == self.last:  # once per training step
+            self.schedule.step.add_(1)
+
+
+# --- spectral normalisation ---------------------------------------------------------------------
+
+NORMALISED = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1) -> int:
+    """Spectral normalisation on every linear and convolutional layer of ``module`` not already
+    normalised; returns how many layers it normalised."""
+    done = 0
+    for layer in list(module.modules()):
+        if isinstance(layer, NORMALISED) and not parametrize.is_parametrized(layer, "weight"):
+            spectral_norm(layer, n_power_iterations=n_power_iterations)
+            done += 1
+    return done
+
+
+@attrs.define
+class SpectralNormOptions:
+    """Options of spectral normalisation."""
+
+    generator: bool = False  # also normalise the generator's layers (as SAGAN does)
+    n_power_iterations: int = attrs.field(default=1, validator=check.at_least(1))
+
+
+class SpectralNorm:
+    """Spectral normalisation (Miyato et al. 2018): each weight ``W`` of the critic's linear and
+    convolutional layers is used as ``W / sigma(W)``, ``sigma`` its largest singular value
+    estimated by power iteration (``torch.nn.utils.parametrizations.spectral_norm``)."""
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ()
+    setup_order = 1  # after the tricks that add layers to the critic
+
+    def __init__(self, options: SpectralNormOptions) -> None:
+        self.options = options
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        names = ["critic", "generator"] if self.options.generator else ["critic"]
+        for name in names:
+            apply_spectral_norm(module_of(model, name, "spectral_norm"), self.options.n_power_iterations)
+
+    def penalty(self, ctx: dict[str, Any]) -> None:
+        return None
+
+
+# --- exponential moving average of the generator -------------------------------------------------
+
+
+class AveragedGenerator(nn.Module):
+    """A copy of the generator whose weights follow an exponential moving average (no gradients)."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.average = copy.deepcopy(generator).requires_grad_(False)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, generator: nn.Module, decay: float, warmup: bool) -> None:
+        """``avg <- d avg + (1 - d) theta`` with ``d = decay`` (``min(decay, (1 + t) / (10 + t))``
+        with ``warmup``, ``t`` the number of updates so far); buffers (batch-norm statistics) are
+        copied, as in StyleGAN2's G_ema."""
+        d = torch.full((), decay, device=self.updates.device)
+        if warmup:
+            d = torch.minimum(d, (1.0 + self.updates) / (10.0 + self.updates))
+        for avg, p in zip(self.average.parameters(), generator.parameters(), strict=True):
+            avg.lerp_(p.detach().to(avg.dtype), (1.0 - d).to(avg.dtype))
+        for avg, b in zip(self.average.buffers(), generator.buffers(), strict=True):
+            avg.copy_(b)
+        self.updates.add_(1)
+
+
+@attrs.define
+class EMAOptions:
+    """Options of the generator's exponential moving average."""
+
+    decay: float = attrs.field(default=0.999, validator=check.in_interval(0, 1, high_open=True))
+    # Early on, decay min(decay, (1 + t) / (10 + t)) (TensorFlow's num_updates rule), so the
+    # average forgets the initial weights quickly.
+    warmup: bool = True
+
+
+class EMA:
+    """Exponential moving average of the generator's weights (Yazici et al. 2019).
+
+    After each generator step ``theta_ema <- decay * theta_ema + (1 - decay) * theta``. Sample
+    grids, metrics, ``genfw sample`` and the exported ``generator.safetensors`` (module
+    ``generator_ema`` beside ``generator``) use the averaged weights; training uses the live ones.
+    """
+
+    phases: tuple[str, ...] = ("generator",)
+    needs: tuple[str, ...] = ()
+    setup_order = 2  # copies the generator: after spectral_norm(generator=true)
+
+    def __init__(self, options: EMAOptions) -> None:
+        self.options = options
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        self.generator = module_of(model, "generator", "ema")
+        self.ema = AveragedGenerator(self.generator)
+        add_module(model, "generator_ema", self.ema)
+        model.export = (*model.export, "generator_ema")
+        sample = model.sample
+
+        def averaged(m: Modules, n: int, y: Tensor | None = None) -> Tensor:
+            return sample(Modules({**m, "generator": m["generator_ema"].average}), n, y)
+
+        model.sample = averaged
+
+    def penalty(self, ctx: dict[str, Any]) -> None:
+        return None
+
+    def after_step(self, modules: list[nn.Module]) -> None:
+        self.ema.update(self.generator, self.options.decay, self.options.warmup)
+
+
+# --- registration -------------------------------------------------------------------------------
+
+
+@genfw.hookimpl
+def genfw_register_regularisers(register: Register) -> None:
+    register("feature_matching", FeatureMatching, options=FeatureMatchingOptions)
+    register("historical_averaging", HistoricalAveraging, options=HistoricalAveragingOptions)
+    register(
+        "minibatch_discrimination",
+        MinibatchDiscriminationTrick,
+        options=MinibatchDiscriminationOptions,
+        help="Minibatch discrimination (Salimans et al. 2016): a layer before the critic's head.",
+    )
+    register(
+        "minibatch_stddev",
+        MinibatchStdDevTrick,
+        options=MinibatchStdDevOptions,
+        help="Minibatch standard deviation (Karras et al. 2018): one feature before the critic's head.",
+    )
+    register(
+        "label_smoothing",
+        LabelSmoothing,
+        options=LabelSmoothingOptions,
+        help="One-sided label smoothing (Salimans et al. 2016): the critic's real target is 0.9.",
+    )
+    register(
+        "experience_replay",
+        ExperienceReplay,
+        options=ExperienceReplayOptions,
+        help="Experience replay (Shrivastava et al. 2017): the critic also sees past fakes from a buffer.",
+    )
+    register("instance_noise", InstanceNoise, options=InstanceNoiseOptions)
+    register(
+        "spectral_norm",
+        SpectralNorm,
+        options=SpectralNormOptions,
+        help="Spectral normalisation (Miyato et al. 2018) of the critic (and optionally the generator).",
+    )
+    register("ema", EMA, options=EMAOptions)

@@ -1,0 +1,136 @@
+"""EBGAN and BEGAN (genfw_plugins.energy): margin loss, pulling-away term, k_t control, against
+hand-computed values; the autoencoder critic built from network plugins; k_t in checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genfw import Batch, Modules
+from genfw.config import resolve
+from genfw.train import Trainer, build, read_run
+from genfw_plugins.energy import (
+    AutoencoderCritic,
+    began_k_update,
+    ebgan_critic_loss,
+    pulling_away,
+)
+
+TINY = {"name": "mlp", "hidden": [16]}
+
+
+def raw(variant: str, steps: int = 3, **extra) -> dict:
+    out = {
+        "variant": variant,
+        "dataset": "digits",
+        "generator": TINY,
+        "critic_encoder": TINY,
+        "critic_decoder": TINY,
+        "metrics": {},
+        "train": {"steps": steps, "batch_size": 16, "log_every": 1, "progress": False, "grid": 4},
+    }
+    out.update(extra)
+    return out
+
+
+def test_ebgan_margin_loss_by_hand() -> None:
+    real = torch.tensor([0.1, 0.3])
+    fake = torch.tensor([0.2, 1.5, 0.9])
+    # E D(x) = 0.2; max(0, 1 - f): 0.8, 0 (beyond the margin: no push), 0.1 -> mean 0.3
+    assert ebgan_critic_loss(real, fake, 1.0).item() == pytest.approx(0.2 + 0.3)
+    assert ebgan_critic_loss(real, fake, 2.0).item() == pytest.approx(0.2 + (1.8 + 0.5 + 1.1) / 3)
+
+
+def test_pulling_away_term_by_hand() -> None:
+    s = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    # cosines: (1,2) 0, (1,3) 1/sqrt2, (2,3) 1/sqrt2 -> squares 0, 0.5, 0.5; each pair twice over N(N-1) = 6
+    assert pulling_away(s).item() == pytest.approx(2 * (0 + 0.5 + 0.5) / 6)
+    assert pulling_away(torch.tensor([[1.0, 1.0], [2.0, 2.0]])).item() == pytest.approx(1.0)  # collapsed
+    assert pulling_away(torch.eye(4)).item() == pytest.approx(0.0)  # orthogonal codes
+
+
+def test_began_k_update_and_clipping() -> None:
+    k = torch.tensor(0.5)
+    # k + 0.001 (0.5 * 0.4 - 0.1) = 0.5001
+    assert began_k_update(k, torch.tensor(0.4), torch.tensor(0.1), 0.5, 1e-3).item() == pytest.approx(0.5001)
+    # would leave [0, 1]: 0.9995 + 0.001 * (0.5 * 2 - 0) = 1.0005 -> 1; 0.0002 - 0.001 * 1 -> 0
+    assert began_k_update(torch.tensor(0.9995), torch.tensor(2.0), torch.tensor(0.0), 0.5, 1e-3).item() == 1.0
+    assert began_k_update(torch.tensor(0.0002), torch.tensor(0.0), torch.tensor(1.0), 0.5, 1e-3).item() == 0.0
+
+
+def test_autoencoder_critic_is_built_from_network_plugins(registry) -> None:
+    b = build(resolve(raw("ebgan", critic_encoder={"name": "dcgan", "channels": 4}), registry))
+    critic = b.model.modules["critic"]
+    assert isinstance(critic, AutoencoderCritic)
+    assert type(critic.encoder).__name__ == "DCGANCritic" and type(critic.decoder).__name__ == "MLPGenerator"
+    x = b.dataset.tensors[0][:4]
+    code, x_hat = critic.encode_decode(x)
+    assert code.shape == (4, 32) and x_hat.shape == x.shape
+    # EBGAN's energy: squared error per dimension.
+    torch.testing.assert_close(critic(x).squeeze(1), (x_hat - x).square().flatten(1).mean(1))
+
+
+def test_ebgan_phases_by_hand(registry) -> None:
+    b = build(resolve(raw("ebgan"), registry))
+    m = Modules(b.model.modules)
+    critic_phase, gen_phase = b.model.phases
+    x = b.dataset.tensors[0][:8]
+    batch = Batch(x, torch.zeros(8, dtype=torch.long))
+    torch.manual_seed(0)
+    out = critic_phase.step(batch, m)
+    energy = lambda v: (m.critic.encode_decode(v)[1] - v).square().flatten(1).mean(1)  # noqa: E731
+    expected = energy(x).mean() + (1.0 - energy(out.context["fake"])).clamp_min(0).mean()
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.manual_seed(1)
+    out = gen_phase.step(batch, m)
+    torch.manual_seed(1)
+    fake = m.generator(torch.randn(8, 64))
+    codes = m.critic.encoder(fake)
+    expected = energy(fake).mean() + 0.1 * pulling_away(codes)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.logs["pulling_away"].item() == pytest.approx(pulling_away(codes).item(), rel=1e-5)
+
+
+def test_began_critic_step_uses_k_then_updates_it(registry) -> None:
+    r = raw("began")
+    r["variant"] = {"name": "began", "k_init": 0.3, "lambda_k": 0.1}
+    b = build(resolve(r, registry))
+    m = Modules(b.model.modules)
+    x = b.dataset.tensors[0][:8]
+    torch.manual_seed(0)
+    out = b.model.phases[0].step(Batch(x, torch.zeros(8, dtype=torch.long)), m)
+
+    def energy(v):  # BEGAN's L1 energy, mean over the batch
+        return (m.critic.encode_decode(v)[1] - v).abs().flatten(1).mean(1).mean()
+
+    e_real, e_fake = energy(x), energy(out.context["fake"])
+    assert out.loss.item() == pytest.approx((e_real - 0.3 * e_fake).item(), rel=1e-5)
+    k_next = min(max(0.3 + 0.1 * (0.5 * e_real.item() - e_fake.item()), 0.0), 1.0)
+    assert m.critic.k.item() == pytest.approx(k_next, rel=1e-5)
+    assert out.logs["k"].item() == pytest.approx(0.3)
+    m_measure = e_real + (0.5 * e_real - e_fake).abs()
+    assert out.logs["convergence"].item() == pytest.approx(m_measure.item(), rel=1e-5)
+    out.loss.backward()  # the in-place update of k did not break the graph
+
+
+def test_began_k_stays_in_unit_interval_and_is_checkpointed(tmp_path, registry) -> None:
+    r = raw("began", steps=6)
+    r["variant"] = {"name": "began", "lambda_k": 5.0}  # large steps: k would leave [0, 1] at once
+    r["train"]["checkpoint_every"] = 3
+    t = Trainer(resolve(r, registry), tmp_path / "run")
+    ks = []
+    step = t.phases[0].step
+
+    def spy(batch, m):
+        out = step(batch, m)
+        ks.append(t.plain.critic.k.item())
+        return out
+
+    t.phases[0].step = spy
+    t.fit()
+    assert all(0.0 <= k <= 1.0 for k in ks) and any(k in (0.0, 1.0) for k in ks)
+    k_end = t.plain.critic.k.item()
+    resumed = Trainer(
+        read_run(tmp_path / "run", registry, [("train.steps", 7)]), tmp_path / "run", resume=True
+    )
+    assert resumed.plain.critic.k.item() == k_end  # k_t travels with the checkpoint

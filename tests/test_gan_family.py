@@ -1,0 +1,158 @@
+"""The GAN family beyond the plain GAN: wgan (clipping after EVERY critic step), dragan, lsgan,
+and every variant of issue 3 trains a few steps on digits (and toy2d where suited) with finite
+losses. EBGAN/BEGAN, SAGAN and MAD-GAN have their own test files for their formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genfw import Modules
+from genfw.config import resolve
+from genfw.plugins import get_registry
+from genfw.train import Trainer, build
+
+TINY_MLP = {"name": "mlp", "hidden": [16, 16]}
+TINY_CONV = {"name": "dcgan", "channels": 4}
+
+
+def small(name: str, dataset: str = "digits", steps: int = 3, **extra) -> dict:
+    raw = {
+        "variant": name,
+        "dataset": dataset,
+        "train": {
+            "steps": steps,
+            "batch_size": 16,
+            "log_every": 1,
+            "progress": False,
+            "grid": 4,
+            "sample_every": 0,
+            "checkpoint_every": 0,
+        },
+        "metrics": {},
+    }
+    slots = get_registry().get("variant", name).factory.slots
+    for slot, spec in slots.items():
+        if spec.kind in ("generator", "critic", "encoder") and spec.default == "mlp":
+            raw[slot] = dict(TINY_MLP)
+    raw.update(extra)
+    return raw
+
+
+# --- wgan -----------------------------------------------------------------------------------------
+
+
+def test_wgan_is_the_papers_algorithm_1(registry) -> None:
+    b = build(resolve(small("wgan"), registry))
+    critic, gen = b.model.phases
+    assert critic.repeats == 5 and critic.optim.name == "rmsprop" and critic.optim.lr == 5e-5
+    assert gen.optim.name == "rmsprop" and gen.optim.lr == 5e-5
+    [(name, clip)] = b.regularisers["critic"]
+    assert name == "weight_clipping" and clip.clip == 0.01
+    assert b.regularisers["generator"] == []
+    m = Modules(b.model.modules)
+    x = b.dataset.tensors[0][:8]
+    from genfw import Batch
+
+    out = critic.step(Batch(x, torch.zeros(8, dtype=torch.long)), m)
+    expected = m.critic(out.context["fake"]).mean() - m.critic(x).mean()  # E f(G(z)) - E f(x)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_wgan_clips_after_every_critic_step(tmp_path, registry) -> None:
+    """Every critic optimiser step after the first starts from weights inside [-c, c]: the clamp
+    runs after each of the n_critic repeats, not once per training step."""
+    raw = small("wgan", steps=3)
+    raw["regularisers"] = {"weight_clipping": {"clip": 0.02}}
+    t = Trainer(resolve(raw, registry), tmp_path / "run")
+    critic = t.plain.critic
+    opt = t._hot_optimizers["critic"]
+    entries: list[float] = []
+    real_step = opt.step
+
+    def step(*args, **kwargs):
+        entries.append(max(p.detach().abs().max().item() for p in critic.parameters()))
+        out = real_step(*args, **kwargs)
+        return out
+
+    opt.step = step
+    [(_, clip)] = t._regs["critic"]
+    calls = []
+    real_after = clip.after_step
+
+    def after_step(modules):
+        real_after(modules)
+        calls.append(max(p.detach().abs().max().item() for p in critic.parameters()))
+
+    t._constraints["critic"] = [after_step]
+    t.fit()
+    assert len(entries) == 15 and len(calls) == 15  # 3 steps x n_critic 5
+    assert entries[0] > 0.02  # the initial weights were not clipped ...
+    assert all(e <= 0.02 + 1e-7 for e in entries[1:])  # ... every later step starts clipped
+    assert all(c <= 0.02 + 1e-7 for c in calls)
+
+
+# --- lsgan, dragan --------------------------------------------------------------------------------
+
+
+def test_lsgan_and_dragan_recipes(registry) -> None:
+    b = build(resolve(small("lsgan"), registry))
+    assert type(b.model.phases[0].step.__self__.loss).__name__ == "LeastSquaresLoss"
+    assert b.model.phases[0].optim.lr == 2e-4 and b.model.phases[0].optim.betas == (0.5, 0.999)
+    b = build(resolve(small("dragan"), registry))
+    [(name, reg)] = b.regularisers["critic"]
+    assert name == "dragan" and reg.weight == 10.0 and reg.scale == 0.5
+    assert type(b.model.phases[0].step.__self__.loss).__name__ == "NonSaturatingLoss"
+    assert b.model.phases[0].optim.betas == (0.5, 0.9) and b.model.phases[0].optim.lr == 1e-4
+
+
+# --- every variant trains -------------------------------------------------------------------------
+
+ON_DIGITS = {
+    "wgan": {},
+    "dragan": {},
+    "lsgan": {},
+    "ebgan": {},
+    "began": {},
+    "sagan": {"generator": {"name": "sagan", "channels": 8}, "critic": {"name": "sagan", "channels": 8}},
+    "madgan": {"variant": {"name": "madgan", "num_generators": 3}},
+}
+ON_TOY2D = ["wgan", "dragan", "lsgan", "ebgan", "began", "madgan"]
+
+
+def _check_finite(t: Trainer, result) -> None:
+    assert result.last_logs, "nothing was logged"
+    bad = {k: v for k, v in result.last_logs.items() if not math.isfinite(v)}
+    assert not bad
+    for mod in t.plain.values():
+        assert all(torch.isfinite(p).all() for p in mod.parameters())
+
+
+@pytest.mark.parametrize("variant", list(ON_DIGITS))
+def test_variant_trains_on_digits(tmp_path, registry, variant) -> None:
+    raw = small(variant, **ON_DIGITS[variant])
+    t = Trainer(resolve(raw, registry), tmp_path / "run")
+    result = t.fit()
+    _check_finite(t, result)
+    samples = t.built.model.sample(t.plain, 4, None)
+    assert samples.shape == (4, 1, 8, 8) and torch.isfinite(samples).all()
+    assert (tmp_path / "run" / "samples" / "step_0000003.png").is_file()
+
+
+@pytest.mark.parametrize("variant", ON_TOY2D)
+def test_variant_trains_on_toy2d(tmp_path, registry, variant) -> None:
+    extra = {"variant": {"name": "madgan", "num_generators": 3}} if variant == "madgan" else {}
+    raw = small(variant, dataset="toy2d", **extra)
+    raw["train"]["batch_size"] = 32  # below the points presets' 256: keep the test fast
+    t = Trainer(resolve(raw, registry), tmp_path / "run")
+    _check_finite(t, t.fit())
+
+
+@pytest.mark.parametrize("variant", ["wgan", "dragan", "lsgan", "ebgan", "began", "sagan", "madgan"])
+def test_variant_is_documented(run_cli, variant) -> None:
+    code, out, _ = run_cli("list", "variant")
+    assert code == 0
+    line = next(line for line in out.splitlines() if line.strip().startswith(f"{variant} - "))
+    assert len(line.split(" - ", 1)[1].strip()) > 20

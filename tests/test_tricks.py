@@ -1,0 +1,492 @@
+"""GAN remedies and tricks (genfw_plugins/tricks.py): each formula against a hand computation or a
+reference written here, their effect on the model, combined flags, resume, and refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genfw import Batch, GenfwError, Modules
+from genfw.config import resolve
+from genfw.train import Trainer, build, load_model, read_run
+from genfw_plugins._layers import MinibatchDiscrimination, minibatch_features
+from genfw_plugins.tricks import (
+    ReplayBuffer,
+    Replaying,
+    StdDevFeature,
+    instance_noise_sigma,
+)
+from tests.conftest import QUICK
+
+SMALL = {"name": "mlp", "hidden": [8, 8]}
+
+
+def raw(variant="gan", dataset="toy2d", regs=None, steps=6, **slots):
+    out = {
+        "variant": variant,
+        "dataset": dataset,
+        "generator": dict(SMALL),
+        "critic": dict(SMALL),
+        "regularisers": regs or {},
+        "metrics": {},
+        "train": {"steps": steps, "batch_size": 16, "log_every": 1, "progress": False, "grid": 4},
+    }
+    out.update(slots)
+    return out
+
+
+def built(registry, regs, **kw):
+    return build(resolve(raw(regs=regs, **kw), registry))
+
+
+def a_batch(b, n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, y = b.dataset.tensors
+    idx = torch.randint(0, len(x), (n,), generator=g)
+    return Batch(x[idx].float(), y[idx])
+
+
+# --- minibatch discrimination and standard deviation ---------------------------------------------
+
+
+def test_minibatch_discrimination_on_three_examples_by_hand():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # One kernel of dimension 1: M = x @ [1, 2] = [1, 2, 3].
+    t = torch.tensor([[[1.0]], [[2.0]]])  # (A=2, B=1, C=1)
+    e1, e2 = math.exp(-1), math.exp(-2)
+    expected = torch.tensor([[1 + e1 + e2], [e1 + 1 + e1], [e2 + e1 + 1]])
+    torch.testing.assert_close(minibatch_features(x, t), expected)
+    # Two kernels of dimension 2, against a loop over pairs written from the paper's formula.
+    t = torch.tensor([[[0.5, -1.0], [2.0, 0.0]], [[1.0, 1.0], [-0.5, 3.0]]])  # (A=2, B=2, C=2)
+    m = torch.einsum("na,abc->nbc", x, t)
+    ref = torch.zeros(3, 2)
+    for i in range(3):
+        for b in range(2):
+            ref[i, b] = sum(math.exp(-(m[i, b] - m[j, b]).abs().sum().item()) for j in range(3))
+    torch.testing.assert_close(minibatch_features(x, t), ref)
+    layer = MinibatchDiscrimination(2, num_kernels=2, kernel_dim=2)
+    with torch.no_grad():
+        layer.T.copy_(t)
+    torch.testing.assert_close(layer(x), torch.cat([x, ref], dim=1))
+
+
+def test_minibatch_stddev_feature_by_hand():
+    x = torch.tensor([[0.0, 2.0], [2.0, 2.0], [1.0, 0.0], [1.0, 4.0]])
+    # Group size 2: example i is in group i mod 2, i.e. {0, 2} and {1, 3}.
+    # Group {0, 2}: per-feature std (population) [0.5, 1.0] -> mean 0.75; group {1, 3}: [0.5, 1.0] -> 0.75.
+    x[3, 1] = 6.0  # group {1, 3}: stds [0.5, 2.0] -> 1.25
+    out = StdDevFeature(group_size=2)(x)
+    expected = torch.tensor([0.75, 1.25, 0.75, 1.25])
+    torch.testing.assert_close(out[:, :2], x)
+    torch.testing.assert_close(out[:, 2], expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("trick, extra", [("minibatch_discrimination", 7), ("minibatch_stddev", 1)])
+def test_minibatch_layers_sit_before_the_critic_head(registry, tmp_path, trick, extra):
+    opts = {"kernels": 7, "kernel_dim": 3} if trick == "minibatch_discrimination" else {}
+    b = built(registry, {trick: opts})
+    critic = b.model.modules["critic"]
+    layer, head = critic.head
+    assert head.in_features == 8 + extra and head.out_features == 1
+    x = a_batch(b).x
+    torch.testing.assert_close(critic(x), head(layer(critic.features(x))))
+    # Its parameters are trained with the critic's: they are in the critic phase's optimiser.
+    t = Trainer(resolve(raw(regs={trick: opts}, steps=1), registry), tmp_path / "run")
+    params = {id(p) for group in t.optimizers["critic"].param_groups for p in group["params"]}
+    assert all(id(p) in params for p in t.plain["critic"].head.parameters())
+
+
+def test_both_minibatch_layers_together_on_dcgan(registry):
+    b = built(
+        registry,
+        {"minibatch_discrimination": {"kernels": 4}, "minibatch_stddev": {}},
+        dataset="digits",
+        generator={"name": "dcgan", "channels": 4},
+        critic={"name": "dcgan", "channels": 4},
+    )
+    critic = b.model.modules["critic"]
+    _, _, head = critic.head  # minibatch discrimination, stddev, widened linear
+    width = critic.features(a_batch(b).x).shape[1]
+    assert head.in_features == width + 4 + 1
+    assert critic(a_batch(b).x).shape == (16, 1)
+
+
+# --- feature matching ---------------------------------------------------------------------------
+
+
+def test_feature_matching_value(registry):
+    b = built(registry, {"feature_matching": {"weight": 2.0}})
+    m = Modules(b.model.modules)
+    gen_phase = b.model.phases[1]
+    batch = a_batch(b)
+    out = gen_phase.step(batch, m)
+    [fm] = [r for n, r in b.regularisers["generator"] if n == "feature_matching"]
+    critic = m.critic
+    # Features of the mlp critic: its hidden layers, by hand.
+    h = batch.x
+    for layer in critic.net:
+        h = layer(h)
+    torch.testing.assert_close(critic.features(batch.x), h)
+    f_real = critic.features(batch.x).mean(0)
+    f_fake = critic.features(out.context["fake"]).mean(0)
+    expected = 2.0 * ((f_real - f_fake) ** 2).sum()
+    assert fm.penalty(out.context).item() == pytest.approx(expected.item(), rel=1e-5)
+    # Only the generator gets gradients from it (the real features are constants).
+    fm.penalty(out.context).backward()
+    assert b.model.modules["generator"].net[0].weight.grad is not None
+
+
+def test_feature_matching_can_replace_the_generator_objective(registry):
+    b = built(registry, {"feature_matching": {"replace": True}})
+    out = b.model.phases[1].step(a_batch(b), Modules(b.model.modules))
+    assert out.loss.item() == 0.0 and out.logs["adversarial"].item() > 0
+
+
+# --- historical averaging -----------------------------------------------------------------------
+
+
+def test_historical_averaging_after_known_updates(registry):
+    b = built(registry, {"historical_averaging": {"weight": 0.5}}, critic={"name": "mlp", "hidden": []})
+    critic = b.model.modules["critic"]  # one linear layer: weight (1, 2), bias (1,)
+    [(_, ha)] = b.regularisers["critic"]
+    theta0 = [p.detach().clone() for p in critic.parameters()]
+    assert ha.penalty({"phase": "critic"}).item() == 0.0  # the mean starts at theta_0
+    with torch.no_grad():
+        for p, p0 in zip(critic.parameters(), theta0, strict=True):
+            p.copy_(p0 + 1.0)
+    ha.after_step([critic])  # mean of theta_0, theta_0 + 1
+    with torch.no_grad():
+        for p, p0 in zip(critic.parameters(), theta0, strict=True):
+            p.copy_(p0 + 4.0)
+    # Before this update is recorded: 3 parameters, each at theta_0 + 4 vs mean theta_0 + 0.5.
+    assert ha.penalty({"phase": "critic"}).item() == pytest.approx(0.5 * 3 * 3.5**2, rel=1e-5)
+    ha.after_step([critic])  # mean of theta_0, +1, +4 = theta_0 + 5/3
+    assert ha.penalty({"phase": "critic"}).item() == pytest.approx(0.5 * 3 * (4 - 5 / 3) ** 2, rel=1e-5)
+    state = b.model.modules["historical_averaging"].state_dict()
+    assert state["critic_count"].item() == 3
+    torch.testing.assert_close(state["critic_0"], theta0[0] + 5 / 3)
+    # The generator's mean did not move: after_step of the critic phase touches the critic's only.
+    gen0 = next(b.model.modules["generator"].parameters())
+    torch.testing.assert_close(state["generator_0"], gen0.detach())
+    assert ha.penalty({"phase": "generator"}).item() == 0.0
+    # Its gradient is 2 * weight * (theta - mean).
+    ha.penalty({"phase": "critic"}).backward()
+    torch.testing.assert_close(critic.head.bias.grad, 2 * 0.5 * (4 - 5 / 3) * torch.ones(1))
+
+
+# --- label smoothing ----------------------------------------------------------------------------
+
+
+def test_label_smoothing_equals_a_real_target_of_09(registry):
+    b = built(registry, {"label_smoothing": {}}, loss="minimax")
+    out = b.model.phases[0].step(a_batch(b), Modules(b.model.modules))
+    [(_, ls)] = b.regularisers["critic"]
+    r, f = out.context["real_scores"], out.context["fake_scores"]
+    smoothed = out.loss + ls.penalty(out.context)
+    # -E[0.9 log D(x) + 0.1 log(1 - D(x))] - E log(1 - D(G(z))), D = sigmoid.
+    d_real, d_fake = torch.sigmoid(r), torch.sigmoid(f)
+    expected = -(0.9 * d_real.log() + 0.1 * (1 - d_real).log()).mean() - (1 - d_fake).log().mean()
+    assert smoothed.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert smoothed.item() == pytest.approx(
+        (F.binary_cross_entropy_with_logits(r, torch.full_like(r, 0.9)) + F.softplus(f).mean()).item(),
+        rel=1e-6,
+    )
+
+
+def test_label_smoothing_refuses_other_losses_and_double_smoothing(registry):
+    with pytest.raises(GenfwError, match=r"cross-entropy losses .*'wasserstein'"):
+        built(registry, {"label_smoothing": {}}, loss="wasserstein")
+    with pytest.raises(GenfwError, match="use one of them"):
+        built(registry, {"label_smoothing": {}}, loss={"name": "non_saturating", "real_label": 0.9})
+
+
+# --- instance noise -----------------------------------------------------------------------------
+
+
+def test_instance_noise_sigma_schedule():
+    steps = torch.tensor([0, 250, 500, 1000, 1500])
+    sigmas = [instance_noise_sigma(0.2, 1000, s).item() for s in steps]
+    assert sigmas == pytest.approx([0.2, 0.15, 0.1, 0.0, 0.0])
+    assert instance_noise_sigma(0.2, 0, torch.tensor(10**6)).item() == pytest.approx(0.2)
+
+
+def test_instance_noise_reaches_every_critic_input(registry, tmp_path):
+    cfg = resolve(raw(regs={"instance_noise": {"sigma": 0.5, "anneal_steps": 4}}, steps=3), registry)
+    t = Trainer(cfg, tmp_path / "run")
+    t.fit()
+    assert t.plain["instance_noise"].step.item() == 3  # one per training step, not per phase
+    b = t.built
+    m = Modules(b.model.modules)
+    critic = b.model.modules["critic"]
+    batch = a_batch(b)
+    torch.manual_seed(5)
+    out = b.model.phases[0].step(batch, m)
+    torch.manual_seed(5)
+    z = torch.randn(16, 64)  # the step's noise for the fakes, then the instance noise in call order
+    fake = m.generator(z)
+    sigma = 0.5 * (1 - 3 / 4)
+    real_in = batch.x + sigma * torch.randn_like(batch.x)
+    fake_in = fake + sigma * torch.randn_like(fake)
+    torch.testing.assert_close(out.context["real_scores"], critic(real_in).squeeze(1))
+    torch.testing.assert_close(out.context["fake_scores"], critic(fake_in).squeeze(1))
+    torch.testing.assert_close(out.context["fake"], fake)  # the fakes themselves stay clean
+
+
+# --- experience replay --------------------------------------------------------------------------
+
+
+def test_replay_buffer_contents():
+    buf = ReplayBuffer(capacity=5, shape=(2,))
+    first = torch.arange(6.0).view(3, 2)
+    buf.push(first)
+    assert buf.count.item() == 3
+    torch.testing.assert_close(buf.samples[:3], first)
+    assert torch.equal(buf.samples[3:], torch.zeros(2, 2))
+    second = 100 + torch.arange(6.0).view(3, 2)
+    torch.manual_seed(0)
+    buf.push(second)  # two free slots, then one random old one
+    assert buf.count.item() == 5
+    torch.testing.assert_close(buf.samples[3:], second[:2])
+    rows = {tuple(r.tolist()) for r in buf.samples}
+    assert tuple(second[2].tolist()) in rows
+    assert len(rows & {tuple(r.tolist()) for r in first}) == 2  # one of the first three was replaced
+    drawn = buf.draw(50)
+    assert {tuple(r.tolist()) for r in drawn} <= rows
+
+
+def test_replaying_generator_mixes_past_fakes():
+    buf = ReplayBuffer(capacity=100, shape=(2,))
+    calls = iter([torch.zeros(4, 2), torch.ones(4, 2)])
+    g = Replaying(lambda z: next(calls), buf, share=0.5)
+    first = g(None)
+    assert torch.equal(first, torch.zeros(4, 2))  # nothing stored yet: all fresh
+    second = g(None)
+    assert torch.equal(second[:2], torch.zeros(2, 2))  # half replayed from the first batch
+    assert torch.equal(second[2:], torch.ones(2, 2))
+    assert buf.count.item() == 8
+
+
+def test_experience_replay_refuses_conditional_generators(registry):
+    if "cgan" not in registry.names("variant"):
+        pytest.skip("no cgan variant registered")
+    with pytest.raises(GenfwError, match="unconditional generators only"):
+        build(resolve(raw("cgan", "digits", regs={"experience_replay": {}}), registry))
+
+
+def test_experience_replay_refuses_a_latent_critic(registry):
+    if "aae" not in registry.names("variant"):
+        pytest.skip("no aae variant registered")
+    with pytest.raises(GenfwError, match=r"variants it applies to: .*\bgan\b"):
+        build(
+            resolve(
+                {"variant": "aae", "dataset": "toy2d", "regularisers": {"experience_replay": {}}}, registry
+            )
+        )
+
+
+# --- spectral normalisation ---------------------------------------------------------------------
+
+
+def test_spectral_norm_bounds_every_critic_layer(registry):
+    b = built(registry, {"spectral_norm": {"generator": True}})
+    critic, generator = b.model.modules["critic"], b.model.modules["generator"]
+    x = a_batch(b).x
+    for _ in range(30):  # power iterations run on each training-mode forward
+        critic(x)
+        generator(torch.randn(4, 64))
+    for net in (critic, generator):
+        layers = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        assert len(layers) == 3
+        for layer in layers:
+            assert torch.linalg.matrix_norm(layer.weight.detach(), 2).item() == pytest.approx(1.0, abs=1e-3)
+    plain = built(registry, {})
+    assert not any(hasattr(m, "parametrizations") for m in plain.model.modules["critic"].modules())
+
+
+# --- EMA ----------------------------------------------------------------------------------------
+
+
+def test_ema_update_and_sampling_use_the_average(registry):
+    b = built(registry, {"ema": {"decay": 0.9, "warmup": False}})
+    gen, ema = b.model.modules["generator"], b.model.modules["generator_ema"]
+    [(_, reg)] = b.regularisers["generator"]
+    before = [p.detach().clone() for p in ema.average.parameters()]
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(1.0)
+    reg.after_step([gen])
+    for avg, old, p in zip(ema.average.parameters(), before, gen.parameters(), strict=True):
+        torch.testing.assert_close(avg, 0.9 * old + 0.1 * p.detach())
+        assert not avg.requires_grad
+    assert ema.updates.item() == 1
+    m = Modules(b.model.modules)
+    torch.manual_seed(1)
+    samples = b.model.sample(m, 5, None)
+    torch.manual_seed(1)
+    torch.testing.assert_close(samples, ema.average(torch.randn(5, 64)))
+    assert "generator_ema" in b.model.export
+
+
+def test_ema_warmup_decay():
+    from genfw_plugins.tricks import AveragedGenerator
+
+    g = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(g.weight)
+    ema = AveragedGenerator(g)
+    with torch.no_grad():
+        g.weight.fill_(1.0)
+    ema.update(g, 0.999, warmup=True)  # d = min(0.999, 1/10)
+    assert ema.average.weight.item() == pytest.approx(0.9)
+    ema.update(g, 0.999, warmup=True)  # d = 2/11
+    assert ema.average.weight.item() == pytest.approx(1 - 0.1 * 2 / 11)
+
+
+# --- training with combined flags, resume, export -----------------------------------------------
+
+
+def test_combined_flags_train_gan_on_toy2d(tmp_path, run_cli):
+    regs = ["feature_matching", "historical_averaging", "minibatch_discrimination", "minibatch_stddev"]
+    regs += ["label_smoothing", "experience_replay", "instance_noise", "spectral_norm", "ema"]
+    flags = [a for r in regs for a in ("--regulariser", r)]
+    code, _, err = run_cli(
+        "train", "--plugin", "gan", "--dataset", "toy2d", "--generator.hidden", "[16, 16]",
+        "--critic.hidden", "[16, 16]", "--steps", "6", "--out", tmp_path / "run", *flags, *QUICK,
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli("sample", tmp_path / "run", "-n", "7", "--out", tmp_path / "s.safetensors")
+    assert code == 0, err
+    # The exported file carries the averaged generator, and sampling uses it.
+    weights = safetensors.torch.load_file(str(tmp_path / "run" / "generator.safetensors"))
+    assert any(k.startswith("generator_ema.average.") for k in weights)
+
+
+def test_combined_flags_train_gan_on_digits_with_dcgan(tmp_path, run_cli):
+    code, _, err = run_cli(
+        "train", "--plugin", "gan", "--dataset", "digits", "--generator", "dcgan", "--critic", "dcgan",
+        "--generator.channels", "4", "--critic.channels", "4", "--steps", "4", "--out", tmp_path / "run",
+        "--regulariser", "feature_matching", "--regulariser", "instance_noise", "--regulariser",
+        "minibatch_discrimination", "--regulariser", "spectral_norm", "--regulariser", "ema",
+        "--regulariser", "experience_replay", *QUICK,
+    )  # fmt: skip
+    assert code == 0, err
+
+
+STATEFUL = {
+    "ema": {"decay": 0.9},
+    "experience_replay": {"capacity": 40},
+    "instance_noise": {"anneal_steps": 8},
+    "historical_averaging": {},
+    "spectral_norm": {},
+}
+
+
+def test_resume_is_exact_with_stateful_tricks(tmp_path, registry):
+    def run(path, steps, **train):
+        r = raw(regs=STATEFUL, steps=steps)
+        r["train"].update(train)
+        t = Trainer(resolve(r, registry), path)
+        t.fit()
+        return t
+
+    straight = run(tmp_path / "straight", 10, checkpoint_every=5)
+    run(tmp_path / "split", 5)
+    resumed = Trainer(
+        read_run(tmp_path / "split", registry, [("train.steps", 10)]), tmp_path / "split", resume=True
+    )
+    assert resumed.step == 5
+    assert resumed.plain["instance_noise"].step.item() == 5
+    resumed.fit()
+    names = (
+        "generator",
+        "critic",
+        "generator_ema",
+        "experience_replay",
+        "instance_noise",
+        "historical_averaging",
+    )
+    assert set(names) == set(straight.plain)
+    for name in names:
+        a, b = straight.plain[name].state_dict(), resumed.plain[name].state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
+    assert straight.plain["experience_replay"].count.item() == 40
+
+
+def test_sampling_a_finished_run_loads_the_averaged_generator(tmp_path, registry):
+    r = raw(regs={"ema": {"decay": 0.5}, "spectral_norm": {"generator": True}}, steps=3)
+    t = Trainer(resolve(r, registry), tmp_path / "run")
+    t.fit()
+    _, model, modules = load_model(tmp_path / "run", read_run(tmp_path / "run", registry), with_data=False)
+    for (k, a), (_, b) in zip(
+        t.plain["generator_ema"].state_dict().items(),
+        modules["generator_ema"].state_dict().items(),
+        strict=True,
+    ):
+        assert torch.equal(a, b), k
+    torch.manual_seed(0)
+    ours = model.sample(modules, 4, None)
+    torch.manual_seed(0)
+    torch.testing.assert_close(ours, t.built.model.sample(t.plain, 4, None))
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trick", ["weight_clipping", "ema", "feature_matching", "instance_noise"])
+def test_a_trick_a_variant_cannot_use_is_refused_in_one_line(tmp_path, run_cli, registry, trick):
+    code, _, err = run_cli(
+        "train", "--plugin", "vae", "--regulariser", trick, "--steps", "2", "--out", tmp_path / "r", *QUICK
+    )
+    assert code == 2 and not (tmp_path / "r").exists()
+    [line] = err.strip().splitlines()
+    assert f"regulariser '{trick}'" in line and "variants it applies to:" in line
+    listed = line.split("variants it applies to:")[1]
+    assert "gan" in [v.strip() for v in listed.split(",")]
+    assert "vae" not in [v.strip() for v in listed.split(",")]
+
+
+def test_feature_matching_needs_a_critic_with_features(registry):
+    import genfw_plugins.tricks as tricks
+
+    class Bare(nn.Module):
+        def forward(self, x, y=None):
+            return x.sum(1, keepdim=True)
+
+    b = built(registry, {})
+    b.model.modules["critic"] = Bare()
+    with pytest.raises(GenfwError, match="features"):
+        tricks.FeatureMatching(tricks.FeatureMatchingOptions()).setup(b.model, None)
+
+
+# --- TTUR, update ratios and batch norm: options every GAN variant exposes ------------------------
+
+
+def test_every_gan_variant_exposes_learning_rates_and_update_ratio(registry):
+    import attrs
+
+    gans = [
+        c
+        for c in registry.all("variant").values()
+        if {"critic", "generator"} <= set(getattr(c.factory, "phases", ()))
+    ]
+    assert {"gan", "wgan-gp"} <= {c.name for c in gans}
+    for c in gans:
+        fields = {f.name for f in attrs.fields(c.options)}
+        assert {"lr_critic", "lr_generator", "n_critic"} <= fields, f"variant {c.name} lacks TTUR options"
+
+
+def test_ttur_options_reach_the_phases(registry):
+    b = build(
+        resolve(
+            raw(variant={"name": "gan", "lr_critic": 4e-4, "lr_generator": 1e-4, "n_critic": 3}), registry
+        )
+    )
+    critic, generator = b.model.phases
+    assert (critic.optim.lr, critic.repeats) == (4e-4, 3)
+    assert (generator.optim.lr, generator.repeats) == (1e-4, 1)
