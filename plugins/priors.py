@@ -1,4 +1,4 @@
-"""Built-in latent priors: ``normal``, ``uniform`` and ``spike_slab``.
+"""Built-in latent priors: ``normal``, ``uniform``, ``spike_slab``, ``mog`` and ``categorical``.
 
 Each prior has ``dim``, ``sample(n, *, device, generator=None) -> (n, dim)`` and
 ``log_prob(z) -> (n,)``; ``normal`` also gives the closed-form KL from a diagonal Gaussian
@@ -40,6 +40,7 @@ class NormalPrior:
     """Standard normal N(0, I)."""
 
     variance = 1.0
+    full_support = True  # a positive density on all of R^dim
 
     def __init__(self, options: Any = None, *, dim: int) -> None:
         self.dim = _check_dim(dim)
@@ -152,6 +153,155 @@ class SpikeSlabPrior:
         log_slab = math.log(self.alpha) + _standard_normal_log_density(z)
         return torch.where(z == 0, log_spike, log_slab).sum(dim=-1)
 
+    def kl_from_spike_slab(self, mu: Tensor, logvar: Tensor, gamma: Tensor) -> Tensor:
+        """KL(q || p) per row for the spike-and-slab posterior of variational sparse coding.
+
+        ``q(z_j) = gamma_j N(z_j; mu_j, exp(logvar_j)) + (1 - gamma_j) delta(z_j)`` against this
+        prior (Tonolini et al. 2020, eq. 6, with the sign of a divergence)::
+
+            KL = sum_j [ -gamma_j / 2 (1 + logvar_j - mu_j^2 - exp(logvar_j))
+                         + (1 - gamma_j) log((1 - gamma_j) / (1 - alpha))
+                         + gamma_j log(gamma_j / alpha) ]
+
+        Exact: both measures share the atom at 0, where the density ratio is
+        ``(1 - gamma) / (1 - alpha)``; off the atom it is ``gamma N_q / (alpha N_p)``. The
+        ``0 log 0`` terms are 0 (``gamma`` in ``{0, 1}`` is allowed); ``alpha == 1`` with
+        ``gamma < 1`` is infinite, as it should be.
+        """
+        gauss = -0.5 * gamma * (1.0 + logvar - mu.square() - logvar.exp())
+        log_spike = math.log(1.0 - self.alpha) if self.alpha < 1.0 else -math.inf
+        spike = torch.xlogy(1.0 - gamma, 1.0 - gamma) - (1.0 - gamma) * log_spike
+        spike = torch.where(gamma < 1.0, spike, torch.zeros_like(spike))
+        slab = torch.xlogy(gamma, gamma) - gamma * math.log(self.alpha)
+        return (gauss + spike + slab).sum(dim=-1)
+
+
+# --- mixture of Gaussians -----------------------------------------------------------------------
+
+
+@attrs.define
+class MixtureOptions:
+    """Options of the mixture-of-Gaussians prior (equal weights, isotropic components)."""
+
+    components: int = attrs.field(default=10, validator=check.at_least(1))
+    # circle: centres evenly spaced on a circle of this radius in the first two coordinates
+    # (zero in the others), as the 10-component 2-D prior of the adversarial autoencoder;
+    # random: centres drawn once from N(0, radius^2 I) with ``seed``.
+    layout: str = attrs.field(default="circle", validator=check.one_of("circle", "random"))
+    radius: float = attrs.field(default=4.0, validator=check.positive)
+    std: float = attrs.field(default=0.5, validator=check.positive)  # of each component, per coordinate
+    seed: int = 0
+
+
+class MixturePrior:
+    """Mixture of ``K`` Gaussians ``(1/K) sum_k N(z; c_k, std^2 I)`` (Makhzani et al. 2016).
+
+    ``log_prob`` is exact (log-sum-exp over components); ``sample`` picks a component uniformly,
+    then adds isotropic noise. ``centres`` is the ``(K, dim)`` tensor of means.
+    """
+
+    full_support = True  # a positive density on all of R^dim (the VAE's Monte Carlo KL works)
+
+    def __init__(self, options: MixtureOptions, *, dim: int) -> None:
+        self.dim = _check_dim(dim)
+        self.std, k = options.std, options.components
+        if options.layout == "circle":
+            angle = 2 * math.pi * torch.arange(k, dtype=torch.float64) / k
+            centres = torch.zeros(k, dim, dtype=torch.float64)
+            centres[:, 0] = options.radius * angle.cos()
+            if dim > 1:
+                centres[:, 1] = options.radius * angle.sin()
+        else:
+            g = torch.Generator().manual_seed(options.seed)
+            centres = options.radius * torch.randn(k, dim, generator=g, dtype=torch.float64)
+        self.centres = centres.float()
+
+    @property
+    def variance(self) -> float:
+        """Per-coordinate variance, averaged over coordinates: ``std^2 + mean_j Var_k(c_kj)``."""
+        spread = self.centres.double().var(dim=0, unbiased=False).mean().item()
+        return self.std**2 + spread
+
+    def sample(
+        self, n: int, *, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> Tensor:
+        k = torch.randint(self.centres.shape[0], (n,), device=device, generator=generator)
+        noise = torch.randn(n, self.dim, device=device, generator=generator)
+        return self.centres.to(device)[k] + self.std * noise
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        c = self.centres.to(device=z.device, dtype=z.dtype)
+        sq = (z.unsqueeze(-2) - c).square().sum(-1)  # (n, K)
+        log_comp = -0.5 * sq / self.std**2 - self.dim * (math.log(self.std) + 0.5 * _LOG_2PI)
+        return torch.logsumexp(log_comp, dim=-1) - math.log(c.shape[0])
+
+
+# --- categorical + continuous codes -------------------------------------------------------------
+
+
+@attrs.define
+class CategoricalOptions:
+    """Options of the categorical-plus-continuous prior."""
+
+    categories: int = attrs.field(default=10, validator=check.at_least(2))  # K: one-hot block size
+    # Distribution of the remaining dim - K continuous coordinates.
+    continuous: str = attrs.field(default="normal", validator=check.one_of("normal", "uniform"))
+
+
+class CategoricalPrior:
+    """A one-hot categorical code and continuous codes: ``z = [onehot(c), s]``.
+
+    ``c ~ Uniform{0..K-1}`` fills the first ``K = categories`` coordinates; the other ``dim - K``
+    are ``N(0, 1)`` (or ``U[-1, 1]``). This is the latent of the (semi-)supervised adversarial
+    autoencoder (Makhzani et al. 2016, sec. 4-5: a categorical ``y`` and a continuous style
+    ``z``) and of InfoGAN's codes. ``log_prob`` is the density with respect to counting measure
+    on the one-hot vertices times Lebesgue measure on the rest: ``-log K + log p(s)`` on a vertex,
+    ``-inf`` off them. ``sample(n, labels=y)`` fixes the categories (class-conditional samples).
+    """
+
+    def __init__(self, options: CategoricalOptions, *, dim: int) -> None:
+        self.dim = _check_dim(dim)
+        self.categories, self.continuous = options.categories, options.continuous
+        if dim < self.categories:
+            raise ValueError(
+                f"the categorical prior needs latent_dim >= categories ({self.categories}), got {dim}"
+            )
+
+    @property
+    def variance(self) -> float:
+        k, rest = self.categories, self.dim - self.categories
+        cont = 1.0 if self.continuous == "normal" else 1.0 / 3.0
+        return (k * (1 / k) * (1 - 1 / k) + rest * cont) / self.dim
+
+    def sample(
+        self,
+        n: int,
+        *,
+        device: torch.device | str,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        if labels is None:
+            labels = torch.randint(self.categories, (n,), device=device, generator=generator)
+        onehot = torch.nn.functional.one_hot(labels.to(device).long(), self.categories).float()
+        rest = self.dim - self.categories
+        if self.continuous == "normal":
+            s = torch.randn(n, rest, device=device, generator=generator)
+        else:
+            s = 2.0 * torch.rand(n, rest, device=device, generator=generator) - 1.0
+        return torch.cat([onehot, s], dim=1)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        head, s = z[..., : self.categories], z[..., self.categories :]
+        vertex = ((head == 0) | (head == 1)).all(-1) & (head.sum(-1) == 1)
+        if self.continuous == "normal":
+            log_s = _standard_normal_log_density(s).sum(-1)
+        else:
+            inside = (s.abs() <= 1).all(-1)
+            log_s = torch.where(inside, -s.shape[-1] * math.log(2.0), -math.inf)
+        out = log_s - math.log(self.categories)
+        return torch.where(vertex, out, torch.full_like(out, -math.inf))
+
 
 # --- registration -------------------------------------------------------------------------------
 
@@ -161,3 +311,10 @@ def genfw_register_priors(register: Register) -> None:
     register("normal", NormalPrior)
     register("uniform", UniformPrior, options=UniformOptions)
     register("spike_slab", SpikeSlabPrior, options=SpikeSlabOptions)
+    register("mog", MixturePrior, options=MixtureOptions, help="mixture of Gaussians (AAE's circle)")
+    register(
+        "categorical",
+        CategoricalPrior,
+        options=CategoricalOptions,
+        help="one-hot category + continuous codes",
+    )

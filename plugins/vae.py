@@ -3,13 +3,19 @@
 One phase minimises the negative ELBO per example,
 ``-E_q log p(x|z) + beta * KL(q(z|x) || p(z))``, with a Gaussian encoder
 ``q(z|x) = N(mu, diag(exp(logvar)))``, the reparameterisation ``z = mu + sigma * eps`` and the
-prior's closed-form KL (``kl_from_normal``). ``-log p(x|z)`` is the reconstruction loss of the
-``loss`` slot: ``gaussian`` (default) or ``bernoulli`` (then the decoder must output logits:
-``--generator.output none``).
+prior's closed-form KL (``kl_from_normal``: ``normal``). A prior with a positive density
+everywhere but no closed form (``mog``) gets the single-sample Monte Carlo KL
+``log q(z|x) - log p(z)`` at the reparameterised ``z`` (unbiased). A prior with an atom or a
+bounded support (``spike_slab``, ``categorical``, ``uniform``) makes the KL from a Gaussian
+infinite: it is refused, naming the variants that can use it.
+
+``-log p(x|z)`` is the reconstruction loss of the ``loss`` slot: ``gaussian`` (default) or
+``bernoulli`` (then the decoder must output logits: ``--generator.output none``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import attrs
@@ -17,8 +23,13 @@ import torch
 from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
+from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot
 from genfw import validators as check
+from genfw_plugins._autoencoder import AutoencoderBase, build_prior, decoded_mean
+
+__all__ = ["VAE", "VAEOptions", "decoded_mean", "gaussian_log_density", "refuse_prior"]
+
+_LOG_2PI = math.log(2 * math.pi)
 
 
 @attrs.define
@@ -28,13 +39,27 @@ class VAEOptions:
     lr: float = attrs.field(default=1e-3, validator=check.positive)
 
 
-def decoded_mean(loss: Any, x_hat: Tensor) -> Tensor:
-    """Map a decoder output to data space with the likelihood's mean (logits -> [-1, 1])."""
-    mean = getattr(loss, "mean", None)
-    return mean(x_hat) if mean is not None else x_hat
+def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """``log N(z; mu, diag exp(logvar))`` summed over the last dimension."""
+    return -0.5 * ((z - mu).square() / logvar.exp() + logvar + _LOG_2PI).sum(-1)
 
 
-class VAE:
+def refuse_prior(name: str, prior: Any) -> None:
+    """One-line error for a prior a Gaussian posterior has no finite KL from."""
+    sparse = hasattr(prior, "kl_from_spike_slab")
+    fit = "vsc, aae, wae" if sparse else "aae, wae"
+    why = (
+        "its point mass at 0 gets no posterior mass, so KL(q || p) is infinite"
+        if sparse
+        else "it has no density on all of the Gaussian posterior's support, so KL(q || p) is infinite"
+    )
+    raise GenfwError(
+        f"prior '{name}' cannot be used with vae: {why}; variants that can use it: {fit} "
+        f"(vae takes priors with a density everywhere: normal, mog)"
+    )
+
+
+class VAE(AutoencoderBase):
     """Variational autoencoder: Gaussian encoder, reparameterisation, closed-form KL."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -43,21 +68,14 @@ class VAE:
         "prior": Slot("prior", "normal"),
         "loss": Slot("loss", "gaussian", role="reconstruction", help="-log p(x|z) per example"),
     }
-    phases: ClassVar[tuple[str, ...]] = ("autoencoder",)
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def __init__(self, options: VAEOptions):
-        self.options = options
+    options: VAEOptions
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
-        self.prior = ctx["prior"].build(dim=o.latent_dim)
-        if not hasattr(self.prior, "kl_from_normal"):
-            raise GenfwError(
-                f"prior '{ctx['prior'].name}' has no closed-form KL from the VAE's Gaussian posterior; "
-                f"use it with a variant that compares code distributions (wae), or choose a prior "
-                f"with one for vae (normal)"
-            )
+        self.prior = build_prior(ctx, o.latent_dim)
+        self.closed_form = hasattr(self.prior, "kl_from_normal")
+        if not self.closed_form and not getattr(self.prior, "full_support", False):
+            refuse_prior(ctx["prior"].name, self.prior)
         encoder = ctx["encoder"].build(in_shape=ctx.data.shape, out_dim=2 * o.latent_dim, num_classes=0)
         decoder = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=ctx.data.shape, num_classes=0)
         self.loss = ctx["loss"].build()
@@ -72,20 +90,29 @@ class VAE:
                     provides=frozenset({"x", "x_hat", "z", "mu", "logvar"}),
                 )
             ],
-            sample=self.sample,
-            reconstruct=self.reconstruct,
+            **self.model_fields(),
+            log_weights=self.log_weights,
         )
 
-    def encode(self, m: Modules, x: Tensor) -> tuple[Tensor, Tensor]:
+    def posterior(self, m: Modules, x: Tensor) -> tuple[Tensor, Tensor]:
         mu, logvar = m.encoder(x).chunk(2, dim=1)  # (B, d) each
         return mu, logvar
 
+    def code(self, m: Modules, x: Tensor) -> Tensor:
+        return self.posterior(m, x)[0]  # the posterior mean
+
+    def kl(self, mu: Tensor, logvar: Tensor, z: Tensor) -> Tensor:
+        """KL(q(z|x) || p(z)) per example: closed form, or ``log q(z|x) - log p(z)`` at ``z``."""
+        if self.closed_form:
+            return self.prior.kl_from_normal(mu, logvar)
+        return gaussian_log_density(z, mu, logvar) - self.prior.log_prob(z)
+
     def step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        mu, logvar = self.encode(m, batch.x)
+        mu, logvar = self.posterior(m, batch.x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation
         x_hat = m.generator(z)
         rec = self.loss(x_hat, batch.x)  # (B,) = -log p(x|z)
-        kl = self.prior.kl_from_normal(mu, logvar)  # (B,)
+        kl = self.kl(mu, logvar, z)  # (B,)
         loss = (rec + self.options.beta * kl).mean()
         return PhaseOutput(
             loss,
@@ -93,15 +120,17 @@ class VAE:
             logs={"reconstruction": rec.detach(), "kl": kl.detach(), "elbo": -(rec + kl).detach()},
         )
 
-    def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
-        z = self.prior.sample(n, device=device_of(m.generator))
-        return decoded_mean(self.loss, m.generator(z))
-
-    def reconstruct(self, m: Modules, x: Tensor, y: Tensor | None = None) -> Tensor:
-        mu, _ = self.encode(m, x)
-        return decoded_mean(self.loss, m.generator(mu))
+    def log_weights(self, m: Modules, x: Tensor, k: int) -> Tensor:
+        """Importance log-weights ``log p(x|z_i) + log p(z_i) - log q(z_i|x)``, ``z_i ~ q(z|x)``:
+        ``(k, B)``. Their mean is an ELBO estimate; ``logsumexp - log k`` the IWAE bound."""
+        mu, logvar = self.posterior(m, x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(k, *mu.shape, device=mu.device)  # (k, B, d)
+        x_hat = m.generator(z.flatten(0, 1))
+        log_px = -self.loss(x_hat, x.repeat(k, *([1] * (x.dim() - 1)))).view(k, -1)
+        log_pz = self.prior.log_prob(z.flatten(0, 1)).view(k, -1)
+        return log_px + log_pz - gaussian_log_density(z, mu, logvar)
 
 
 @genfw.hookimpl
 def genfw_register_variants(register):
-    register("vae", VAE, options=VAEOptions)
+    register("vae", VAE, options=VAEOptions, help="variational autoencoder (beta option)")

@@ -25,12 +25,15 @@ def build(registry, name: str, options: dict | None = None, dim: int = 4):
 
 
 def test_registered_names(registry) -> None:
-    assert registry.names("prior") == ["normal", "spike_slab", "uniform"]
+    assert registry.names("prior") == ["categorical", "mog", "normal", "spike_slab", "uniform"]
 
 
-@pytest.mark.parametrize("name", ["normal", "uniform", "spike_slab"])
-def test_sampling_uses_the_given_generator(registry, name: str) -> None:
-    prior = build(registry, name, dim=5)
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("normal", {}), ("uniform", {}), ("spike_slab", {}), ("mog", {}), ("categorical", {"categories": 3})],
+)
+def test_sampling_uses_the_given_generator(registry, name: str, options: dict) -> None:
+    prior = build(registry, name, options, dim=5)
     state = torch.get_rng_state()
     a = prior.sample(64, device="cpu", generator=torch.Generator().manual_seed(3))
     b = prior.sample(64, device="cpu", generator=torch.Generator().manual_seed(3))

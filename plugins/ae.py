@@ -1,0 +1,76 @@
+"""The plain autoencoder: a deterministic encoder and decoder trained on reconstruction alone.
+
+One phase minimises ``E c(x, G(Q(x)))`` with the reconstruction loss of the ``loss`` slot:
+``mse`` (default, squared error) or ``bernoulli`` (binary cross-entropy on decoder logits; set
+``--generator.output none``). Nothing pulls the codes towards a distribution, so the ``prior``
+slot only serves ``genfw sample`` (prior samples through the decoder): it shows why a plain
+autoencoder is not a generative model, and the ``autoencoder`` metric's ``latent_mmd`` measures
+how far its codes are from that prior.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+from torch import Tensor
+
+import genfw
+from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import validators as check
+from genfw_plugins._autoencoder import AutoencoderBase, build_prior, shape_code
+
+
+@attrs.define
+class AEOptions:
+    latent_dim: int = attrs.field(default=8, validator=check.at_least(1))
+    lr: float = attrs.field(default=1e-3, validator=check.positive)
+    beta1: float = attrs.field(default=0.9, validator=check.in_interval(0, 1, high_open=True))
+
+
+class AE(AutoencoderBase):
+    """Deterministic autoencoder: reconstruction loss only."""
+
+    slots: ClassVar[dict[str, Slot]] = {
+        "encoder": Slot("encoder", "mlp", help="deterministic, x -> z"),
+        "generator": Slot("generator", "mlp", help="the decoder, z -> x"),
+        "prior": Slot("prior", "normal", help="only for sampling: codes are not trained towards it"),
+        "loss": Slot("loss", "mse", role="reconstruction", help="mse, or bernoulli (BCE on logits)"),
+    }
+    options: AEOptions
+
+    def build(self, ctx: BuildContext) -> Model:
+        o = self.options
+        self.prior = build_prior(ctx, o.latent_dim)
+        encoder = ctx["encoder"].build(in_shape=ctx.data.shape, out_dim=o.latent_dim, num_classes=0)
+        decoder = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=ctx.data.shape, num_classes=0)
+        self.loss = ctx["loss"].build()
+        return Model(
+            modules={"encoder": encoder, "generator": decoder},
+            phases=[
+                Phase(
+                    "autoencoder",
+                    ("encoder", "generator"),
+                    self.step,
+                    Optim("adam", o.lr, (o.beta1, 0.999)),
+                    provides=frozenset({"x", "x_hat", "z"}),
+                )
+            ],
+            **self.model_fields(),
+        )
+
+    def code(self, m: Modules, x: Tensor) -> Tensor:
+        return shape_code(self.prior, m.encoder(x))
+
+    def step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        z = self.code(m, batch.x)  # (B, d)
+        x_hat = m.generator(z)
+        rec = self.loss(x_hat, batch.x)  # (B,)
+        return PhaseOutput(
+            rec.mean(), context={"x": batch.x, "x_hat": x_hat, "z": z}, logs={"reconstruction": rec.detach()}
+        )
+
+
+@genfw.hookimpl
+def genfw_register_variants(register):
+    register("ae", AE, options=AEOptions, help="deterministic autoencoder (mse or bce reconstruction)")
