@@ -1,4 +1,5 @@
-"""genfw's training step against a hand-written PyTorch loop, side by side in one process.
+"""The framework must cost nothing: genfw's training step against a hand-written PyTorch loop,
+side by side in one process.
 
 For each variant, both sides start from the same weights and use the same networks, batch size,
 optimiser settings and objectives on the same in-memory data. Blocks of steps alternate between
@@ -7,10 +8,14 @@ genfw / plain of the summed step times. genfw's side is ``Trainer.train_step`` p
 flush every ``log_every`` steps: what ``genfw train`` runs per step, without sample grids,
 metrics and checkpoints (periodic, and absent from a bare loop).
 
-    python benchmarks/step_overhead.py [--batch-size 64] [--rounds 20] [--block 25] [--device cpu]
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py [--batch-size 64] [--rounds 40] [--block 10]
+        [--device cpu|cuda|auto] [--variants gan,wgan-gp,vae]
 
-Target: a ratio of at most 1.05 (the issue) and 1.03 (the goal). Not run in CI: timings on a
-shared machine are noisy, so the numbers belong in notes, never in assertions.
+On the CPU it times the process's CPU time (robust on a shared machine; run with
+OMP_NUM_THREADS=1 so CPU time is one core's), on a GPU wall time after a device sync. It prints, per variant, the milliseconds per step of each side, the ratio genfw / plain of the
+summed times and the median of the per-block ratios (the robust one on a loaded machine). Goal:
+at most 1.03 at batch 64. Not run in CI: timings on a shared machine are noisy, so the numbers
+belong in notes, never in assertions. (This script supersedes benchmarks/step_overhead.py.)
 """
 
 from __future__ import annotations
@@ -177,17 +182,26 @@ def measure(variant: str, args: argparse.Namespace, tmp: Path) -> tuple[float, f
         block()
     sync(device)
     t_genfw, t_plain, ratios = 0.0, 0.0, []
-    for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        genfw_block()
+
+    # On the CPU, the process's CPU time: what other processes on a shared machine do while this
+    # one waits for a core does not count (wall time would). On a GPU, wall time after a sync.
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+
+    def timed(block: Callable[[], None]) -> float:
+        t0 = clock()
+        block()
         sync(device)
-        t1 = time.perf_counter()
-        plain_block()
-        sync(device)
-        t2 = time.perf_counter()
-        t_genfw += t1 - t0
-        t_plain += t2 - t1
-        ratios.append((t1 - t0) / (t2 - t1))
+        return clock() - t0
+
+    for r in range(args.rounds):
+        # Alternate which side goes first (ABBA), so neither always runs on the other's caches.
+        if r % 2 == 0:
+            g, p = timed(genfw_block), timed(plain_block)
+        else:
+            p, g = timed(plain_block), timed(genfw_block)
+        t_genfw += g
+        t_plain += p
+        ratios.append(g / p)
     steps = args.rounds * args.block
     return t_genfw / steps * 1e3, t_plain / steps * 1e3, statistics.median(ratios)
 
@@ -195,23 +209,26 @@ def measure(variant: str, args: argparse.Namespace, tmp: Path) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--block", type=int, default=25, help="steps per timed block")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu"])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--block", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--variants", default="gan,wgan-gp,vae")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this machine (or this torch build) has no CUDA device")
     torch.manual_seed(0)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-        f"{args.rounds} rounds x {args.block} steps per side, digits 8x8, default networks (mlp)"
+        f"{args.rounds} rounds x {args.block} steps per side, digits 8x8, default networks (mlp), "
+        f"device {args.device}"
     )
     print(
-        f"{'variant':10s} {'genfw ms/step':>14s} {'plain ms/step':>14s} {'ratio':>7s} {'median block ratio':>19s}"
+        f"{'variant':10s} {'genfw ms/step':>14s} {'plain ms/step':>14s} {'genfw/plain':>12s} {'median block ratio':>19s}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants.split(","):
             g, p, med = measure(variant, args, Path(tmp))
-            print(f"{variant:10s} {g:14.3f} {p:14.3f} {g / p:7.3f} {med:19.3f}")
+            print(f"{variant:10s} {g:14.3f} {p:14.3f} {g / p:12.3f} {med:19.3f}")
 
 
 if __name__ == "__main__":
