@@ -1,18 +1,21 @@
-"""A package from outside the repository plugs in through its entry point, as after ``pip install``.
+"""Packages from outside the repository plug in through their entry points, as after ``pip install``.
 
-How the example ``examples/genfw-lsgan`` gets installed: a session fixture copies it to a temp
-dir and runs the real ``pip install --no-deps --no-build-isolation --no-index --target SITE``
-on the copy. pip builds a wheel from the example's own ``pyproject.toml`` with the venv's
-setuptools (torch 2.13 requires setuptools >= 77, whose ``bdist_wheel`` is built in; no network)
-and unpacks it, ``genfw_lsgan-0.1.0.dist-info/entry_points.txt`` included, into ``SITE``. Every
-``genfw`` command then runs in a subprocess (``python -m genfw``) with ``SITE`` on its
-``PYTHONPATH``, where ``importlib.metadata`` finds the distribution exactly as in site-packages.
+The three examples in ``examples/`` are third-party packages: ``genfw-ragan`` (a loss,
+``relativistic_average``), ``genfw-laplace`` (a prior, ``laplace``) and ``genfw-bigan`` (a whole
+variant, ``bigan``). A session fixture copies them to a temp dir and runs the real ``pip install
+--no-deps --no-build-isolation --no-index --target SITE`` on the copies. pip builds a wheel from
+each example's own ``pyproject.toml`` with the venv's setuptools (torch 2.13 requires setuptools
+>= 77, whose ``bdist_wheel`` is built in; no network) and unpacks it, ``*.dist-info/
+entry_points.txt`` included, into ``SITE``. Every ``genfw`` command then runs in a subprocess
+(``python -m genfw``) with ``SITE`` on its ``PYTHONPATH``, where ``importlib.metadata`` finds the
+distributions exactly as in site-packages.
 
 Why not ``pip install -e`` into the test venv: that venv is shared (other test sessions and
-developers use it at the same time, and would briefly see an extra plugin), and a run killed
-before its teardown would leave it installed. ``--target`` exercises the same build and the same
-metadata with nothing to undo: the temp dir goes away with the session. Building from a copy keeps
-``build/`` and ``*.egg-info`` out of the checkout.
+developers use it at the same time, and would briefly see extra plugins), and a run killed before
+its teardown would leave them installed. ``--target`` exercises the same build and the same
+metadata with nothing to undo: the temp dir goes away with the session. Building from copies keeps
+``build/`` and ``*.egg-info`` out of the checkout. (``tests/test_new_plugin.py`` does the
+``pip install -e`` of a scaffolded package, into a throw-away venv.)
 
 The broken plugin is a hand-written ``.dist-info`` on a temp ``PYTHONPATH`` entry: it has no
 package to build, only an entry point whose module raises on import.
@@ -36,7 +39,12 @@ import yaml
 from genfw.plugins import ENV_LOAD
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "genfw-lsgan"
+# folder -> (entry-point name, module, {kind: [components]})
+EXAMPLES = {
+    "genfw-ragan": ("ragan", "genfw_ragan", {"loss": ["relativistic_average"]}),
+    "genfw-laplace": ("laplace", "genfw_laplace", {"prior": ["laplace"]}),
+    "genfw-bigan": ("bigan", "genfw_bigan", {"variant": ["bigan"]}),
+}
 TIMEOUT = 300
 
 
@@ -65,120 +73,153 @@ def explain(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
 
 
+PIP_OFFLINE = ["-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index"]
+PIP_OFFLINE += ["--disable-pip-version-check", "--quiet"]
+
+
 @pytest.fixture(scope="session")
-def example(tmp_path_factory) -> tuple[Path, Path]:
-    """(copy of the example's source, the SITE dir pip installed it into)."""
-    tmp = tmp_path_factory.mktemp("genfw-lsgan")
+def examples(tmp_path_factory) -> tuple[Path, Path]:
+    """(folder with copies of the examples' sources, the SITE dir pip installed them into)."""
+    tmp = tmp_path_factory.mktemp("examples")
     src, site = tmp / "src", tmp / "site"
-    shutil.copytree(
-        EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".*_cache")
-    )
-    proc = run(
-        [
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--disable-pip-version-check",
-            "--quiet",
-            "--target",
-            str(site),
-            str(src),
-        ]
-    )
-    assert proc.returncode == 0, f"pip could not build and install the example offline:\n{explain(proc)}"
-    (dist_info,) = site.glob("genfw_lsgan-0.1.0.dist-info")
-    assert "[genfw]\nlsgan = genfw_lsgan" in (dist_info / "entry_points.txt").read_text()
+    for folder in EXAMPLES:
+        shutil.copytree(
+            ROOT / "examples" / folder,
+            src / folder,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".*_cache"),
+        )
+    proc = run([*PIP_OFFLINE, "--target", str(site), *(str(src / f) for f in EXAMPLES)])
+    assert proc.returncode == 0, f"pip could not build and install the examples offline:\n{explain(proc)}"
+    for name, module, _ in EXAMPLES.values():
+        (dist_info,) = site.glob(f"{module}-0.1.0.dist-info")
+        assert f"[genfw]\n{name} = {module}" in (dist_info / "entry_points.txt").read_text()
     return src, site
 
 
-def test_plugins_lists_the_distribution_and_its_component(example):
-    _, site = example
+def test_plugins_lists_each_distribution_and_its_components(examples):
+    _, site = examples
     proc = genfw("plugins", "--json", path=[site])
     assert proc.returncode == 0, explain(proc)
     rows = {row["name"]: row for row in json.loads(proc.stdout)}
-    assert rows["lsgan"] == {
-        "name": "lsgan",
-        "distribution": "genfw-lsgan",
-        "version": "0.1.0",
-        "module": "genfw_lsgan",
-        "hooks": ["genfw_register_losses"],
-        "components": {"loss": ["least_squares"]},
-    }
+    for folder, (name, module, components) in EXAMPLES.items():
+        hook = {"loss": "genfw_register_losses", "prior": "genfw_register_priors"}.get(
+            next(iter(components)), "genfw_register_variants"
+        )
+        assert rows[name] == {
+            "name": name,
+            "distribution": folder,
+            "version": "0.1.0",
+            "module": module,
+            "hooks": [hook],
+            "components": components,
+        }
     assert rows["losses"]["distribution"] == "genfw"  # the built-ins are still there
+    # The plain listing names the distribution and version too.
+    proc = genfw("plugins", path=[site])
+    assert "ragan  (genfw-ragan 0.1.0, genfw_ragan)" in proc.stdout, proc.stdout
 
 
-def test_list_shows_the_loss_with_its_role_and_options(example):
-    _, site = example
-    proc = genfw("list", "loss", path=[site])
+def test_list_shows_the_components_with_their_roles_slots_and_options(examples):
+    _, site = examples
+    proc = genfw("list", "--json", path=[site])
     assert proc.returncode == 0, explain(proc)
-    lines = proc.stdout.splitlines()
-    (i,) = [i for i, line in enumerate(lines) if line.strip().startswith("least_squares ")]
-    assert "[adversarial]" in lines[i] and "Mao et al. 2017" in lines[i] and "(plugin lsgan)" in lines[i]
-    assert [line.strip() for line in lines[i + 1 : i + 4]] == [
-        "--loss.a float = 0.0",
-        "--loss.b float = 1.0",
-        "--loss.c float = 1.0",
-    ]
+    rows = {(r["kind"], r["name"]): r for r in json.loads(proc.stdout)}
+    loss = rows["loss", "relativistic_average"]
+    assert loss["role"] == "adversarial" and "Jolicoeur-Martineau 2019" in loss["help"]
+    assert loss["plugin"] == "ragan" and loss["distribution"] == "genfw-ragan"
+    assert loss["options"] == {"form": {"type": "str", "default": "sgan"}}
+    prior = rows["prior", "laplace"]
+    assert prior["distribution"] == "genfw-laplace" and prior["options"]["scale"]["default"] == pytest.approx(
+        0.7071068
+    )
+    bigan = rows["variant", "bigan"]
+    assert bigan["distribution"] == "genfw-bigan" and bigan["phases"] == ["critic", "generator"]
+    assert set(bigan["slots"]) == {"generator", "encoder", "critic", "prior", "loss"}
 
 
 def test_without_the_package_the_loss_is_unknown(tmp_path):
     proc = genfw(
-        "train", "--plugin", "gan", "--loss", "least_squares", "--out", tmp_path / "run", cwd=tmp_path
+        "train", "--plugin", "gan", "--loss", "relativistic_average", "--out", tmp_path / "run", cwd=tmp_path
     )
     assert proc.returncode == 2, explain(proc)
-    assert "unknown loss 'least_squares'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "unknown loss 'relativistic_average'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
 
 
+def records_of(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+QUICK = ("--steps", "20", "--train.log_every", "10", "--no-progress", "--batch-size", "32")
+
+
 @pytest.mark.slow
-def test_train_with_the_third_party_loss(example, tmp_path):
-    _, site = example
+def test_train_with_the_third_party_loss(examples, tmp_path):
+    _, site = examples
     out = tmp_path / "run"
     proc = genfw(
-        "train",
-        "--plugin",
-        "gan",
-        "--dataset",
-        "toy2d",
-        "--loss",
-        "least_squares",
-        "--loss.a",
-        "-1",
-        "--loss.c",
-        "0",
-        "--steps",
-        "30",
-        "--train.log_every",
-        "10",
-        "--out",
-        out,
-        "--no-progress",
-        path=[site],
-        cwd=tmp_path,
-    )
+        "train", "--plugin", "gan", "--dataset", "toy2d", "--loss", "relativistic_average",
+        "--loss.form", "hinge", *QUICK, "--out", out, path=[site], cwd=tmp_path,
+    )  # fmt: skip
     assert proc.returncode == 0, explain(proc)
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["loss"] == {"name": "least_squares", "a": -1.0, "b": 1.0, "c": 0.0}
-    assert cfg["variant"]["name"] == "gan"
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "critic/loss" in r]
-    assert [r["step"] for r in losses] == [10, 20, 30]
+    assert cfg["loss"] == {"name": "relativistic_average", "form": "hinge"}
+    losses = [r for r in records_of(out) if "critic/loss" in r]
+    assert [r["step"] for r in losses] == [10, 20]
     for r in losses:
-        assert math.isfinite(r["critic/loss"]) and math.isfinite(r["generator/loss"]), r
-        # Least-squares objectives are halved mean squares: never negative.
-        assert r["critic/loss"] >= 0 and r["generator/loss"] >= 0, r
+        # Hinge terms are non-negative: a finite objective >= 0 for both players.
+        assert math.isfinite(r["critic/loss"]) and r["critic/loss"] >= 0, r
+        assert math.isfinite(r["generator/loss"]) and r["generator/loss"] >= 0, r
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["step"] == 30 and summary["critic/loss"] == losses[-1]["critic/loss"]
+    assert summary["step"] == 20 and summary["critic/loss"] == losses[-1]["critic/loss"]
 
 
-def test_the_packages_own_tests_pass(example):
-    src, site = example
-    proc = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", str(src / "tests")], path=[site], cwd=src)
+@pytest.mark.slow
+def test_train_a_vae_with_the_third_party_prior(examples, tmp_path):
+    # The VAE needs the prior's closed-form KL (kl_from_normal), which genfw-laplace provides.
+    _, site = examples
+    out = tmp_path / "run"
+    proc = genfw(
+        "train", "--plugin", "vae", "--dataset", "toy2d", "--prior", "laplace", "--prior.scale", "0.5",
+        *QUICK, "--out", out, path=[site], cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, explain(proc)
+    assert yaml.safe_load((out / "config.yaml").read_text())["prior"] == {"name": "laplace", "scale": 0.5}
+    losses = [r for r in records_of(out) if any(k.endswith("/loss") for k in r)]
+    assert [r["step"] for r in losses] == [10, 20]
+    assert all(math.isfinite(v) for r in losses for k, v in r.items() if k.endswith("/loss"))
+
+
+@pytest.mark.slow
+def test_train_and_sample_the_third_party_variant(examples, tmp_path):
+    _, site = examples
+    out = tmp_path / "run"
+    proc = genfw(
+        "train", "--plugin", "bigan", "--dataset", "toy2d", "--plugin.latent_dim", "2", *QUICK,
+        "--out", out, path=[site], cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, explain(proc)
+    assert yaml.safe_load((out / "config.yaml").read_text())["variant"]["name"] == "bigan"
+    last = [r for r in records_of(out) if "critic/loss" in r][-1]
+    assert last["step"] == 20 and math.isfinite(last["critic/loss"]) and math.isfinite(last["generator/loss"])
+    # The exported generator samples from the run folder, through the plugin's own sampler.
+    proc = genfw("sample", out, "-n", "16", "--out", tmp_path / "s.safetensors", path=[site], cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+
+
+def test_the_packages_own_tests_pass(examples):
+    # One pytest process for the three packages' tests (their test files have distinct names).
+    src, site = examples
+    proc = run(
+        ["-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(src / f / "tests") for f in EXAMPLES)],
+        path=[site],
+        cwd=src,
+    )
     assert proc.returncode == 0, explain(proc)
     assert re.search(r"\b\d+ passed\b", proc.stdout) and "failed" not in proc.stdout, proc.stdout
+    assert int(re.search(r"(\d+) passed", proc.stdout).group(1)) >= 21, (
+        proc.stdout
+    )  # ragan 9, laplace 8, bigan 4
 
 
 # --- a plugin that cannot be imported ---------------------------------------------------------
