@@ -46,8 +46,12 @@ class MinimaxLoss:
         Written as cross-entropy against targets ``real_label`` and 0, i.e.
         ``mean softplus(-r) + mean softplus(f)`` when ``real_label == 1``.
         """
-        real_target = real_scores.new_full(real_scores.shape, self.real_label)
-        return F.binary_cross_entropy_with_logits(real_scores, real_target) + F.softplus(fake_scores).mean()
+        if self.real_label == 1.0:  # the common case, without a target tensor per step
+            real = F.softplus(-real_scores).mean()
+        else:
+            real_target = real_scores.new_full(real_scores.shape, self.real_label)
+            real = F.binary_cross_entropy_with_logits(real_scores, real_target)
+        return real + F.softplus(fake_scores).mean()
 
     def generator_loss(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
         # log(1 - sigmoid(f)) = -softplus(f); its gradient vanishes when D rejects the fakes.
