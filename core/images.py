@@ -100,7 +100,8 @@ def pairs_grid(originals: torch.Tensor, reconstructions: torch.Tensor, pairs_per
     return image_grid(both.flatten(0, 1), nrow=2 * min(pairs_per_row, originals.shape[0]))
 
 
-# Ten distinguishable colours (matplotlib's tab10), for labels 0..9; further labels cycle.
+# Ten distinguishable colours (matplotlib's tab10, navy in place of its grey, which is the colour
+# of real data and prior samples here), for labels 0..9 and the series of a line plot; cycled.
 PALETTE = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (0, 0, 128), (188, 189, 34), (23, 190, 207),
@@ -153,21 +154,6 @@ def save_png(array: np.ndarray, path: Path | str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
-
-
-# Colours of the series in a line plot (the tab10 palette), cycled.
-PALETTE = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-]
 
 
 def _tick(value: float) -> str:

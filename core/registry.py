@@ -68,7 +68,18 @@ class ComponentSpec:
         return self.component.name
 
     def build(self, **context: Any) -> Any:
-        return self.component.factory(self.options, **context)
+        try:
+            return self.component.factory(self.options, **context)
+        except ValueError as exc:
+            if self.component.kind not in SHAPED_KINDS:
+                raise
+            # A network or prior refusing the shape or size it was asked for (the hook specs'
+            # convention): the user chose a component that does not fit the data.
+            raise GenfwError(f"{self.component.kind} '{self.name}' cannot be built here: {exc}") from None
+
+
+# Kinds whose factories take shapes or sizes and may refuse them with ValueError.
+SHAPED_KINDS = frozenset({"generator", "critic", "encoder", "prior"})
 
 
 def _first_line(obj: Any) -> str:

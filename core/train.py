@@ -13,6 +13,7 @@ loss component of its slot (``genfw_plugins/losses.py``); regularisers in
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -426,6 +427,15 @@ class Result:
     metrics: dict[str, float]
 
 
+def _close_process_group() -> None:
+    """Tear the process group down, together, before the interpreter exits. A rank that exits while
+    another's gloo threads still listen to it makes that rank abort ("terminate called without an
+    active exception"), failing a run that trained well: so every rank waits for the others first."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 class Trainer:
     """One run: builds, prepares with Accelerate, trains, and writes the run folder."""
 
@@ -443,6 +453,9 @@ class Trainer:
             AcceleratorState._reset_state()
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=self.opts.mixed_precision)
         acc = self.accelerator
+        if world > 1:
+            atexit.unregister(_close_process_group)  # once per process, however many runs it makes
+            atexit.register(_close_process_group)
         if acc.num_processes != world:
             raise GenfwError(
                 f"launched as {world} processes but Accelerate formed a group of {acc.num_processes}; "

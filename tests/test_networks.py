@@ -97,10 +97,13 @@ def test_dcgan_layer_counts(registry) -> None:
 
 @pytest.mark.parametrize("shape", [(3, 30, 30), (3, 32, 16), (32, 32), (1, 4, 4), (2,)])
 def test_dcgan_refuses_unsupported_shapes(registry, shape: tuple[int, ...]) -> None:
-    with pytest.raises(ValueError, match=r"cannot handle shape .*supported: \(C, S, S\)"):
+    # The factory refuses with ValueError; the registry turns that into a one-line user error.
+    with pytest.raises(GenfwError, match=r"generator 'dcgan' cannot be built here: .*supported: \(C, S, S\)"):
         build(registry, "generator", "dcgan", {}, latent_dim=4, out_shape=shape, num_classes=0)
-    with pytest.raises(ValueError, match="cannot handle shape"):
+    with pytest.raises(GenfwError, match=r"critic 'dcgan' cannot be built here: .*cannot handle shape"):
         build(registry, "critic", "dcgan", {}, in_shape=shape, out_dim=1, num_classes=0)
+    with pytest.raises(ValueError, match="cannot handle shape"):
+        networks.dcgan_geometry(shape)
 
 
 def test_wrong_input_shape_is_a_clear_error(registry) -> None:
