@@ -37,6 +37,7 @@ from genfw_plugins._autoencoder import (
     latent_critic_fn,
     shape_code,
 )
+from genfw_plugins.gan import generator_objective
 
 
 @attrs.define
@@ -157,7 +158,10 @@ class AAE(AutoencoderBase):
         z = self.code(m, batch.x)
         critic = latent_critic_fn(m)
         fake_scores = critic(z)
-        loss = self.options.adversarial_weight * self.adversarial.generator_loss(fake_scores)
+        prior_scores = lambda: critic(self.prior.sample(len(batch), device=z.device))  # noqa: E731
+        loss = self.options.adversarial_weight * generator_objective(
+            self.adversarial, fake_scores, prior_scores
+        )
         return PhaseOutput(
             loss, context={"fake": z, "critic": critic, "labels": None, "fake_scores": fake_scores}
         )

@@ -36,7 +36,7 @@ import genfw
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot, device_of
 from genfw import validators as check
 from genfw_plugins._layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, pixel_norm
-from genfw_plugins.gan import adversarial_phases
+from genfw_plugins.gan import adversarial_phases, generator_objective
 
 BASE = 4  # the first resolution
 
@@ -353,7 +353,7 @@ class ProGAN:
             return m.critic(x, stage=stage, alpha=alpha).squeeze(1)
 
         fake_scores = critic(fake)
-        loss = self.loss.generator_loss(fake_scores)
+        loss = generator_objective(self.loss, fake_scores, lambda: critic(real_at(batch.x, stage, alpha)))
         # The step is done for both players: count its images (host mirror and buffer, no sync).
         self.generator.advance(len(batch))
         return PhaseOutput(

@@ -49,6 +49,7 @@ from genfw_plugins._autoencoder import (
     marginal_mmd,
     shape_code,
 )
+from genfw_plugins.gan import generator_objective
 from genfw_plugins.regularisers import WAE_SCALES
 
 MARGINAL_SCALES = (0.001, 0.003, 0.01, 0.03, *WAE_SCALES)
@@ -145,7 +146,10 @@ class WAE(AutoencoderBase):
         loss = rec.mean()
         logs = {"reconstruction": rec.detach(), "zero_codes": (z == 0).float().mean().detach()}
         if self.options.penalty == "gan":
-            fool = self.adversarial.generator_loss(m.critic(z).squeeze(1))  # -E log D(Q(x))
+            # -E log D(Q(x)); relativistic losses also score the prior samples
+            fool = generator_objective(
+                self.adversarial, m.critic(z).squeeze(1), lambda: m.critic(prior_z).squeeze(1)
+            )
             loss = loss + self.options.gan_weight * fool
             logs["adversarial"] = fool.detach()
         if self.sparse and self.options.marginal_weight > 0:

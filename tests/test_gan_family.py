@@ -5,10 +5,12 @@ losses. EBGAN/BEGAN, SAGAN and MAD-GAN have their own test files for their formu
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytest
 import torch
 
+import genfw
 from genfw import Modules
 from genfw.config import resolve
 from genfw.plugins import get_registry
@@ -156,3 +158,59 @@ def test_variant_is_documented(run_cli, variant) -> None:
     assert code == 0
     line = next(line for line in out.splitlines() if line.strip().startswith(f"{variant} - "))
     assert len(line.split(" - ", 1)[1].strip()) > 20
+
+
+# --- relativistic losses reach every adversarial variant -------------------------------------------
+
+
+class _Relativistic:
+    """A loss that needs the real scores in the generator's objective (as RaGAN's does): it records
+    what it was given, and is ``mean(fake) - mean(real)`` for the generator."""
+
+    role = "adversarial"
+    needs_real_scores = True
+    seen: ClassVar[list] = []
+
+    def __init__(self, options=None):
+        pass
+
+    def critic_loss(self, real_scores, fake_scores):
+        return fake_scores.mean() - real_scores.mean()
+
+    def generator_loss(self, fake_scores, real_scores=None):
+        type(self).seen.append((fake_scores.shape, None if real_scores is None else real_scores.shape))
+        return real_scores.mean() - fake_scores.mean()
+
+
+class _RelativisticPlugin:
+    @genfw.hookimpl
+    def genfw_register_losses(self, register):
+        register("relativistic_spy", _Relativistic)
+
+
+@pytest.mark.parametrize(
+    ("variant", "slot", "extra"),
+    [
+        ("gan", "loss", {}),
+        (
+            "progan",
+            "loss",
+            {"variant": {"name": "progan", "channels": 16, "min_channels": 8, "latent_dim": 8}},
+        ),
+        ("aae", "adversarial", {}),
+        ("wae", "adversarial", {"variant": {"name": "wae", "penalty": "gan"}}),
+    ],
+)
+def test_a_relativistic_loss_gets_the_real_scores_in_every_adversarial_variant(variant, slot, extra):
+    from genfw.testing import registry_with, run_phase, small_run
+
+    registry = registry_with(_RelativisticPlugin())
+    _Relativistic.seen.clear()
+    run = small_run(
+        variant, registry=registry, datasets=("digits",), extra={**extra, slot: "relativistic_spy"}
+    )
+    for phase in run.built.model.phases:
+        run_phase(run, phase)
+    assert _Relativistic.seen, "the generator-side phase never called generator_loss"
+    for fake_shape, real_shape in _Relativistic.seen:
+        assert real_shape is not None and real_shape == fake_shape
