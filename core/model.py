@@ -102,7 +102,9 @@ class Phase:
     phase's optimiser updates. ``repeats`` runs the phase several times per training step (e.g.
     ``n_critic = 5``), each on a fresh batch when ``fresh_batch`` is true; a phase that only needs
     the batch size and labels (a generator step) sets ``fresh_batch=False`` and reuses the last.
-    ``provides`` lists the context keys regularisers may ask for.
+    ``provides`` lists the context keys regularisers may ask for. ``optimizer_epoch``, where
+    given, returns an int before each step; whenever it changes, the loop clears the optimiser's
+    state (moments), as ProGAN does when a new resolution fades in. Checkpoints carry its last value.
     """
 
     name: str
@@ -112,6 +114,7 @@ class Phase:
     repeats: int = 1
     fresh_batch: bool = True
     provides: frozenset[str] = frozenset()
+    optimizer_epoch: Callable[[], int] | None = None
 
 
 @attrs.define

@@ -536,6 +536,8 @@ class Trainer:
             dtype = torch.float16 if acc.mixed_precision == "fp16" else torch.bfloat16
             self._autocast = functools.partial(torch.autocast, acc.device.type, dtype=dtype)
         self._batch: Batch | None = None
+        # Phases whose optimiser state is cleared when their epoch changes, and its last value.
+        self._epochs = {p.name: p.optimizer_epoch() for p in self.phases if p.optimizer_epoch is not None}
 
         self.step = 0
         if resume:
@@ -574,6 +576,8 @@ class Trainer:
             state["loader"] = self.loader.state_dict()
         if self._scalers:
             state["scalers"] = {n: s.state_dict() for n, s in self._scalers.items()}
+        if self._epochs:
+            state["optimizer_epochs"] = dict(self._epochs)
         return state
 
     def save(self) -> None:
@@ -611,6 +615,9 @@ class Trainer:
         for name, scaler_state in state.get("scalers", {}).items():
             if name in self._scalers:
                 self._scalers[name].load_state_dict(scaler_state)
+        for name, epoch in state.get("optimizer_epochs", {}).items():
+            if name in self._epochs:
+                self._epochs[name] = int(epoch)
         if state.get("world") == 1 and self.accelerator.num_processes == 1:
             torch.set_rng_state(state["rng"]["cpu"])
             if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -663,6 +670,8 @@ class Trainer:
             opt, scaler = self._hot_optimizers[phase.name], self._scalers.get(phase.name)
             regs, constraints = self._regs[phase.name], self._constraints[phase.name]
             for _ in range(phase.repeats):
+                if phase.optimizer_epoch is not None:
+                    self._new_epoch(phase)
                 if phase.fresh_batch or batch is None:
                     batch = next(self.loader)
                 with self._autocast():
@@ -695,6 +704,14 @@ class Trainer:
                 pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
         self._batch = batch
         self.step += 1
+
+    def _new_epoch(self, phase: Phase) -> None:
+        """Clear the phase's optimiser state (Adam's moments and step count) if its epoch changed."""
+        epoch = phase.optimizer_epoch()
+        if epoch != self._epochs[phase.name]:
+            self._epochs[phase.name] = epoch
+            opt = self.optimizers[phase.name]
+            getattr(opt, "optimizer", opt).state.clear()
 
     def flush_logs(self) -> dict[str, float]:
         """Means of the scalars logged since the last flush, averaged over processes: one device

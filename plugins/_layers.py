@@ -57,8 +57,12 @@ class MinibatchStdDev(nn.Module):
 
 
 def pixel_norm(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """``x / sqrt(mean over channels of x^2 + eps)``, for ``(B, C)`` or ``(B, C, H, W)``."""
-    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
+    """``x / sqrt(mean over channels of x^2 + eps)``, for ``(B, C)`` or ``(B, C, H, W)``.
+
+    Computed in float32 and returned in ``x``'s dtype: in half precision ``eps`` rounds to 0 (an
+    all-zero pixel would give NaN) and squares above 256 overflow."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
 
 
 class PixelNorm(nn.Module):

@@ -47,9 +47,10 @@ class ProGANOptions:
     # Feature maps at 4x4; halved at each doubling of the resolution, down to min_channels.
     channels: int = attrs.field(default=128, validator=check.at_least(1))
     min_channels: int = attrs.field(default=16, validator=check.at_least(1))
-    # Images (per process) over which alpha rises from 0 to 1 for each new resolution, and images
-    # trained at each resolution before the next is faded in. The paper uses 800k each; the
-    # defaults fit the embedded 8x8 digits in a CPU-sized run (3000 steps of 64 = 192k images).
+    # Images (over all processes, as the paper's kimg) over which alpha rises from 0 to 1 for each
+    # new resolution, and images trained at each resolution before the next is faded in. The paper
+    # uses 800k each; the defaults fit the embedded 8x8 digits in a CPU-sized run (3000 steps of
+    # 64 = 192k images). Every critic minibatch counts, as in the authors' code.
     fade_images: int = attrs.field(default=64_000, validator=check.at_least(0))
     stable_images: int = attrs.field(default=64_000, validator=check.at_least(0))
     lr_generator: float = attrs.field(default=1e-3, validator=check.positive)
@@ -59,6 +60,13 @@ class ProGANOptions:
     n_critic: int = attrs.field(default=1, validator=check.at_least(1))
     eps_drift: float = attrs.field(default=0.001, validator=check.non_negative)
     mbstd_group: int = attrs.field(default=4, validator=check.at_least(1))  # minibatch stddev group size
+    # The authors' reset_opt_for_new_lod: Adam's moments are cleared when a fade-in starts and when
+    # it ends, so new blocks do not take their first steps with an empty second moment.
+    reset_optimizers: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.fade_images + self.stable_images < 1:
+            raise ValueError("fade_images + stable_images must be at least 1 (images per stage), got 0")
 
 
 # --- the schedule -------------------------------------------------------------------------------
@@ -85,6 +93,13 @@ def progress(images: int, n_stages: int, fade_images: int, stable_images: int) -
         return n_stages - 1, 1.0
     alpha = 1.0 if into >= fade_images else into / fade_images
     return stage, alpha
+
+
+def optimizer_epoch(stage: int, alpha: float) -> int:
+    """Counts the schedule's changes of regime: 0 at 4x4, then ``2s - 1`` while stage ``s`` fades
+    in and ``2s`` once it is stable. The authors' code resets Adam whenever the floor or ceiling of
+    its level of detail changes, which is exactly when this number does."""
+    return 2 * stage - int(stage > 0 and alpha < 1.0)
 
 
 def resolution(stage: int) -> int:
@@ -293,17 +308,22 @@ class ProGAN:
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
         betas = (o.beta1, o.beta2)
+        phases = adversarial_phases(
+            self.critic_step,
+            self.generator_step,
+            Optim("adam", o.lr_critic, betas),
+            Optim("adam", o.lr_generator, betas),
+            n_critic=o.n_critic,
+            critic_provides={"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
+            generator_provides={"fake", "critic", "labels", "fake_scores"},
+        )
+        if o.reset_optimizers:
+            for phase in phases:
+                phase.optimizer_epoch = lambda: optimizer_epoch(*self.stage())
+        self._world = 0  # processes, read once at the first step (the group exists by then)
         return Model(
             modules={"generator": self.generator, "critic": critic},
-            phases=adversarial_phases(
-                self.critic_step,
-                self.generator_step,
-                Optim("adam", o.lr_critic, betas),
-                Optim("adam", o.lr_generator, betas),
-                n_critic=o.n_critic,
-                critic_provides={"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
-                generator_provides={"fake", "critic", "labels", "fake_scores"},
-            ),
+            phases=phases,
             sample=self.sample,
         )
 
@@ -354,8 +374,12 @@ class ProGAN:
 
         fake_scores = critic(fake)
         loss = generator_objective(self.loss, fake_scores, lambda: critic(real_at(batch.x, stage, alpha)))
-        # The step is done for both players: count its images (host mirror and buffer, no sync).
-        self.generator.advance(len(batch))
+        # The step is done for both players: count the critic's images on every process (host
+        # mirror and buffer, no sync).
+        if not self._world:
+            dist = torch.distributed
+            self._world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.generator.advance(len(batch) * self.options.n_critic * self._world)
         return PhaseOutput(
             loss,
             context={"fake": fake, "critic": critic, "labels": None, "fake_scores": fake_scores},
@@ -366,8 +390,10 @@ class ProGAN:
         )
 
     def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
-        g = m.generator
-        out = g(self.prior.sample(n, device=device_of(g)))  # at the generator's own stage and alpha
+        # At the training schedule's stage and alpha: ``m.generator`` may be a copy (the EMA of
+        # the weights) whose host mirror of the image count is not kept up to date.
+        g, (stage, alpha) = m.generator, self.stage()
+        out = g(self.prior.sample(n, device=device_of(g)), stage=stage, alpha=alpha)
         return upsample(out, self.side)
 
 

@@ -180,9 +180,10 @@ with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:
 
 VARIANTS = sorted(get_registry().names("variant"))  # whatever is installed when the tests run
 # Smaller settings where a variant's defaults are large or its schedule would not show in 4 steps
-# (progan: 4x4 for one step, then the 8x8 fade-in, then 8x8 at alpha 1).
+# (progan counts the images of both processes, 16 a step: 4x4 for one step, then the 8x8 fade-in
+# at alpha 0 and 0.5, then 8x8 at alpha 1).
 TINY = {
-    "progan": {"channels": 16, "min_channels": 8, "latent_dim": 8, "stable_images": 8, "fade_images": 8},
+    "progan": {"channels": 16, "min_channels": 8, "latent_dim": 8, "stable_images": 16, "fade_images": 32},
     "sagan": {},
 }
 TRAIN = {
@@ -292,6 +293,9 @@ def test_every_variant_on_two_processes_keeps_identical_weights(two_processes, v
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if any(k.endswith("/loss") for k in r)] == [1, 2, 3, 4]
     assert all(v is not None for r in rows for v in r.values()), "a logged value is not finite"
+    if variant == "progan":
+        assert [r["generator/alpha"] for r in rows] == [1.0, 0.0, 0.5, 1.0]
+        assert [r["generator/resolution"] for r in rows] == [4.0, 8.0, 8.0, 8.0]
     # A gradient penalty back-propagates through a gradient of the DDP critic (double backward).
     assert all(r["critic/gradient_penalty"] > 0 for r in rows if "critic/gradient_penalty" in r)
     exported = safetensors.torch.load_file(str(out / "generator.safetensors"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genfw import GenfwError
+from genfw import Batch, GenfwError, Modules
 from genfw.config import resolve
 from genfw.train import Trainer, read_run
 from genfw_plugins._layers import (
@@ -86,6 +86,19 @@ def test_pixel_norm_by_hand():
     # Per pixel over channels for feature maps: every pixel's channel vector has mean square 1.
     maps = torch.randn(2, 8, 3, 3) * 5
     assert torch.allclose(pixel_norm(maps).square().mean(dim=1), torch.ones(2, 3, 3), atol=1e-5)
+
+
+def test_pixel_norm_is_safe_in_half_precision():
+    # In fp16 eps = 1e-8 rounds to 0 and 300^2 overflows: the norm is taken in float32.
+    x = torch.tensor([[0.0, 0.0], [300.0, 400.0]], dtype=torch.float16)
+    out = pixel_norm(x)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(
+        out.float(),
+        torch.tensor([[0.0, 0.0], [300 / math.sqrt(125000), 400 / math.sqrt(125000)]]),
+        rtol=1e-3,
+        atol=1e-3,
+    )
 
 
 def test_minibatch_stddev_by_hand():
@@ -169,6 +182,73 @@ def test_samples_are_upsampled_to_full_size_and_grids_are_written(tmp_path, regi
     ]
     logged = (tmp_path / "r" / "metrics.jsonl").read_text()
     assert '"generator/resolution": 4.0' in logged and '"critic/drift"' in logged
+
+
+def test_critic_objective_is_wgan_gp_plus_the_drift_term(registry):
+    from genfw.train import build
+
+    built = build(resolve(progan_raw(1), registry))
+    model, (reg_name, gp) = built.model, built.regularisers["critic"][0]
+    assert reg_name == "gradient_penalty" and gp.weight == 10.0 and gp.center == 1.0
+    variant = model.phases[0].step.__self__
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 8, 8)
+    batch = Batch(x, torch.full((8,), -1))
+    out = model.phases[0].step(batch, Modules(model.modules))
+    real, fake = out.context["real_scores"], out.context["fake_scores"]
+    # L_D = E D(G(z)) - E D(x) + 0.001 E D(x)^2 (before the gradient penalty, which is added by
+    # the regulariser), at stage 0 on 4x4 pooled reals.
+    assert out.context["real"].shape == (8, 1, 4, 4)
+    expected = fake.mean() - real.mean() + 0.001 * real.square().mean()
+    torch.testing.assert_close(out.loss, expected)
+    assert variant.options.eps_drift == 0.001
+
+
+def test_ema_samples_at_the_training_stage(tmp_path, registry):
+    # The EMA copy of the generator does not count images: samples follow the live schedule.
+    raw = progan_raw(6, stable_images=16, fade_images=16)
+    raw["regularisers"] = {"ema": {}}
+    t = Trainer(resolve(raw, registry), tmp_path / "r")
+    t.fit()
+    variant = t.built.model.phases[0].step.__self__
+    assert variant.stage() == (1, 1.0)  # 48 images: 16 at 4x4, 16 fading, then 8x8
+    s = t.built.model.sample(t.plain, 4, None)
+    # At 8x8 the samples are not 4x4 content upsampled (2x2 blocks would be constant).
+    assert not torch.equal(s, s[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3))
+    ema = t.plain.generator_ema.average
+    torch.manual_seed(3)
+    z = torch.randn(4, 8)
+    torch.manual_seed(3)
+    assert torch.equal(t.built.model.sample(t.plain, 4, None), ema(z, stage=1, alpha=1.0))
+
+
+def test_optimiser_state_is_reset_when_a_fade_starts_and_when_it_ends(tmp_path, registry):
+    # Batches of 8; 4x4 for 2 steps, the 8x8 fade over 3 steps, then 8x8 stable.
+    raw = progan_raw(7, stable_images=16, fade_images=24)
+    t = Trainer(resolve(raw, registry), tmp_path / "r")
+
+    def adam_steps():
+        opt = t.optimizers["generator"]
+        states = list(getattr(opt, "optimizer", opt).state.values())
+        return int(states[0]["step"]) if states else 0
+
+    seen = []
+    for _ in range(7):
+        t.train_step()
+        seen.append(adam_steps())
+    # Step k trains on images 8(k-1)..8k-1: epochs 0, 0 | 1, 1, 1 (fading) | 2, 2 (stable 8x8).
+    assert seen == [1, 2, 1, 2, 3, 1, 2]
+    assert t.state()["optimizer_epochs"] == {"critic": 2, "generator": 2}
+    raw["variant"]["reset_optimizers"] = False
+    t = Trainer(resolve(raw, registry), tmp_path / "r2")
+    for _ in range(7):
+        t.train_step()
+    assert adam_steps() == 7
+
+
+def test_schedule_needs_images_per_stage(registry):
+    with pytest.raises(GenfwError, match="fade_images \\+ stable_images must be at least 1"):
+        resolve(progan_raw(1, stable_images=0, fade_images=0), registry)
 
 
 def test_progan_refuses_non_square_or_non_power_of_two_data(registry):
