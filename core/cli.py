@@ -204,7 +204,8 @@ def cmd_eval_files(args: argparse.Namespace, extra: list[str]) -> int:
         )
     raw = config_mod.merge({}, overrides).get("metrics") or ["fid"]
     metrics = scoring.metric_specs(get_host().registry, raw)
-    real, fake = scoring.read_samples(args.real), scoring.read_samples(args.fake)
+    limit = scoring.samples_needed(metrics)
+    real, fake = scoring.read_samples(args.real, limit), scoring.read_samples(args.fake, limit)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results = json_safe(scoring.score(real, fake, metrics, device))
     if args.out:

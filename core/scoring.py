@@ -36,7 +36,7 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _read_folder(root: Path) -> torch.Tensor:
+def _read_folder(root: Path, limit: int | None = None) -> torch.Tensor:
     from PIL import Image
 
     files = _image_files(root)
@@ -44,6 +44,7 @@ def _read_folder(root: Path) -> torch.Tensor:
         raise GenfwError(
             f"{root} holds no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}), searched recursively"
         )
+    files = files[:limit]  # the first ones in sorted order: no more are decoded than are scored
     pictures = []
     for f in files:
         with Image.open(f) as im:
@@ -61,11 +62,11 @@ def _read_folder(root: Path) -> torch.Tensor:
     return x.float() / 127.5 - 1.0
 
 
-def _read_tensor(path: Path) -> torch.Tensor:
+def _read_tensor(path: Path, limit: int | None = None) -> torch.Tensor:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")  # only the rows used are read
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 keys = list(z.keys())
@@ -88,7 +89,7 @@ def _read_tensor(path: Path) -> torch.Tensor:
         raise
     except Exception as exc:
         raise GenfwError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
-    x = torch.from_numpy(np.ascontiguousarray(arr))
+    x = torch.from_numpy(np.ascontiguousarray(arr[:limit]))
     if x.dim() != 4:
         raise GenfwError(
             f"{path} holds a tensor of shape {tuple(x.shape)}; expected images (N, C, H, W) or (N, H, W, C)"
@@ -114,11 +115,12 @@ def _read_tensor(path: Path) -> torch.Tensor:
     return x
 
 
-def read_samples(path: str | Path) -> torch.Tensor:
-    """Images from a folder or a tensor file as ``(N, C, H, W)`` float32 in ``[-1, 1]``."""
+def read_samples(path: str | Path, limit: int | None = None) -> torch.Tensor:
+    """Images from a folder or a tensor file as ``(N, C, H, W)`` float32 in ``[-1, 1]``: the first
+    ``limit`` of them (all with ``None``; a folder's files in sorted order)."""
     path = Path(path)
     if path.is_dir():
-        return _read_folder(path)
+        return _read_folder(path, limit)
     if not path.is_file():
         raise GenfwError(f"{path} does not exist; give a folder of images or a .npy/.npz/.safetensors file")
     if path.suffix.lower() not in TENSOR_EXTENSIONS:
@@ -126,7 +128,14 @@ def read_samples(path: str | Path) -> torch.Tensor:
             f"{path}: unknown format '{path.suffix}'; give a folder of images or a "
             f"{'/'.join(TENSOR_EXTENSIONS)} file"
         )
-    return _read_tensor(path)
+    return _read_tensor(path, limit)
+
+
+def samples_needed(metrics: dict[str, Any]) -> int | None:
+    """The most samples any of ``metrics`` uses (its ``num_samples`` option); ``None`` when one of
+    them does not say, so that all are read."""
+    counts = [getattr(getattr(m, "options", None), "num_samples", None) for m in metrics.values()]
+    return None if not counts or None in counts else max(counts)
 
 
 class TensorImages(GenDataset):

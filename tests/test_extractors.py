@@ -46,6 +46,33 @@ def test_inception_has_the_fid_layout():
     assert not any(k.startswith("AuxLogits") for k in shapes)
 
 
+class _Recorder(torch.nn.Module):
+    def forward(self, x):
+        self.seen = x
+        return x
+
+
+def test_inception_pooling_quirks_of_the_fid_graph():
+    # The FID graph's pool branches: 3x3 average pools that leave the padding out of the count
+    # (count_include_pad=False), and a max pool in Mixed_7c alone.
+    ones = torch.ones(1, 2, 5, 5)
+    assert torch.equal(inc._avg_pool(ones), ones)  # borders average real pixels only
+    x = torch.randn(2, 16, 6, 6, generator=torch.Generator().manual_seed(0))
+    avg = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    mx = torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1)
+    for block, want in (
+        (inc.BlockA(16, pool_features=8), avg),
+        (inc.BlockC(16, c7=8), avg),
+        (inc.BlockE(16, pool="avg"), avg),
+        (inc.BlockE(16, pool="max"), mx),
+    ):
+        block.branch_pool = _Recorder()
+        block.eval()(x)
+        torch.testing.assert_close(block.branch_pool.seen, want)
+    net = inc.FIDInceptionV3()
+    assert (net.Mixed_7b.pool, net.Mixed_7c.pool) == ("avg", "max")
+
+
 def _fake_weights(path, seed=0):
     """A state dict with the weights file's keys and shapes and random values, saved like the
     original (no batch-norm counters)."""
@@ -117,6 +144,11 @@ def test_inception_weights_lookup_env_and_hub_cache(weights_file, tmp_path, monk
     assert inc.find_weights() == hub / inc.FID_WEIGHTS_FILE
     with pytest.raises(genfw.GenfwError, match="does not exist"):
         inc.find_weights(str(tmp_path / "nowhere.pth"))
+    # A folder holding torch-fidelity's copy of the file.
+    folder = tmp_path / "fidelity"
+    folder.mkdir()
+    (folder / inc.FID_WEIGHTS_ALIASES[1]).symlink_to(path)
+    assert inc.find_weights(str(folder)) == folder / inc.FID_WEIGHTS_ALIASES[1]
 
 
 def test_inception_refuses_a_file_with_another_hash(weights_file):
@@ -231,6 +263,12 @@ def test_metrics_use_the_extractor_and_cache_the_reference(evaluator, registry, 
         registry.spec("metric", "kid", opts, where="m").build()(_ctx(real, fake))
 
 
+def registry_metric(name, options):
+    from genfw.plugins import get_registry
+
+    return get_registry().spec("metric", name, {"extractor": "raw", **options}, where="m").build()
+
+
 def test_eval_real_and_fake_files(run_cli, tmp_path):
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, size=(30, 6, 6), dtype=np.uint8)
@@ -254,6 +292,13 @@ def test_eval_real_and_fake_files(run_cli, tmp_path):
     fake = torch.from_numpy(b.reshape(30, -1).astype(np.float64)) / 127.5 - 1
     assert res["fid/fid"] == pytest.approx(q.fid_from_features(real, fake), rel=1e-5)
     assert res["precision_recall/precision"] == pytest.approx(q.precision_recall(real, fake)[0])
+    # Only the samples the metrics use are read: the first num_samples (files in sorted order).
+    from genfw import scoring
+
+    torch.testing.assert_close(scoring.read_samples(folder, 7).double().flatten(1), real[:7].float().double())
+    torch.testing.assert_close(scoring.read_samples(tmp_path / "fake.npy", 5).double().flatten(1), fake[:5])
+    fid_of = {"fid": registry_metric("fid", {"num_samples": 12})}
+    assert scoring.samples_needed(fid_of) == 12
 
     safetensors.torch.save_file({"samples": torch.zeros(4, 4, 6, 6)}, str(tmp_path / "bad.safetensors"))
     code, _, err = run_cli("eval", "--real", folder, "--fake", tmp_path / "bad.safetensors")

@@ -51,6 +51,20 @@ def test_fid_agrees_with_sqrtm_and_eigvals(n, d):
     assert q.trace_sqrt_product(s1, s2) == pytest.approx(q.trace_sqrt_product(s1, s2, "eigh"), rel=1e-9)
 
 
+@pytest.mark.parametrize(("n", "d", "power"), [(400, 512, 1.5), (200, 512, 2.0), (2000, 256, 2.0)])
+def test_fid_agrees_on_decaying_spectra(n, d, power):
+    # Features whose covariance has many small but real eigenvalues (as Inception features do):
+    # they must be kept, not cut at a rank tolerance.
+    rng = np.random.default_rng(n + d)
+    decay = 1.0 / (1.0 + np.arange(d)) ** power
+    real = rng.normal(size=(n, d)) @ (rng.normal(size=(d, d)) * decay)
+    fake = rng.normal(size=(n, d)) @ (rng.normal(size=(d, d)) * decay) + 0.01
+    ours = q.fid_from_features(torch.from_numpy(real), torch.from_numpy(fake))
+    stats = (*_stats(real), *_stats(fake))
+    assert ours == pytest.approx(fid_eigvals(*stats), rel=1e-6)
+    assert ours == pytest.approx(fid_sqrtm(*stats), rel=1e-6)
+
+
 def test_fid_hand_cases():
     # 1-D: (0 - 1)^2 + 4 + 9 - 2 sqrt(36) = 2
     fid = q.frechet_distance(
@@ -62,9 +76,11 @@ def test_fid_hand_cases():
     mu1, mu2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 0.0])
     expected = float(((a.sqrt() - b.sqrt()) ** 2).sum() + ((mu1 - mu2) ** 2).sum())
     assert q.frechet_distance(mu1, a.diag(), mu2, b.diag()) == pytest.approx(expected, abs=1e-12)
-    # The same features: 0 (up to rounding), even with n < d (singular covariances).
+    # The same features: 0 up to rounding, even with n < d (singular covariances: the square roots
+    # of the ~1e-16 rounding eigenvalues add ~1e-8 each), relative to the traces compared.
     f = torch.randn(20, 50, generator=torch.Generator().manual_seed(0))
-    assert abs(q.fid_from_features(f, f)) < 1e-9
+    _, s = q.feature_statistics(f)
+    assert abs(q.fid_from_features(f, f)) < 1e-6 * float(s.trace())
 
 
 def test_fid_statistics_are_float64_with_ddof_1():

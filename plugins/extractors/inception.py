@@ -207,8 +207,8 @@ def find_weights(path: str = "") -> Path:
     for given, source in ((path, "the weights option"), (os.environ.get(ENV_WEIGHTS, ""), ENV_WEIGHTS)):
         if given:
             p = Path(given).expanduser()
-            if p.is_dir():
-                p = p / FID_WEIGHTS_FILE
+            if p.is_dir():  # a folder: either tool's file name
+                p = next((p / n for n in FID_WEIGHTS_ALIASES if (p / n).is_file()), p / FID_WEIGHTS_FILE)
             if not p.is_file():
                 raise genfw.GenfwError(
                     f"FID weights file {p} (from {source}) does not exist; download {FID_WEIGHTS_FILE} "

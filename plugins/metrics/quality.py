@@ -72,14 +72,6 @@ def feature_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
     return mu, (c.T @ c) / (f.shape[0] - 1)
 
 
-def _clip(w: np.ndarray) -> np.ndarray:
-    """Eigenvalues of a PSD matrix with rounding noise set to 0: below ``d * eps * max|w|``
-    (the numerical rank's usual tolerance) they are zeros of a singular matrix (``n < d``), and
-    their square roots (``~1e-8``) would only add noise to the trace."""
-    tol = w.shape[0] * np.finfo(w.dtype).eps * np.abs(w).max()
-    return np.where(w > tol, w, 0.0)
-
-
 def trace_sqrt_product(s1: Tensor, s2: Tensor, method: str = "auto") -> float:
     """``Tr((S1 S2)^(1/2))`` for covariances, by symmetric eigensolvers: the eigenvalues of
     ``S1 S2`` are those of the symmetric PSD ``F^T S2 F`` for any ``F`` with ``S1 = F F^T``, so the
@@ -99,10 +91,11 @@ def trace_sqrt_product(s1: Tensor, s2: Tensor, method: str = "auto") -> float:
             f = None
     if f is None:
         w, v = np.linalg.eigh(a)
-        f = (v * np.sqrt(_clip(w))) @ v.T
+        f = (v * np.sqrt(np.maximum(w, 0.0))) @ v.T
     m = f.T @ b @ f
     m = (m + m.T) / 2  # exact symmetry for the symmetric solver
-    return float(np.sqrt(_clip(np.linalg.eigvalsh(m))).sum())
+    # Clipped at 0, not at a rank tolerance: small true eigenvalues (a decaying spectrum) count.
+    return float(np.sqrt(np.maximum(np.linalg.eigvalsh(m), 0.0)).sum())
 
 
 def frechet_distance(mu1: Tensor, s1: Tensor, mu2: Tensor, s2: Tensor) -> float:
