@@ -365,13 +365,19 @@ def _autoencoder_pictures(args: argparse.Namespace, built: Any, modules: Any, ru
     return paths
 
 
-def _plugin_rows() -> list[dict[str, Any]]:
+def _plugin_rows() -> tuple[list[dict[str, Any]], GenfwError | None]:
+    """A row per loaded plugin, and the error that kept the registry from being filled, if any
+    (two plugins registering one name): the plugins are still listed, so the user sees them."""
     host = get_host()
-    registry = host.registry
+    try:
+        components = list(host.registry)
+        error = None
+    except GenfwError as exc:
+        components, error = [], exc
     rows = []
     for name, info in sorted(host.infos.items()):
         comps: dict[str, list[str]] = {}
-        for c in registry:
+        for c in components:
             if c.plugin.name == name:
                 comps.setdefault(c.kind, []).append(c.name)
         rows.append(
@@ -384,18 +390,20 @@ def _plugin_rows() -> list[dict[str, Any]]:
                 "components": comps,
             }
         )
-    return rows
+    return rows, error
 
 
 def cmd_plugins(args: argparse.Namespace, extra: list[str]) -> int:
-    rows = _plugin_rows()
+    rows, error = _plugin_rows()
     if args.json:
         print(json.dumps(rows, indent=1))
-        return 0
-    for r in rows:
-        print(f"{r['name']}  ({r['distribution']} {r['version']}, {r['module']})")
-        for kind, names in r["components"].items():
-            print(f"    {kind}: {', '.join(sorted(names))}")
+    else:
+        for r in rows:
+            print(f"{r['name']}  ({r['distribution']} {r['version']}, {r['module']})")
+            for kind, names in r["components"].items():
+                print(f"    {kind}: {', '.join(sorted(names))}")
+    if error is not None:
+        raise error
     return 0
 
 

@@ -1,8 +1,12 @@
 """Plugin loading: entry points of the ``genfw`` group, lazily and once.
 
 Built-ins and third-party packages load the same way. ``GENFW_LOAD_PLUGINS`` (a comma list of
-entry-point names; empty means none) limits which entry points load, so a broken plugin never
+entry-point names; empty means none) limits which entry points load, and ``GENFW_SKIP_PLUGINS``
+(a comma list of entry-point or distribution names) leaves some out, so a broken plugin never
 locks the user out.
+
+A plugin is known by its entry-point name. Where two distributions use the same entry-point name
+(a third-party ``energy`` beside the built-in one), both are known as ``DISTRIBUTION:NAME``.
 """
 
 from __future__ import annotations
@@ -21,33 +25,56 @@ from genfw.registry import PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "genfw"
 ENV_LOAD = "GENFW_LOAD_PLUGINS"
+ENV_SKIP = "GENFW_SKIP_PLUGINS"
 
 
-def _plugin_info(ep: metadata.EntryPoint) -> PluginInfo:
+def _dist_name(ep: metadata.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
-    return PluginInfo(
-        name=ep.name,
-        dist=dist.metadata["Name"] if dist is not None else "(unknown)",
-        version=dist.version if dist is not None else "",
-        module=ep.value,
-    )
+    return dist.metadata["Name"] if dist is not None else "(unknown)"
 
 
-def selected_entry_points(env: str | None = None) -> list[metadata.EntryPoint]:
-    """Entry points of the ``genfw`` group, filtered by ``GENFW_LOAD_PLUGINS`` when set."""
-    eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-    env = os.environ.get(ENV_LOAD) if env is None else env
-    if env is None:
-        return eps
-    wanted = [n.strip() for n in env.split(",") if n.strip()]
-    known = {ep.name for ep in eps}
-    missing = [n for n in wanted if n not in known]
-    if missing:
-        raise GenfwError(
-            f"{ENV_LOAD} names '{missing[0]}', which is not an installed genfw plugin; "
-            f"installed: {choices(known)}"
+def _plugin_infos(eps: list[metadata.EntryPoint]) -> list[PluginInfo]:
+    """One :class:`PluginInfo` per entry point; a name two distributions share is qualified."""
+    shared = {n for n in (ep.name for ep in eps) if sum(e.name == n for e in eps) > 1}
+    infos = []
+    for ep in eps:
+        dist = getattr(ep, "dist", None)
+        infos.append(
+            PluginInfo(
+                name=f"{_dist_name(ep)}:{ep.name}" if ep.name in shared else ep.name,
+                dist=_dist_name(ep),
+                version=dist.version if dist is not None else "",
+                module=ep.value,
+            )
         )
-    return [ep for ep in eps if ep.name in wanted]
+    return infos
+
+
+def _names_in(env: str) -> list[str]:
+    return [n.strip() for n in env.split(",") if n.strip()]
+
+
+def _matches(ep: metadata.EntryPoint, names: set[str]) -> bool:
+    return bool({ep.name, _dist_name(ep), f"{_dist_name(ep)}:{ep.name}"} & names)
+
+
+def selected_entry_points(env: str | None = None, skip: str | None = None) -> list[metadata.EntryPoint]:
+    """Entry points of the ``genfw`` group, filtered by ``GENFW_LOAD_PLUGINS`` when set and
+    without those ``GENFW_SKIP_PLUGINS`` names (entry-point, distribution or ``DIST:NAME``)."""
+    eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, _dist_name(ep)))
+    env = os.environ.get(ENV_LOAD) if env is None else env
+    skip = os.environ.get(ENV_SKIP, "") if skip is None else skip
+    for var, value in ((ENV_LOAD, env), (ENV_SKIP, skip)):
+        names = _names_in(value or "")
+        missing = [n for n in names if not any(_matches(ep, {n}) for ep in eps)]
+        if missing:
+            raise GenfwError(
+                f"{var} names '{missing[0]}', which is not an installed genfw plugin; "
+                f"installed: {choices({ep.name for ep in eps})}"
+            )
+    if env is not None:
+        eps = [ep for ep in eps if _matches(ep, set(_names_in(env)))]
+    return [ep for ep in eps if not _matches(ep, set(_names_in(skip)))]
 
 
 class PluginHost:
@@ -63,15 +90,15 @@ class PluginHost:
     # -- loading ----------------------------------------------------------------------------------
     def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
         eps = list(selected_entry_points() if entry_points is None else entry_points)
-        for ep in eps:
-            info = _plugin_info(ep)
+        for ep, info in zip(eps, _plugin_infos(eps), strict=True):
             try:
                 obj = ep.load()
             except Exception as exc:  # any import failure is the plugin's, not ours
                 others = ",".join(e.name for e in eps if e.name != ep.name)
                 raise GenfwError(
                     f"error importing {info.describe()}: {type(exc).__name__}: {_one_line(exc)}; "
-                    f"to skip it, set {ENV_LOAD} to the plugins you want (e.g. {ENV_LOAD}={others})"
+                    f"to skip it, set {ENV_SKIP}={info.name} (or {ENV_LOAD} to the plugins you want, "
+                    f"e.g. {ENV_LOAD}={others})"
                 ) from None
             self.add(obj, info)
 
@@ -80,7 +107,8 @@ class PluginHost:
         if isinstance(info, str):
             info = PluginInfo(name=info, module=getattr(obj, "__name__", type(obj).__name__))
         if self.pm.has_plugin(info.name):
-            raise GenfwError(f"two plugins are named '{info.name}': {info.describe()} and another")
+            other = self.infos.get(info.name, PluginInfo(name=info.name)).describe()
+            raise GenfwError(f"two plugins are named '{info.name}': {other} and {info.describe()}")
         try:
             self.pm.register(obj, name=info.name)
             self.pm.check_pending()

@@ -113,7 +113,8 @@ class Registry:
             existing = self._table[kind].get(name)
             if existing is not None:
                 raise GenfwError(
-                    f"{kind} '{name}' is registered twice: by {existing.plugin.describe()} and by {where}"
+                    f"{kind} '{name}' is registered twice: by {existing.plugin.describe()} and by {where}; "
+                    f"uninstall one, or leave one out with GENFW_SKIP_PLUGINS={plugin.name}"
                 )
             self._table[kind][name] = Component(
                 kind=kind,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from genfw.errors import GenfwError, choices
 
@@ -510,6 +511,8 @@ README = """# {dist}
 
     pip install -e .
 
+(Offline, where pip cannot fetch the build back-end: `pip install --no-build-isolation -e .`.)
+
 ## Test
 
     pip install pytest
@@ -530,15 +533,27 @@ README = """# {dist}
 - `src/{module}/__init__.py`: the component, its attrs options class and the hook that registers it.
 - `tests/test_{name}.py`: the tests.
 
-Set `GENFW_LOAD_PLUGINS` to a comma list of plugin names to load only those (e.g. to skip a
-broken one).
+Set `GENFW_SKIP_PLUGINS` to a comma list of plugin or distribution names to leave them out (e.g.
+a broken one), or `GENFW_LOAD_PLUGINS` to a comma list of plugin names to load only those.
 """
+
+
+def _registered(kind: str) -> dict[str, Any]:
+    """The installed components of ``kind`` by name (none if the plugins cannot be loaded: the
+    scaffold must work even when an installed plugin is broken)."""
+    from genfw.plugins import get_registry
+
+    try:
+        return dict(get_registry().all(kind))
+    except GenfwError:
+        return {}
 
 
 def new_plugin(name: str, kind: str, where: Path | str = ".") -> Path:
     """Write the package ``genfw-NAME`` for a ``kind`` component named ``name`` under ``where``.
 
-    Refuses a name that is not a lower-case identifier, an unknown kind and an existing folder.
+    Refuses a name that is not a lower-case identifier, an unknown kind, an existing folder and a
+    name that an installed plugin already registers for that kind (the package would fail at once).
     """
     if not NAME_RE.match(name):
         raise GenfwError(
@@ -546,6 +561,13 @@ def new_plugin(name: str, kind: str, where: Path | str = ".") -> Path:
         )
     if kind not in TEMPLATES:
         raise GenfwError(f"unknown kind '{kind}' for new-plugin; valid kinds: {choices(KINDS)}")
+    taken = _registered(kind)
+    if name in taken:
+        c = taken[name]
+        raise GenfwError(
+            f"{kind} '{name}' is already registered by {c.plugin.describe()}; choose another name "
+            f"(nothing was written)"
+        )
     dist, module = f"genfw-{name.replace('_', '-')}", f"genfw_{name}"
     root = Path(where) / dist
     if root.exists():

@@ -17,8 +17,8 @@ installed) calls ``pytest.skip`` with the reason. :func:`check` dispatches on th
 :func:`contract_cases` lists ``(kind, name)`` for every registered component, which is how
 genfw's own ``tests/test_contracts.py`` holds every built-in to the same contract.
 
-This module is also a pytest plugin (entry point ``genfw`` in the ``pytest11`` group), so in any
-project with genfw installed these fixtures are available without imports:
+Its pytest plugin (:mod:`genfw.pytest_plugin`, entry point ``genfw`` in the ``pytest11`` group)
+makes these fixtures available without imports in any project with genfw installed:
 
 - ``genfw_registry``: the registry of every installed plugin (yours included once installed);
 - ``genfw_contract``: :func:`check`, e.g. ``genfw_contract("loss", "mine")``.
@@ -865,26 +865,6 @@ def check(kind: str, name: str, *, registry: Registry | None = None, options: An
         CHECKS[kind](name, registry=registry, options=options)
     else:
         raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-
-
-# --- the pytest plugin --------------------------------------------------------------------------
-
-if pytest is not None:
-
-    @pytest.fixture(scope="session")
-    def genfw_registry() -> Registry:
-        """The registry of every installed genfw plugin."""
-        return default_registry()
-
-    @pytest.fixture
-    def genfw_contract(genfw_registry: Registry) -> Callable[..., None]:
-        """``genfw_contract(kind, name, options=None)`` runs that kind's contract check."""
-
-        def run(kind: str, name: str, options: Any = None) -> None:
-            torch.manual_seed(0)
-            check(kind, name, registry=genfw_registry, options=options)
-
-        return run
 
 
 __all__ = [

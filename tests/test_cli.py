@@ -76,6 +76,27 @@ def test_plugins_and_list(run_cli):
     assert wae["slots"]["prior"]["default"] == "normal" and wae["regularisers"] == ["mmd"]
 
 
+def test_plugins_are_listed_even_when_two_register_one_name(run_cli, monkeypatch):
+    import types
+
+    import genfw
+    from genfw import cli
+    from genfw.plugins import PluginHost
+    from genfw.registry import PluginInfo
+
+    host = PluginHost()
+    for name in ("a", "b"):
+        ns = types.SimpleNamespace(
+            genfw_register_losses=genfw.hookimpl(lambda register: register("x", object))
+        )
+        host.add(ns, PluginInfo(name, f"dist-{name}", "1"))
+    monkeypatch.setattr(cli, "get_host", lambda: host)
+    code, out, err = run_cli("plugins")
+    assert code == 2
+    assert "a  (dist-a 1" in out and "b  (dist-b 1" in out
+    assert "loss 'x' is registered twice" in err and "GENFW_SKIP_PLUGINS=b" in err
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -115,6 +115,7 @@ def test_a_run_records_hyper_parameters_and_final_metrics_for_tensorboard(tmp_pa
     hp = start.session_start_info.hparams
     assert hp["variant.name"].string_value == "gan" and hp["train.steps"].number_value == 4
     assert hp["loss.name"].string_value == "non_saturating" and hp["train.batch_size"].number_value == 16
+    assert hp["train.progress"].string_value == "false"  # a bool, not the number 0
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert "hparam/critic/loss" in {m.name.tag for m in experiment.metric_infos}
     (final,) = acc.Scalars("hparam/critic/loss")

@@ -56,3 +56,37 @@ def test_feature_metrics_keep_the_contract_with_the_raw_extractor(name):
     if name == "kid":
         small.update(subsets=5, subset_size=100)
     testing.check("metric", name, options=small)
+
+
+# Components with required options (a path, weights) are skipped by the sweep above; these give
+# them what they need. Left out: `inception` (its contract would need the 95 MB weights file;
+# tests/test_extractors.py checks its loading and pipeline on a state dict it makes) and
+# `torchvision` (an optional extra that does not import beside the CPU build of torch).
+
+
+@pytest.fixture(scope="module")
+def digits_evaluator(tmp_path_factory):
+    from genfw import cli
+
+    out = tmp_path_factory.mktemp("evaluator") / "digits.safetensors"
+    argv = ["train-evaluator", "--dataset", "digits", "--steps", "60", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    return str(out)
+
+
+def test_classifier_extractor_and_inception_score_keep_the_contract(digits_evaluator, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENFW_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    testing.check("extractor", "classifier", options={"weights": digits_evaluator})
+    opts = {"extractor": "classifier", "weights": digits_evaluator, "num_samples": 256, "progress": False}
+    testing.check("metric", "is", options=opts)
+
+
+def test_image_folder_keeps_the_dataset_contract(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    testing.check("dataset", "image-folder", options={"path": str(tmp_path)})

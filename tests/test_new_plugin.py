@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+import genfw
 from genfw import scaffold
 from genfw.plugins import ENV_LOAD
 
@@ -146,7 +147,15 @@ def test_refuses_an_existing_folder_a_bad_name_and_an_unknown_kind(tmp_path, run
     assert code == 2 and "plugin name 'My-Loss' is not valid" in err and len(err.splitlines()) == 1
     code, _, err = run_cli("new-plugin", "mine2", "--kind", "optimiser", "--dir", tmp_path)
     assert code == 2 and "unknown kind 'optimiser'" in err and "loss, metric" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["genfw-mine"]
+    # A name an installed plugin already registers for the kind would fail its own tests at once.
+    code, _, err = run_cli("new-plugin", "hinge", "--kind", "loss", "--dir", tmp_path)
+    assert code == 2 and err.strip() == (
+        "genfw: error: loss 'hinge' is already registered by plugin 'losses' (distribution genfw "
+        f"{genfw.__version__}); choose another name (nothing was written)"
+    )
+    code, _, _ = run_cli("new-plugin", "hinge", "--kind", "prior", "--dir", tmp_path)
+    assert code == 0  # no prior is called hinge
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["genfw-hinge", "genfw-mine"]
 
 
 def test_the_loss_plugin_in_docs_is_under_20_lines_and_keeps_the_contract(tmp_path):

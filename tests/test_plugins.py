@@ -136,3 +136,51 @@ def test_plugin_that_fails_to_import_is_named(monkeypatch):
         host.load_entry_points([ep])
     msg = str(info.value)
     assert "error importing plugin 'broken'" in msg and "ModuleNotFoundError" in msg and ENV_LOAD in msg
+
+
+def _ep(name, value, dist_name):
+    from importlib import metadata
+
+    dist = types.SimpleNamespace(metadata={"Name": dist_name}, version="1.0")
+    return metadata.EntryPoint(name=name, value=value, group="genfw")._for(dist)
+
+
+def test_entry_point_names_shared_by_two_distributions_are_qualified_and_can_be_skipped(monkeypatch):
+    import genfw.plugins as plugins_mod
+    from genfw.plugins import ENV_SKIP, _plugin_infos
+
+    eps = [
+        _ep("energy", "genfw_plugins.energy", "genfw"),
+        _ep("energy", "genfw_plugins.priors", "genfw-energy"),
+        _ep("losses", "genfw_plugins.losses", "genfw"),
+    ]
+    monkeypatch.setattr(plugins_mod.metadata, "entry_points", lambda group: list(eps))
+    names = [i.name for i in _plugin_infos(selected_entry_points(env=None, skip=""))]
+    assert names == ["genfw:energy", "genfw-energy:energy", "losses"]
+    host = PluginHost()
+    host.load_entry_points(selected_entry_points(env=None, skip=""))
+    assert host.infos["genfw-energy:energy"].dist == "genfw-energy"
+    assert "ebgan" in host.registry.names("variant") and "spike_slab" in host.registry.names("prior")
+    # Left out by distribution, by DIST:NAME, or (both) by entry-point name.
+    monkeypatch.setenv(ENV_SKIP, "genfw-energy")
+    assert [_plugin_infos([e])[0].name for e in selected_entry_points()] == ["energy", "losses"]
+    monkeypatch.setenv(ENV_SKIP, "genfw:energy")
+    assert [e.value for e in selected_entry_points()] == ["genfw_plugins.priors", "genfw_plugins.losses"]
+    monkeypatch.setenv(ENV_SKIP, "energy")
+    assert [e.name for e in selected_entry_points()] == ["losses"]
+    monkeypatch.setenv(ENV_SKIP, "nope")
+    with pytest.raises(GenfwError, match=f"{ENV_SKIP} names 'nope'"):
+        selected_entry_points()
+
+
+def test_a_component_registered_twice_names_both_and_the_way_out():
+    host = PluginHost()
+    host.add(plugin(genfw_register_losses=lambda register: register("x", object)), PluginInfo("a", "dist-a"))
+    host.add(plugin(genfw_register_losses=lambda register: register("x", object)), PluginInfo("b", "dist-b"))
+    with pytest.raises(GenfwError) as info:
+        host.registry  # noqa: B018
+    msg = str(info.value)
+    assert "distribution dist-a" in msg and "distribution dist-b" in msg
+    assert "GENFW_SKIP_PLUGINS=b" in msg and "\n" not in msg
+    with pytest.raises(GenfwError, match=r"two plugins are named 'a': plugin 'a' \(distribution dist-a\)"):
+        host.add(plugin(), PluginInfo("a", "dist-c"))

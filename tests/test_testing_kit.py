@@ -6,8 +6,9 @@ rule are registered in a private host, and the check of their kind must fail, na
 
 from __future__ import annotations
 
-import math
 import random
+import subprocess
+import sys
 from typing import Any, ClassVar
 
 import attrs
@@ -219,11 +220,19 @@ def test_a_prior_without_a_density_is_skipped_after_its_sampling_checks(registry
 
 
 def test_the_fixtures_are_there_for_authors(pytestconfig, genfw_registry, genfw_contract):
-    # genfw.testing is loaded as a pytest plugin through the pytest11 entry point.
+    # genfw.pytest_plugin is loaded through the pytest11 entry point.
     assert pytestconfig.pluginmanager.has_plugin("genfw")
     assert "non_saturating" in genfw_registry.names("loss")
     genfw_contract("loss", "hinge")
-    assert math.isfinite(1.0)
+    with pytest.raises(AssertionError, match="unknown loss 'nope'"):
+        genfw_contract("loss", "nope")
+
+
+def test_the_pytest_plugin_does_not_import_torch():
+    # pytest loads it in every project of an environment with genfw: it must stay light.
+    code = "import sys, genfw.pytest_plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_no_options_class_is_fine(registry):
