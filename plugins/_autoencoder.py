@@ -3,25 +3,56 @@
 :class:`AutoencoderBase` gives every variant the same sampler (prior samples through the
 decoder), ``encode``/``decode``/``reconstruct`` for metrics and pictures, and the wiring of a
 latent critic (AAE, WAE-GAN). A variant sets ``self.prior`` and ``self.loss`` in ``build`` and
-implements ``code(m, x)``: the deterministic code used to reconstruct.
+may override ``code(m, x)``: the deterministic code used to reconstruct (by default the
+encoder's output, shaped by :func:`shape_code`).
+
+The pieces every variant's ``build`` shares live here too: :meth:`AutoencoderBase.build_networks`
+(the reconstruction loss, the encoder and the decoder, whose ``output: auto`` is linear when the
+loss takes logits), :meth:`AutoencoderBase.single_phase_model` (the one ``autoencoder`` phase of
+``ae``, ``vae`` and ``vsc``) and :meth:`AutoencoderBase.critic_step` (the latent critic's phase
+of ``aae`` and ``wae --plugin.penalty gan``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import attrs
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from genfw import GenfwError, Modules, device_of
+from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, device_of
+from genfw.registry import ComponentSpec
 
 
 def decoded_mean(loss: Any, x_hat: Tensor) -> Tensor:
     """Map a decoder output to data space with the likelihood's mean (logits -> [-1, 1])."""
     mean = getattr(loss, "mean", None)
     return mean(x_hat) if mean is not None else x_hat
+
+
+def takes_logits(loss: Any) -> bool:
+    """Whether a reconstruction loss reads the decoder's output as logits (it declares
+    ``logits = True``, as ``bernoulli``): the decoder's ``output: auto`` is then linear."""
+    return bool(getattr(loss, "logits", False))
+
+
+def decoder_spec(spec: ComponentSpec, loss: Any) -> ComponentSpec:
+    """The generator slot's spec with ``output: auto`` made ``none`` (a linear output) when
+    ``loss`` takes logits: a tanh would cap the logits to [-1, 1], i.e. the Bernoulli mean to
+    ``2 sigmoid(1) - 1 = 0.46``. Any other output, and any other loss, is left as chosen."""
+    options = spec.options
+    if not takes_logits(loss) or getattr(options, "output", None) != "auto":
+        return spec
+    try:
+        return attrs.evolve(spec, options=attrs.evolve(options, output="none"))
+    except (TypeError, ValueError) as exc:  # a third-party generator without output "none"
+        raise GenfwError(
+            f"generator '{spec.name}' cannot give the logits the reconstruction loss needs "
+            f"({exc}); set its output option to a linear one"
+        ) from None
 
 
 def categorical_block(prior: Any) -> int:
@@ -49,6 +80,9 @@ def prior_sample(prior: Any, n: int, device: torch.device, y: Tensor | None = No
     return prior.sample(n, device=device)
 
 
+# What a latent critic's phase gives its regularisers (those of a GAN critic's phase).
+CRITIC_PROVIDES = frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"})
+
 # Every autoencoder's preset for image data: hold out 10% of the data set and log the
 # autoencoder metrics (reconstruction, sparsity, latent MMD, ELBO) every 500 steps.
 AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
@@ -70,7 +104,8 @@ class AutoencoderBase:
         self.options = options
 
     def code(self, m: Modules, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The deterministic code: the encoder's output, in the prior's support (``shape_code``)."""
+        return shape_code(self.prior, m.encoder(x))
 
     def encode(self, m: Modules, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.code(m, x)
@@ -96,6 +131,86 @@ class AutoencoderBase:
             "num_classes": categorical_block(self.prior),
         }
 
+    # --- building ---------------------------------------------------------------------------
+
+    def build_networks(self, ctx: BuildContext, encoder_dim: int) -> tuple[nn.Module, nn.Module]:
+        """Build ``self.loss`` (the ``loss`` slot), then the encoder ``x -> encoder_dim`` outputs
+        and the decoder ``z (latent_dim) -> x`` (a linear output for a loss on logits, see
+        :func:`decoder_spec`), in that order (the order of their initial weights)."""
+        latent_dim, shape = self.options.latent_dim, ctx.data.shape
+        self.loss = ctx["loss"].build()
+        encoder = ctx["encoder"].build(in_shape=shape, out_dim=encoder_dim, num_classes=0)
+        decoder = decoder_spec(ctx["generator"], self.loss).build(
+            latent_dim=latent_dim, out_shape=shape, num_classes=0
+        )
+        return encoder, decoder
+
+    def single_phase_model(
+        self,
+        ctx: BuildContext,
+        encoder_dim: int,
+        optim: Optim,
+        provides: frozenset[str],
+        log_weights: Callable[[Modules, Tensor, int], Tensor] | None = None,
+    ) -> Model:
+        """The model of a one-phase autoencoder (``ae``, ``vae``, ``vsc``): the networks of
+        :meth:`build_networks` and one ``autoencoder`` phase that runs ``self.step`` on both."""
+        encoder, decoder = self.build_networks(ctx, encoder_dim)
+        phase = Phase("autoencoder", ("encoder", "generator"), self.step, optim, provides=provides)
+        return Model(
+            modules={"encoder": encoder, "generator": decoder},
+            phases=[phase],
+            **self.model_fields(),
+            log_weights=log_weights,
+        )
+
+    def step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        raise NotImplementedError
+
+    # --- the latent critic (aae, wae-gan) ---------------------------------------------------
+
+    adversarial: Any
+    critic_weight: float = 1.0  # the critic's loss is scaled by it (WAE-GAN's lambda)
+
+    def build_latent_critic(self, ctx: BuildContext) -> nn.Module:
+        """The latent critic ``z (latent_dim) -> (B, 1)``; also builds ``self.adversarial``."""
+        critic = ctx["critic"].build(in_shape=(self.options.latent_dim,), out_dim=1, num_classes=0)
+        self.adversarial = ctx["adversarial"].build()
+        return critic
+
+    def critic_phase(self, lr: float, betas: tuple[float, float], fresh_batch: bool = True) -> Phase:
+        """The ``critic`` phase: :meth:`critic_step` on the critic alone."""
+        return Phase(
+            "critic",
+            ("critic",),
+            self.critic_step,
+            Optim("adam", lr, betas),
+            fresh_batch=fresh_batch,
+            provides=CRITIC_PROVIDES,
+        )
+
+    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        """The latent critic learns to tell prior samples (real) from the batch's codes (fake):
+        ``critic_weight`` times the ``adversarial`` loss's critic objective."""
+        with torch.no_grad():
+            z = self.code(m, batch.x)
+        prior_z = self.prior.sample(len(batch), device=device_of(m.critic))
+        critic = latent_critic_fn(m)
+        real_scores, fake_scores = critic(prior_z), critic(z)
+        loss = self.critic_weight * self.adversarial.critic_loss(real_scores, fake_scores)
+        return PhaseOutput(
+            loss,
+            context={
+                "real": prior_z,
+                "fake": z,
+                "critic": critic,
+                "labels": None,
+                "real_scores": real_scores,
+                "fake_scores": fake_scores,
+            },
+            logs={"prior_score": real_scores.detach(), "code_score": fake_scores.detach()},
+        )
+
 
 def build_prior(ctx: Any, dim: int) -> Any:
     """The prior of slot ``prior``; a prior that cannot take this dimension is a GenfwError."""
@@ -112,21 +227,27 @@ def marginal_mmd(
     (``mmd_imq`` on one coordinate: inverse multiquadratics ``C / (C + (a - b)^2)`` with
     ``C = 2 sigma2 s`` for ``s`` in ``scales``, the WAE scales by default). It is the MMD of
     the additive kernel ``sum_j k(a_j, b_j)``: it compares the marginals one by one, and so sees
-    a per-coordinate atom (spike and slab) that the joint kernel on all coordinates barely does."""
+    a per-coordinate atom (spike and slab) that the joint kernel on all coordinates barely does.
+
+    One coordinate at a time: memory ``O(scales * n * m)``, not ``O(scales * n * m * d)``."""
     from genfw_plugins.regularisers import WAE_SCALES
 
     n, m = z.shape[0], prior_z.shape[0]
     if n < 2 or m < 2:
         raise ValueError(f"marginal_mmd needs at least 2 samples on each side, got {n} and {m}")
-    c = 2.0 * sigma2 * z.new_tensor(WAE_SCALES if scales is None else list(scales)).view(-1, 1, 1, 1)
-    d_xx = (z.unsqueeze(1) - z.unsqueeze(0)).square()  # (n, n, d): one matrix per coordinate
-    d_yy = (prior_z.unsqueeze(1) - prior_z.unsqueeze(0)).square()
-    d_xy = (z.unsqueeze(1) - prior_z.unsqueeze(0)).square()
-    k_xx, k_yy, k_xy = c / (c + d_xx), c / (c + d_yy), c / (c + d_xy)  # (scales, ., ., d)
-    # Unbiased: the within-sample diagonals (each exactly 1) are left out, as in mmd_imq.
-    within_x = (k_xx.sum((1, 2)) - n) / (n * (n - 1))
-    within_y = (k_yy.sum((1, 2)) - m) / (m * (m - 1))
-    return (within_x + within_y - 2.0 * k_xy.mean((1, 2))).sum()
+    c = 2.0 * sigma2 * z.new_tensor(WAE_SCALES if scales is None else list(scales)).view(-1, 1, 1)
+    total = z.new_zeros(())
+    for j in range(z.shape[1]):
+        a, b = z[:, j], prior_z[:, j]
+        d_xx = (a.unsqueeze(1) - a.unsqueeze(0)).square()  # (n, n)
+        d_yy = (b.unsqueeze(1) - b.unsqueeze(0)).square()  # (m, m)
+        d_xy = (a.unsqueeze(1) - b.unsqueeze(0)).square()  # (n, m)
+        k_xx, k_yy, k_xy = c / (c + d_xx), c / (c + d_yy), c / (c + d_xy)  # (scales, ., .)
+        # Unbiased: the within-sample diagonals (each exactly 1) are left out, as in mmd_imq.
+        within_x = (k_xx.sum((1, 2)) - n) / (n * (n - 1))
+        within_y = (k_yy.sum((1, 2)) - m) / (m * (m - 1))
+        total = total + (within_x + within_y - 2.0 * k_xy.mean((1, 2))).sum()
+    return total
 
 
 def latent_critic_fn(m: Modules):

@@ -23,12 +23,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
-import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
+from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot
 from genfw import validators as check
 from genfw_plugins._autoencoder import (
     AutoencoderBase,
@@ -79,11 +77,8 @@ class AAE(AutoencoderBase):
                 f"classes; set --prior.categories {ctx.data.num_classes}, or --plugin.label_weight 0 "
                 f"to leave the categories unsupervised"
             )
-        encoder = ctx["encoder"].build(in_shape=ctx.data.shape, out_dim=o.latent_dim, num_classes=0)
-        decoder = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=ctx.data.shape, num_classes=0)
-        critic = ctx["critic"].build(in_shape=(o.latent_dim,), out_dim=1, num_classes=0)
-        self.loss = ctx["loss"].build()
-        self.adversarial = ctx["adversarial"].build()
+        encoder, decoder = self.build_networks(ctx, o.latent_dim)
+        critic = self.build_latent_critic(ctx)
         betas = (o.beta1, 0.999)
         return Model(
             modules={"encoder": encoder, "generator": decoder, "critic": critic},
@@ -95,14 +90,8 @@ class AAE(AutoencoderBase):
                     Optim("adam", o.lr, betas),
                     provides=frozenset({"x", "x_hat", "z"}),
                 ),
-                Phase(
-                    "critic",
-                    ("critic",),
-                    self.critic_step,
-                    Optim("adam", o.lr_critic, betas),
-                    fresh_batch=False,  # the same minibatch, as in the paper
-                    provides=frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"}),
-                ),
+                # the same minibatch, as in the paper
+                self.critic_phase(o.lr_critic, betas, fresh_batch=False),
                 Phase(
                     "encoder",
                     ("encoder",),
@@ -114,9 +103,6 @@ class AAE(AutoencoderBase):
             ],
             **self.model_fields(),
         )
-
-    def code(self, m: Modules, x: Tensor) -> Tensor:
-        return shape_code(self.prior, m.encoder(x))
 
     def autoencoder_step(self, batch: Batch, m: Modules) -> PhaseOutput:
         raw = m.encoder(batch.x)
@@ -133,26 +119,6 @@ class AAE(AutoencoderBase):
             loss = loss + self.options.label_weight * ce
             logs["label_ce"] = ce.detach()
         return PhaseOutput(loss, context={"x": batch.x, "x_hat": x_hat, "z": z}, logs=logs)
-
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        with torch.no_grad():
-            z = self.code(m, batch.x)
-        prior_z = self.prior.sample(len(batch), device=device_of(m.critic))
-        critic = latent_critic_fn(m)
-        real_scores, fake_scores = critic(prior_z), critic(z)
-        loss = self.adversarial.critic_loss(real_scores, fake_scores)
-        return PhaseOutput(
-            loss,
-            context={
-                "real": prior_z,
-                "fake": z,
-                "critic": critic,
-                "labels": None,
-                "real_scores": real_scores,
-                "fake_scores": fake_scores,
-            },
-            logs={"prior_score": real_scores.detach(), "code_score": fake_scores.detach()},
-        )
 
     def encoder_step(self, batch: Batch, m: Modules) -> PhaseOutput:
         z = self.code(m, batch.x)

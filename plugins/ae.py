@@ -1,11 +1,11 @@
 """The plain autoencoder: a deterministic encoder and decoder trained on reconstruction alone.
 
 One phase minimises ``E c(x, G(Q(x)))`` with the reconstruction loss of the ``loss`` slot:
-``mse`` (default, squared error) or ``bernoulli`` (binary cross-entropy on decoder logits; set
-``--generator.output none``). Nothing pulls the codes towards a distribution, so the ``prior``
-slot only serves ``genfw sample`` (prior samples through the decoder): it shows why a plain
-autoencoder is not a generative model, and the ``autoencoder`` metric's ``latent_mmd`` measures
-how far its codes are from that prior.
+``mse`` (default, squared error) or ``bernoulli`` (binary cross-entropy on decoder logits; the
+decoder's default ``output: auto`` is then linear). Nothing pulls the codes towards a
+distribution, so the ``prior`` slot only serves ``genfw sample`` (prior samples through the
+decoder): it shows why a plain autoencoder is not a generative model, and the ``autoencoder``
+metric's ``latent_mmd`` measures how far its codes are from that prior.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
-from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot
 from genfw import validators as check
-from genfw_plugins._autoencoder import AutoencoderBase, build_prior, shape_code
+from genfw_plugins._autoencoder import AutoencoderBase, build_prior
 
 
 @attrs.define
@@ -42,25 +41,9 @@ class AE(AutoencoderBase):
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
         self.prior = build_prior(ctx, o.latent_dim)
-        encoder = ctx["encoder"].build(in_shape=ctx.data.shape, out_dim=o.latent_dim, num_classes=0)
-        decoder = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=ctx.data.shape, num_classes=0)
-        self.loss = ctx["loss"].build()
-        return Model(
-            modules={"encoder": encoder, "generator": decoder},
-            phases=[
-                Phase(
-                    "autoencoder",
-                    ("encoder", "generator"),
-                    self.step,
-                    Optim("adam", o.lr, (o.beta1, 0.999)),
-                    provides=frozenset({"x", "x_hat", "z"}),
-                )
-            ],
-            **self.model_fields(),
+        return self.single_phase_model(
+            ctx, o.latent_dim, Optim("adam", o.lr, (o.beta1, 0.999)), frozenset({"x", "x_hat", "z"})
         )
-
-    def code(self, m: Modules, x: Tensor) -> Tensor:
-        return shape_code(self.prior, m.encoder(x))
 
     def step(self, batch: Batch, m: Modules) -> PhaseOutput:
         z = self.code(m, batch.x)  # (B, d)

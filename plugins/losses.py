@@ -187,11 +187,14 @@ class GaussianNLL:
 class BernoulliNLL:
     """Bernoulli negative log-likelihood of (x + 1) / 2 given decoder logits, per example.
 
-    The decoder must output logits (generator option ``output: none``); data in ``[-1, 1]`` is
-    mapped to targets in ``[0, 1]``. Binary data gives the exact Bernoulli likelihood.
+    The decoder must output logits: the loss declares ``logits = True``, so the autoencoders
+    build their decoder with a linear output when its ``output`` is ``auto`` (an explicit
+    ``output`` is kept). Data in ``[-1, 1]`` is mapped to targets in ``[0, 1]``. Binary data
+    gives the exact Bernoulli likelihood.
     """
 
     role = "reconstruction"
+    logits = True  # reads the decoder's output as logits: a decoder's output "auto" is linear
 
     def __init__(self, options: Any = None) -> None:
         pass

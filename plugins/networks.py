@@ -33,7 +33,9 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 OUTPUTS: dict[str, Callable[[], nn.Module]] = {
-    "auto": nn.Identity,  # resolved by output_layer: tanh for images, none for vectors
+    # resolved by output_layer: tanh for images, none for vectors; an autoencoder whose
+    # reconstruction loss takes logits (bernoulli) makes its decoder's auto none before building
+    "auto": nn.Identity,
     "tanh": nn.Tanh,  # samples in [-1, 1], the range of image data sets
     "sigmoid": nn.Sigmoid,  # samples in [0, 1]
     "none": nn.Identity,  # raw values, e.g. logits for the bernoulli reconstruction loss
@@ -97,7 +99,10 @@ class MLPGeneratorOptions(MLPOptions):
 
 def output_layer(name: str, out_shape: tuple[int, ...]) -> nn.Module:
     """The generator's last activation; ``auto`` is tanh for images ``(C, H, W)`` (data in
-    [-1, 1]) and none for vectors such as 2-D points, which are unbounded."""
+    [-1, 1]) and none for vectors such as 2-D points, which are unbounded. An autoencoder's
+    decoder reaches here with ``none`` instead of ``auto`` when its reconstruction loss takes
+    logits (``bernoulli``: ``genfw_plugins._autoencoder.decoder_spec``), since a tanh would cap
+    them to [-1, 1]."""
     if name == "auto":
         name = "tanh" if len(out_shape) == 3 else "none"
     return OUTPUTS[name]()

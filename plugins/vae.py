@@ -10,7 +10,7 @@ bounded support (``spike_slab``, ``categorical``, ``uniform``) makes the KL from
 infinite: it is refused, naming the variants that can use it.
 
 ``-log p(x|z)`` is the reconstruction loss of the ``loss`` slot: ``gaussian`` (default) or
-``bernoulli`` (then the decoder must output logits: ``--generator.output none``).
+``bernoulli`` (on decoder logits: the decoder's default ``output: auto`` is then linear).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot
 from genfw import validators as check
 from genfw_plugins._autoencoder import AutoencoderBase, build_prior, decoded_mean
 
@@ -76,21 +76,11 @@ class VAE(AutoencoderBase):
         self.closed_form = hasattr(self.prior, "kl_from_normal")
         if not self.closed_form and not getattr(self.prior, "full_support", False):
             refuse_prior(ctx["prior"].name, self.prior)
-        encoder = ctx["encoder"].build(in_shape=ctx.data.shape, out_dim=2 * o.latent_dim, num_classes=0)
-        decoder = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=ctx.data.shape, num_classes=0)
-        self.loss = ctx["loss"].build()
-        return Model(
-            modules={"encoder": encoder, "generator": decoder},
-            phases=[
-                Phase(
-                    "autoencoder",
-                    ("encoder", "generator"),
-                    self.step,
-                    Optim("adam", o.lr, (0.9, 0.999)),
-                    provides=frozenset({"x", "x_hat", "z", "mu", "logvar"}),
-                )
-            ],
-            **self.model_fields(),
+        return self.single_phase_model(
+            ctx,
+            2 * o.latent_dim,
+            Optim("adam", o.lr, (0.9, 0.999)),
+            frozenset({"x", "x_hat", "z", "mu", "logvar"}),
             log_weights=self.log_weights,
         )
 

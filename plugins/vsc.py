@@ -4,7 +4,9 @@ The prior is the spike and slab ``p(z) = prod_j (alpha N(z_j; 0, 1) + (1 - alpha
 and so is the posterior, ``q(z|x) = prod_j (gamma_j N(z_j; mu_j, sigma_j^2) + (1 - gamma_j)
 delta(z_j))``, with ``(mu, log sigma^2, gamma)`` from the encoder. One phase minimises the
 negative ELBO ``-E_q log p(x|z) + beta * KL(q || p)`` with the closed-form KL of the paper's eq. 6
-(``SpikeSlabPrior.kl_from_spike_slab``; alpha is the prior's ``--prior.alpha``).
+(``SpikeSlabPrior.kl_from_spike_slab``; alpha is the prior's ``--prior.alpha``). The prior must
+keep its spike, ``0 < alpha < 1``: with ``alpha = 1`` (the normal prior) the posterior's atom at 0,
+where ``gamma < 1`` puts mass, has prior mass 0 and the KL is infinite, so build refuses it.
 
 Sampling ``z`` differentiably follows the paper (sec. 3.2): ``z = s * (mu + sigma * eps)`` with
 ``eps ~ N(0, 1)`` and the spike selector relaxed to ``s = sigmoid(c (eta + gamma - 1))``,
@@ -33,7 +35,7 @@ import torch
 from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot
+from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot
 from genfw import validators as check
 from genfw_plugins._autoencoder import AutoencoderBase, build_prior
 
@@ -75,21 +77,17 @@ class VSC(AutoencoderBase):
                 f"vsc needs a spike-and-slab prior (its KL is in closed form only there); got prior "
                 f"'{ctx['prior'].name}': use --prior spike_slab, or vae/aae/wae for other priors"
             )
-        encoder = ctx["encoder"].build(in_shape=ctx.data.shape, out_dim=3 * o.latent_dim, num_classes=0)
-        decoder = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=ctx.data.shape, num_classes=0)
-        self.loss = ctx["loss"].build()
-        return Model(
-            modules={"encoder": encoder, "generator": decoder},
-            phases=[
-                Phase(
-                    "autoencoder",
-                    ("encoder", "generator"),
-                    self.step,
-                    Optim("adam", o.lr, (0.9, 0.999)),
-                    provides=frozenset({"x", "x_hat", "z", "mu", "logvar", "gamma"}),
-                )
-            ],
-            **self.model_fields(),
+        if not self.prior.alpha < 1.0:
+            raise GenfwError(
+                f"vsc needs a spike in its prior, --prior.alpha < 1 (got {self.prior.alpha:g}): with "
+                f"alpha = 1 the prior has no mass at 0, where the posterior puts some, so KL(q || p) is "
+                f"infinite; valid: 0 < alpha < 1 (default 0.5); alpha = 1 is the normal prior: use vae"
+            )
+        return self.single_phase_model(
+            ctx,
+            3 * o.latent_dim,
+            Optim("adam", o.lr, (0.9, 0.999)),
+            frozenset({"x", "x_hat", "z", "mu", "logvar", "gamma"}),
             log_weights=self.log_weights,
         )
 
@@ -130,6 +128,16 @@ class VSC(AutoencoderBase):
         slab = mu + torch.exp(0.5 * logvar) * torch.randn(shape, device=mu.device)
         keep = torch.rand(shape, device=mu.device) < gamma
         z = torch.where(keep, slab, torch.zeros_like(slab))  # (k, B, d)
+        return self.log_weights_at(m, x, z, (mu, logvar, gamma))
+
+    def log_weights_at(
+        self, m: Modules, x: Tensor, z: Tensor, posterior: tuple[Tensor, Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """``log p(x|z) + log p(z) - log q(z|x)`` at given codes ``z (k, B, d)`` -> ``(k, B)``; the
+        densities of ``z`` are w.r.t. Lebesgue + a unit atom at 0 (``z_j == 0`` is the spike).
+        ``posterior`` is ``self.posterior(m, x)`` when already computed."""
+        mu, logvar, gamma = self.posterior(m, x) if posterior is None else posterior
+        k = z.shape[0]
         x_hat = m.generator(z.flatten(0, 1))
         log_px = -self.loss(x_hat, x.repeat(k, *([1] * (x.dim() - 1)))).view(k, -1)
         log_pz = self.prior.log_prob(z.flatten(0, 1)).view(k, -1)

@@ -7,7 +7,9 @@ any prior that can be sampled works (``--prior spike_slab``). ``penalty`` choose
 
 - ``mmd`` (default): the ``mmd`` regulariser, inverse multiquadratics kernels at the WAE code's
   scales, lambda = 10 (the paper's MNIST setting), between the batch of codes and a batch of
-  prior samples (Algorithm 2).
+  prior samples (Algorithm 2). The kernels' base scale is the paper's ``C = 2 d_z sigma_z^2``
+  with ``sigma_z^2`` the prior's variance (``--regulariser.mmd.sigma2`` left out; e.g. alpha for
+  ``spike_slab``), the kernel of the ``autoencoding`` metric's ``latent_mmd``.
 - ``gan``: a latent critic ``D`` (Algorithm 1). Per step, first ``D`` ascends
   ``lambda/n sum log D(z'_i) + log(1 - D(Q(x_i)))`` (``z' ~ p(z)``; the ``critic`` phase, with
   the ``adversarial`` loss), then ``Q`` and ``G`` descend
@@ -40,17 +42,11 @@ import torch
 from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
+from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot
 from genfw import validators as check
-from genfw_plugins._autoencoder import (
-    AutoencoderBase,
-    build_prior,
-    latent_critic_fn,
-    marginal_mmd,
-    shape_code,
-)
+from genfw_plugins._autoencoder import AutoencoderBase, build_prior, marginal_mmd, shape_code
 from genfw_plugins.gan import generator_objective
-from genfw_plugins.regularisers import WAE_SCALES
+from genfw_plugins.regularisers import WAE_SCALES, prior_variance
 
 MARGINAL_SCALES = (0.001, 0.003, 0.01, 0.03, *WAE_SCALES)
 
@@ -106,10 +102,8 @@ class WAE(AutoencoderBase):
         self.prior = build_prior(ctx, o.latent_dim)
         has_atom = hasattr(self.prior, "sparsity")
         self.sparse = o.code == "sparse" or (o.code == "auto" and has_atom)
-        self.sigma2 = float(getattr(self.prior, "variance", 1.0))
-        encoder = ctx["encoder"].build(in_shape=ctx.data.shape, out_dim=o.latent_dim, num_classes=0)
-        decoder = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=ctx.data.shape, num_classes=0)
-        self.loss = ctx["loss"].build()
+        self.sigma2 = prior_variance(self.prior)  # sigma_z^2 of the marginal MMD's kernels
+        encoder, decoder = self.build_networks(ctx, o.latent_dim)
         modules = {"encoder": encoder, "generator": decoder}
         betas = (o.beta1, 0.999)
         autoencoder = Phase(
@@ -121,18 +115,16 @@ class WAE(AutoencoderBase):
         )
         phases = [autoencoder]
         if o.penalty == "gan":
-            modules["critic"] = ctx["critic"].build(in_shape=(o.latent_dim,), out_dim=1, num_classes=0)
-            self.adversarial = ctx["adversarial"].build()
-            critic = Phase(
-                "critic",
-                ("critic",),
-                self.critic_step,
-                Optim("adam", o.lr_critic, betas),
-                provides=frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"}),
-            )
+            modules["critic"] = self.build_latent_critic(ctx)
+            critic = self.critic_phase(o.lr_critic, betas)
             autoencoder.fresh_batch = False  # Algorithm 1: D, then Q and G, on one batch
             phases = [critic, autoencoder]
         return Model(modules=modules, phases=phases, **self.model_fields())
+
+    @property
+    def critic_weight(self) -> float:
+        """WAE-GAN's lambda also scales the critic's objective (Algorithm 1)."""
+        return self.options.gan_weight
 
     def code(self, m: Modules, x: Tensor) -> Tensor:
         u = m.encoder(x)
@@ -158,26 +150,6 @@ class WAE(AutoencoderBase):
             logs["marginal_mmd"] = marginal.detach()
         return PhaseOutput(
             loss, context={"x": batch.x, "x_hat": x_hat, "z": z, "prior_z": prior_z}, logs=logs
-        )
-
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        with torch.no_grad():
-            z = self.code(m, batch.x)
-        prior_z = self.prior.sample(len(batch), device=device_of(m.critic))
-        critic = latent_critic_fn(m)
-        real_scores, fake_scores = critic(prior_z), critic(z)
-        loss = self.options.gan_weight * self.adversarial.critic_loss(real_scores, fake_scores)
-        return PhaseOutput(
-            loss,
-            context={
-                "real": prior_z,
-                "fake": z,
-                "critic": critic,
-                "labels": None,
-                "real_scores": real_scores,
-                "fake_scores": fake_scores,
-            },
-            logs={"prior_score": real_scores.detach(), "code_score": fake_scores.detach()},
         )
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from genfw import Batch, EvalContext, GenfwError, Model, Modules
 from genfw.config import resolve
@@ -26,9 +27,9 @@ from genfw_plugins.metrics.autoencoder import (
     iwae_bound,
     near_zero_fraction,
 )
-from genfw_plugins.regularisers import mmd_imq
+from genfw_plugins.regularisers import WAE_SCALES, mmd_imq
 from genfw_plugins.vae import VAE, VAEOptions
-from genfw_plugins.vsc import spike_slab_log_density
+from genfw_plugins.vsc import VSC, VSCOptions, spike_slab_log_density
 from genfw_plugins.wae import MARGINAL_SCALES
 
 from .conftest import QUICK
@@ -163,6 +164,23 @@ def test_vae_refuses_priors_without_a_finite_kl(registry):
         built(registry, "aae", prior="categorical")
 
 
+def test_vsc_refuses_a_prior_without_a_spike(registry, tmp_path, run_cli):
+    """alpha = 1 passes the prior's own check (0 < alpha <= 1) but makes vsc's KL infinite."""
+    with pytest.raises(GenfwError) as err:
+        built(registry, "vsc", prior={"name": "spike_slab", "alpha": 1.0})
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("vsc needs a spike in its prior, --prior.alpha < 1 (got 1)")
+    assert "valid: 0 < alpha < 1" in msg
+    code, _, err_text = run_cli("train", "--plugin", "vsc", "--prior.alpha", "1", "--out", tmp_path / "r")
+    assert code == 2 and "--prior.alpha < 1" in err_text and "diverged" not in err_text
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+    b = built(registry, "vsc", prior={"name": "spike_slab", "alpha": 0.999})  # any alpha < 1 builds
+    vsc = b.model.sample.__self__
+    mu, logvar, gamma = torch.zeros(1, 16), torch.zeros(1, 16), torch.full((1, 16), 0.5)
+    assert math.isfinite(vsc.prior.kl_from_spike_slab(mu, logvar, gamma).item())
+
+
 def test_vae_with_a_mixture_prior_uses_the_monte_carlo_kl(registry):
     b = built(registry, {"name": "vae", "latent_dim": 2}, prior="mog")
     vae = b.model.sample.__self__
@@ -219,6 +237,120 @@ def test_iwae_tightens_towards_the_log_likelihood():
     assert (elbo < iwae_5 + 0.02).all() and (iwae_5 < truth + 0.02).all()
     assert (elbo < truth - 0.1).all()  # the wrong posterior leaves a visible gap
     torch.testing.assert_close(iwae_many, truth, atol=0.05, rtol=0)
+
+
+# --- vsc's importance weights on a tiny fixed model ------------------------------------------------
+
+# x in R^3, z in R^2; encoder rows: mu_1, mu_2, logvar_1, logvar_2, h_1, h_2 (gamma = min(e^h, 1)).
+VSC_ENC_W = [
+    [0.5, -0.2, 0.1],
+    [0.0, 0.3, -0.4],
+    [0.1, 0.0, 0.2],
+    [-0.1, 0.2, 0.0],
+    [0.2, -0.1, 0.3],
+    [-0.3, 0.1, 0.1],
+]
+VSC_ENC_B = [0.1, -0.2, 0.4, 0.3, -0.5, -1.0]
+VSC_DEC_W = [[1.0, -0.5], [0.3, 0.8], [-0.7, 0.2]]  # x_hat = W z + b
+VSC_DEC_B = [0.2, -0.1, 0.05]
+VSC_ALPHA, VSC_SIGMA = 0.35, 0.8
+
+
+def tiny_vsc():
+    vsc = VSC(VSCOptions(latent_dim=2))
+    vsc.prior = priors.SpikeSlabPrior(priors.SpikeSlabOptions(alpha=VSC_ALPHA), dim=2)
+    vsc.loss = GaussianNLL(GaussianOptions(sigma=VSC_SIGMA))
+    encoder, decoder = nn.Linear(3, 6).double(), nn.Linear(2, 3).double()
+    for layer, w, b in ((encoder, VSC_ENC_W, VSC_ENC_B), (decoder, VSC_DEC_W, VSC_DEC_B)):
+        layer.weight.data = torch.tensor(w, dtype=torch.float64)
+        layer.bias.data = torch.tensor(b, dtype=torch.float64)
+    return vsc, Modules({"encoder": encoder, "generator": decoder})
+
+
+def vsc_log_weight_by_hand(x: list[float], z: list[float]) -> float:
+    """log p(x|z) + log p(z) - log q(z|x), every density written out, in plain floats."""
+    log_2pi = math.log(2 * math.pi)
+    out = [
+        sum(w * v for w, v in zip(row, x, strict=True)) + b
+        for row, b in zip(VSC_ENC_W, VSC_ENC_B, strict=True)
+    ]
+    mu, logvar, h = out[0:2], out[2:4], out[4:6]
+    gamma = [min(max(math.exp(min(hj, 0.0)), 1e-6), 1 - 1e-6) for hj in h]
+    # p(x|z) = N(x; W z + b, sigma^2 I)
+    x_hat = [
+        sum(w * v for w, v in zip(row, z, strict=True)) + b
+        for row, b in zip(VSC_DEC_W, VSC_DEC_B, strict=True)
+    ]
+    log_px = sum(
+        -0.5 * (xi - mi) ** 2 / VSC_SIGMA**2 - math.log(VSC_SIGMA) - 0.5 * log_2pi
+        for xi, mi in zip(x, x_hat, strict=True)
+    )
+    # p(z_j) = alpha N(z_j; 0, 1) + (1 - alpha) delta(z_j): density w.r.t. Lebesgue + unit atom at 0
+    log_pz = sum(
+        math.log(1 - VSC_ALPHA) if zj == 0 else math.log(VSC_ALPHA) - 0.5 * zj**2 - 0.5 * log_2pi for zj in z
+    )
+    # q(z_j|x) = gamma_j N(z_j; mu_j, exp(logvar_j)) + (1 - gamma_j) delta(z_j), same measure
+    log_q = 0.0
+    for zj, mj, lv, gj in zip(z, mu, logvar, gamma, strict=True):
+        if zj == 0:
+            log_q += math.log(1 - gj)
+        else:
+            log_q += math.log(gj) - 0.5 * (zj - mj) ** 2 / math.exp(lv) - 0.5 * lv - 0.5 * log_2pi
+    return log_px + log_pz - log_q
+
+
+@torch.no_grad()
+def test_vsc_log_weights_match_the_densities_written_out():
+    vsc, m = tiny_vsc()
+    x = torch.tensor([[0.5, -1.0, 2.0], [-0.3, 0.8, 0.1]], dtype=torch.float64)
+    # Codes with each pattern of spike (exact 0) and slab, per example.
+    z = torch.tensor(
+        [
+            [[0.0, 0.7], [-1.2, 0.0]],
+            [[0.4, -0.3], [0.0, 0.0]],
+            [[0.0, 0.0], [0.9, 1.5]],
+        ],
+        dtype=torch.float64,
+    )  # (k = 3, B = 2, d = 2)
+    got = vsc.log_weights_at(m, x, z)
+    assert got.shape == (3, 2)
+    for i in range(3):
+        for b in range(2):
+            hand = vsc_log_weight_by_hand(x[b].tolist(), z[i, b].tolist())
+            assert got[i, b].item() == pytest.approx(hand, rel=1e-12, abs=1e-12)
+    # log_weights draws z from the exact mixture posterior, then weighs it the same way.
+    torch.manual_seed(3)
+    w = vsc.log_weights(m, x, 6)
+    torch.manual_seed(3)
+    mu, logvar, gamma = vsc.posterior(m, x)
+    slab = mu + (0.5 * logvar).exp() * torch.randn(6, 2, 2)
+    drawn = torch.where(torch.rand(6, 2, 2) < gamma, slab, 0.0)
+    assert (drawn == 0).any() and (drawn != 0).any()  # both branches of the densities
+    for i in range(6):
+        for b in range(2):
+            hand = vsc_log_weight_by_hand(x[b].tolist(), drawn[i, b].tolist())
+            assert w[i, b].item() == pytest.approx(hand, rel=1e-12, abs=1e-12)
+
+
+@torch.no_grad()
+def test_vsc_importance_weights_are_unbiased_for_the_marginal_likelihood():
+    """E_q exp(w) = p(x) exactly when the weights are valid: here p(x) is a sum over the 4 spike
+    patterns s of P(s) N(x; b, W_s W_s^T + sigma^2 I). q's slabs are wider than the posterior's,
+    so the weights are bounded; 200,000 draws agree with p(x) within 5 standard errors."""
+    vsc, m = tiny_vsc()
+    x = torch.tensor([[0.4, 0.2, -0.3]], dtype=torch.float64)
+    w_dec, b_dec = torch.tensor(VSC_DEC_W, dtype=torch.float64), torch.tensor(VSC_DEC_B, dtype=torch.float64)
+    p_x = 0.0
+    for s in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        mask = torch.tensor(s, dtype=torch.float64)
+        cov = (w_dec * mask) @ (w_dec * mask).T + VSC_SIGMA**2 * torch.eye(3, dtype=torch.float64)
+        p_s = math.prod(VSC_ALPHA if sj else 1 - VSC_ALPHA for sj in s)
+        p_x += p_s * MultivariateNormal(b_dec, cov).log_prob(x[0]).exp().item()
+    torch.manual_seed(0)
+    weights = vsc.log_weights(m, x, 200_000)[:, 0].exp()
+    se = weights.std().item() / math.sqrt(len(weights))
+    assert abs(weights.mean().item() - p_x) < 5 * se
+    assert se < 0.01 * p_x  # the check is tight: 5 se is within 5% of p(x)
 
 
 # --- phase objectives -------------------------------------------------------------------------------
@@ -299,6 +431,60 @@ def test_wae_penalties(registry):
     assert out.loss.item() == pytest.approx((rec - 2.0 * d_code.log().mean()).item(), rel=1e-5)
 
 
+def imq_mmd_by_hand(x: torch.Tensor, y: torch.Tensor, sigma2: float, scales=WAE_SCALES) -> float:
+    """Unbiased MMD^2 with k(a, b) = sum_s C_s / (C_s + ||a - b||^2), C_s = s * 2 * d * sigma2
+    (Tolstikhin et al. 2018), summed pair by pair in plain floats."""
+    xs, ys, d = x.double().tolist(), y.double().tolist(), x.shape[1]
+
+    def k(a, b):
+        sq = sum((ai - bi) ** 2 for ai, bi in zip(a, b, strict=True))
+        return sum(s * 2 * d * sigma2 / (s * 2 * d * sigma2 + sq) for s in scales)
+
+    n, m = len(xs), len(ys)
+    kxx = sum(k(a, b) for i, a in enumerate(xs) for j, b in enumerate(xs) if i != j) / (n * (n - 1))
+    kyy = sum(k(a, b) for i, a in enumerate(ys) for j, b in enumerate(ys) if i != j) / (m * (m - 1))
+    kxy = sum(k(a, b) for a in xs for b in ys) / (n * m)
+    return kxx + kyy - 2 * kxy
+
+
+@pytest.mark.parametrize(
+    ("prior_spec", "variance"),
+    [
+        ({"name": "uniform", "low": -2.0, "high": 2.0}, 16 / 12),  # (high - low)^2 / 12
+        ({"name": "spike_slab", "alpha": 0.3}, 0.3),  # alpha * Var N(0, 1) + (1 - alpha) * 0
+    ],
+)
+def test_wae_mmd_kernel_scale_is_the_priors_variance(registry, prior_spec, variance):
+    """The WAE's default mmd penalty uses C = 2 d sigma_z^2 with sigma_z^2 the prior's variance,
+    as the autoencoding metric's latent_mmd does; an explicit sigma2 still wins."""
+    b = built(registry, {"name": "wae", "latent_dim": 3, "code": "dense"}, prior=prior_spec)
+    reg = dict(b.regularisers["autoencoder"])["mmd"]
+    assert reg.sigma2 == pytest.approx(variance) and b.model.prior.variance == pytest.approx(variance)
+    out = b.model.phases[0].step(toy_batch(b), Modules(b.model.modules))
+    z, prior_z = out.context["z"].detach(), out.context["prior_z"]
+    penalty = reg.penalty(out.context).item()
+    assert penalty == pytest.approx(10.0 * imq_mmd_by_hand(z, prior_z, variance), rel=1e-4)
+    # ... which is not the kernel of a unit variance (the former default): the test sees it.
+    assert abs(penalty - 10.0 * imq_mmd_by_hand(z, prior_z, 1.0)) > 1e-3 * abs(penalty)
+    mine = built(
+        registry,
+        {"name": "wae", "latent_dim": 3, "code": "dense"},
+        prior=prior_spec,
+        regularisers={"mmd": {"sigma2": 2.0}},
+    )
+    reg = dict(mine.regularisers["autoencoder"])["mmd"]
+    assert reg.sigma2 == 2.0 and reg.options.weight == 10.0  # the WAE's weight is kept
+    out = mine.model.phases[0].step(toy_batch(mine), Modules(mine.model.modules))
+    expected = 10.0 * imq_mmd_by_hand(out.context["z"].detach(), out.context["prior_z"], 2.0)
+    assert reg.penalty(out.context).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_mmd_regulariser_option_says_where_its_default_comes_from(registry):
+    component = registry.get("regulariser", "mmd")
+    assert dict((n, d) for n, _, d in component.option_fields())["sigma2"] is None
+    assert "prior's variance" in component.help
+
+
 def test_wae_sparse_code_has_exact_zeros(registry):
     b = built(registry, {"name": "wae", "latent_dim": 4, "shrink": 0.2}, prior="spike_slab")
     m = Modules(b.model.modules)
@@ -336,6 +522,56 @@ def test_marginal_mmd_against_a_direct_computation():
     assert per_coordinate.item() == pytest.approx(expected.item(), rel=1e-10)
 
 
+def marginal_mmd_all_coordinates_at_once(z, prior_z, sigma2, scales):
+    """The former marginal_mmd, kept as a reference: (scales, n, n, d) kernel tensors."""
+    n, m = z.shape[0], prior_z.shape[0]
+    c = 2.0 * sigma2 * z.new_tensor(list(scales)).view(-1, 1, 1, 1)
+    d_xx = (z.unsqueeze(1) - z.unsqueeze(0)).square()
+    d_yy = (prior_z.unsqueeze(1) - prior_z.unsqueeze(0)).square()
+    d_xy = (z.unsqueeze(1) - prior_z.unsqueeze(0)).square()
+    k_xx, k_yy, k_xy = c / (c + d_xx), c / (c + d_yy), c / (c + d_xy)
+    within_x = (k_xx.sum((1, 2)) - n) / (n * (n - 1))
+    within_y = (k_yy.sum((1, 2)) - m) / (m * (m - 1))
+    return (within_x + within_y - 2.0 * k_xy.mean((1, 2))).sum()
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the most elements of any tensor an operation returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.most = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.most = max(self.most, t.numel())
+        return out
+
+
+@pytest.mark.parametrize(("n", "m", "d"), [(2, 2, 1), (7, 11, 4), (40, 33, 16)])
+def test_marginal_mmd_coordinate_by_coordinate_is_the_former_formula(n, m, d):
+    g = torch.Generator().manual_seed(n + m + d)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    prior_z = torch.where(torch.rand(m, d, generator=g, dtype=torch.float64) < 0.5, 0.0, 1.0) * torch.randn(
+        m, d, generator=g, dtype=torch.float64
+    )
+    for sigma2, scales in ((0.5, MARGINAL_SCALES), (1.7, WAE_SCALES)):
+        expected = marginal_mmd_all_coordinates_at_once(z, prior_z, sigma2, scales)
+        got = marginal_mmd(z, prior_z, sigma2, scales)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-14)
+    # Memory without the d factor: no intermediate larger than scales x n x m (the former one
+    # made scales x n x m x d: 5 GB at n = m = 1000, d = 16 in float64).
+    with LargestTensor() as probe:
+        marginal_mmd(z, prior_z, 0.5, MARGINAL_SCALES)
+    assert probe.most <= len(MARGINAL_SCALES) * max(n, m) ** 2
+    if d > 1:
+        with LargestTensor() as former:
+            marginal_mmd_all_coordinates_at_once(z, prior_z, 0.5, MARGINAL_SCALES)
+        assert former.most > probe.most  # the probe sees the difference
+
+
 def test_sparse_wae_adds_the_marginal_mmd(registry):
     b = built(registry, {"name": "wae", "latent_dim": 3}, prior={"name": "spike_slab", "alpha": 0.5})
     m = Modules(b.model.modules)
@@ -369,6 +605,47 @@ def test_vsc_objective(registry):
     assert out.loss.item() == pytest.approx((rec + kl).mean().item(), rel=1e-5)
     code = b.model.encode(m, batch.x, None)
     torch.testing.assert_close(code, torch.where(gamma >= 0.5, mu, 0.0))
+
+
+# --- a reconstruction loss on logits gets a linear decoder output ----------------------------------
+
+
+def last_layers(generator: nn.Module) -> tuple[nn.Module, nn.Linear]:
+    """The MLP decoder's output module and its last linear layer."""
+    layers = list(generator.net)
+    return layers[-1], next(mod for mod in reversed(layers) if isinstance(mod, nn.Linear))
+
+
+@pytest.mark.parametrize("variant", ["ae", "vae", "aae", "wae", "vsc"])
+@torch.no_grad()
+def test_bernoulli_loss_gets_a_linear_decoder_output(registry, variant):
+    """With a tanh output the logits stay in [-1, 1], so the Bernoulli mean 2 sigmoid(l) - 1
+    cannot leave [-0.462, 0.462]; output auto must be linear for a loss on logits."""
+    b = built(registry, variant, dataset="digits", loss="bernoulli")
+    decoder = b.model.modules["generator"]
+    out, linear = last_layers(decoder)
+    assert not any(isinstance(mod, nn.Tanh) for mod in decoder.modules())
+    assert isinstance(out, nn.Identity)
+    m = Modules(b.model.modules)
+    x = b.dataset.tensors[0][:4]
+    for bias, mean in ((3.0, 2 / (1 + math.exp(-3.0)) - 1), (-3.0, 2 / (1 + math.exp(3.0)) - 1)):
+        linear.weight.zero_()
+        linear.bias.fill_(bias)  # every logit = bias
+        rec = b.model.reconstruct(m, x, None)
+        torch.testing.assert_close(rec, torch.full_like(rec, mean))  # +-0.905: beyond +-0.462
+        assert rec.abs().min().item() > 0.9
+        torch.testing.assert_close(
+            decoder(torch.zeros(2, decoder.latent_dim)), torch.full((2, 1, 8, 8), bias)
+        )
+
+
+def test_decoder_output_stays_as_chosen(registry):
+    # A loss on data-space values keeps tanh for images; an explicit output always wins.
+    assert isinstance(
+        last_layers(built(registry, "vae", dataset="digits").model.modules["generator"])[0], nn.Tanh
+    )
+    chosen = built(registry, "vae", dataset="digits", loss="bernoulli", generator={**SMALL, "output": "tanh"})
+    assert isinstance(last_layers(chosen.model.modules["generator"])[0], nn.Tanh)
 
 
 # --- the metric -----------------------------------------------------------------------------------
@@ -450,6 +727,7 @@ TINY = ("--encoder.hidden", "[16]", "--generator.hidden", "[16]")
         ("ae", ()),
         ("ae", ("--loss", "bernoulli", "--generator.output", "none")),
         ("vae", ()),
+        ("vae", ("--loss", "bernoulli")),  # output auto: a linear decoder output (logits)
         ("aae", ("--critic.hidden", "[16]", "--prior", "mog")),
         ("wae", ("--prior", "spike_slab")),
         ("wae", ("--plugin.penalty", "gan", "--critic.hidden", "[16]")),
@@ -472,6 +750,35 @@ def test_each_variant_trains_on_digits_and_logs_its_metrics(tmp_path, run_cli, v
         assert summary["autoencoding/log_likelihood"] >= summary["autoencoding/elbo"] - 1.0
     code, _, err = run_cli("sample", run, "-n", "4", "--out", tmp_path / "s.png")
     assert code == 0, err
+
+
+def test_semi_supervised_aae_trains_on_digits_with_few_labels(tmp_path, run_cli, registry):
+    b = built(
+        registry,
+        {"name": "aae", "latent_dim": 12},
+        dataset={"name": "digits", "labelled": 100},
+        prior="categorical",
+    )
+    y = b.dataset.tensors[1]
+    assert torch.bincount(y[y >= 0], minlength=10).tolist() == [10] * 10 and (y == -1).sum() == 1697
+    assert b.model.sample.__self__.supervised  # the categorical head trains on the labelled ones
+    x = b.dataset.tensors[0]
+    labelled = torch.nonzero(y >= 0).flatten()[:3]
+    unlabelled = torch.nonzero(y < 0).flatten()[:5]
+    idx = torch.cat([labelled, unlabelled])
+    m = Modules(b.model.modules)
+    out = b.model.phases[0].step(Batch(x[idx], y[idx]), m)
+    ce = F.cross_entropy(m.encoder(x[labelled])[:, :10], y[labelled])  # the unlabelled are left out
+    assert out.logs["label_ce"].item() == pytest.approx(ce.item(), rel=1e-5)
+    code, out_text, err = run_cli(
+        "train", "--plugin", "aae", "--plugin.latent_dim", "12", "--prior", "categorical",
+        "--dataset", "digits", "--dataset.labelled", "100", "--steps", "4", "--out", tmp_path / "ss",
+        *TINY, "--critic.hidden", "[16]", *QUICK,
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out_text.strip().splitlines()[-1])
+    assert math.isfinite(summary["autoencoder/label_ce"])
+    assert math.isfinite(summary["autoencoding/reconstruction"])
 
 
 def test_eval_pictures(tmp_path, run_cli):

@@ -150,6 +150,51 @@ def test_digits_rejects_bad_classes(classes: list[int], words: str) -> None:
         build(digits, "digits", {"classes": classes})
 
 
+@pytest.mark.parametrize(
+    ("options", "per_class"),
+    [
+        ({"labelled": 100}, {c: 10 for c in range(10)}),
+        ({"labelled": 25}, {c: 3 if c < 5 else 2 for c in range(10)}),  # the remainder to the lowest digits
+        ({"labelled": 0}, {c: 0 for c in range(10)}),
+        ({"labelled": 5, "classes": [7, 3]}, {3: 3, 7: 2}),
+        ({"labelled": 1740}, {c: 174 for c in range(10)}),  # every 8 (the smallest class) labelled
+    ],
+)
+def test_digits_labelled_keeps_a_balanced_fixed_subset_of_labels(
+    options: dict[str, Any], per_class: dict[int, int]
+) -> None:
+    ds = build(digits, "digits", options)
+    full = build(digits, "digits", {"classes": options["classes"]} if "classes" in options else {})
+    x, y = ds.tensors
+    x_all, y_all = full.tensors
+    assert torch.equal(x, x_all) and ds.num_classes == 10  # same images, same classes
+    kept = y >= 0
+    counts = torch.bincount(y[kept], minlength=10)
+    assert {c: int(counts[c]) for c in per_class} == per_class
+    assert int(kept.sum()) == options["labelled"] and torch.all(y[~kept] == -1)
+    assert torch.equal(y[kept], y_all[kept])  # a kept label is the true one
+    assert torch.equal(build(digits, "digits", options).tensors[1], y)  # the same examples every time
+
+
+def test_digits_labelled_examples_are_drawn_at_random_not_the_first() -> None:
+    _, y = build(digits, "digits", {"labelled": 30}).tensors
+    _, y_all = build(digits, "digits").tensors
+    for c in range(10):
+        members = torch.nonzero(y_all == c).flatten()
+        chosen = torch.nonzero(y == c).flatten()
+        assert len(chosen) == 3 and not torch.equal(chosen, members[:3])
+
+
+def test_digits_labelled_refuses_more_than_a_balanced_subset_allows() -> None:
+    with pytest.raises(GenfwError, match=r"digit 8 has only 174 examples, so labelled can be at most 1740"):
+        build(digits, "digits", {"labelled": 1741})
+    with pytest.raises(GenfwError, match=r"digit 7 has only 179 .* at most 358 \(2 classes x 179\)"):
+        build(digits, "digits", {"labelled": 359, "classes": [3, 7]})
+    assert (build(digits, "digits", {"labelled": 358, "classes": [3, 7]}).tensors[1] >= 0).sum() == 358
+    with pytest.raises(ValueError, match="labelled must be at least 0, got -1"):
+        digits.DigitsOptions(labelled=-1)
+
+
 def test_digits_parses_once_and_the_cache_is_safe_from_callers() -> None:
     assert digits.load_digits() is digits.load_digits()
     ds = build(digits, "digits")

@@ -276,13 +276,16 @@ def test_resume_never_unpickles(tmp_path, registry, monkeypatch):
     assert checkpoint.find(tmp_path / "r" / "checkpoints").name == "step_0000003"
 
 
-def test_vae_with_bernoulli_likelihood_samples_in_data_space(registry):
-    """Decoder outputs are logits; samples and reconstructions are the mean 2 sigmoid(l) - 1."""
+@pytest.mark.parametrize("output", ["none", "auto"])
+def test_vae_with_bernoulli_likelihood_samples_in_data_space(registry, output):
+    """Decoder outputs are logits; samples and reconstructions are the mean 2 sigmoid(l) - 1.
+    The default output (auto) is linear for a loss on logits, as none is: no tanh caps them."""
     raw = small("vae", dataset="digits")
     raw["loss"] = "bernoulli"
-    raw["generator"] = {"name": "mlp", "hidden": [16, 16], "output": "none"}
+    raw["generator"] = {"name": "mlp", "hidden": [16, 16], "output": output}
     b = built_for(registry, raw)
     m = Modules(b.model.modules)
+    assert isinstance(m.generator.net[-1], torch.nn.Identity)
     torch.manual_seed(0)
     samples = b.model.sample(m, 5, None)
     torch.manual_seed(0)

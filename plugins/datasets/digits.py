@@ -7,7 +7,8 @@ Provenance: the test set of the UCI "Optical Recognition of Handwritten Digits" 
 
 ``data/digits.csv.gz`` holds one row per image: 64 pixel values (row-major) then the label.
 It is small enough to live in memory and to make a quick, offline real data set for tests,
-examples and CPU runs.
+examples and CPU runs. ``labelled: N`` keeps only ``N`` labels (the rest ``y = -1``), for
+semi-supervised runs such as ``aae --prior categorical``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import numpy as np
 import torch
 
 import genfw
+from genfw import validators as check
 from genfw.hookspecs import Register
 
 NUM_CLASSES = 10
 SIDE = 8
+LABEL_SEED = 0  # which examples keep their label under ``labelled``: fixed, for every run
 
 
 def _check_classes(_: object, attribute: attrs.Attribute, value: list[int] | None) -> None:
@@ -41,6 +44,31 @@ def _check_classes(_: object, attribute: attrs.Attribute, value: list[int] | Non
 class DigitsOptions:
     classes: list[int] | None = attrs.field(default=None, validator=_check_classes)
     """Keep only these labels (e.g. ``[3]``); all ten when left out."""
+    labelled: int | None = attrs.field(default=None, validator=attrs.validators.optional(check.at_least(0)))
+    """Keep the labels of only this many examples, balanced over the (kept) classes: ``N // K``
+    per class and one more for each of the ``N % K`` lowest digits, chosen at random with a fixed
+    seed (the same examples in every run); the others get ``y = -1`` (unlabelled), which the
+    semi-supervised AAE (``aae --prior categorical``) leaves out of its label loss. All examples
+    keep their labels when left out; at most ``K`` times the smallest class's size."""
+
+
+def labelled_subset(labels: np.ndarray, n: int, seed: int = LABEL_SEED) -> np.ndarray:
+    """Indices of ``n`` examples balanced over the ``K`` classes present in ``labels`` (``n // K``
+    per class, one more for the ``n % K`` lowest classes), drawn without replacement with
+    ``seed``. More than ``K`` times the smallest class's size is a GenfwError."""
+    classes, sizes = np.unique(labels, return_counts=True)
+    k, most = len(classes), len(classes) * int(sizes.min())
+    if n > most:
+        raise genfw.GenfwError(
+            f"digits: labelled {n} is more than a balanced subset allows: digit {classes[sizes.argmin()]} "
+            f"has only {sizes.min()} examples, so labelled can be at most {most} ({k} classes x {sizes.min()})"
+        )
+    rng = np.random.default_rng(seed)
+    picked = [
+        rng.choice(np.flatnonzero(labels == c), size=n // k + (1 if i < n % k else 0), replace=False)
+        for i, c in enumerate(classes)
+    ]
+    return np.sort(np.concatenate(picked))
 
 
 @functools.cache
@@ -75,6 +103,11 @@ class Digits(genfw.GenDataset):
         # 0..16 -> [-1, 1]; the arithmetic makes fresh (writable) arrays, leaving the cache alone.
         x = torch.from_numpy(pixels.astype(np.float32) / 8.0 - 1.0).reshape(-1, *self.shape)
         y = torch.from_numpy(labels.astype(np.int64))
+        if options.labelled is not None:
+            keep = torch.from_numpy(labelled_subset(labels, options.labelled))
+            masked = torch.full_like(y, -1)
+            masked[keep] = y[keep]
+            y = masked
         self.tensors = (x, y)
 
 

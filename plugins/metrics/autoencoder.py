@@ -20,7 +20,8 @@ key ``held_out`` is 1) or, when the run holds none out, of the training data (``
   ``near_zero_prior = (1 - alpha) + 0.0797 alpha`` in expectation.
 - ``latent_mmd``: unbiased MMD^2 between the codes and as many prior samples, inverse
   multiquadratics kernels at the WAE scales with ``sigma2`` the prior's per-coordinate variance
-  (``mmd_imq``); about 0 (within sampling noise, it can be negative) when they match.
+  (``mmd_imq``; the kernel the ``mmd`` regulariser trains a WAE with, unless its ``sigma2`` is
+  set); about 0 (within sampling noise, it can be negative) when they match.
   ``marginal_mmd``: the sum over coordinates of the same 1-D MMD^2 per coordinate
   (``marginal_mmd``), which sees a mismatch of each marginal, e.g. missing zeros of a
   spike-and-slab prior, that the joint kernel on all coordinates barely registers.
@@ -37,7 +38,7 @@ import genfw
 from genfw import validators as check
 from genfw.hookspecs import Register
 from genfw_plugins._autoencoder import marginal_mmd
-from genfw_plugins.regularisers import mmd_imq
+from genfw_plugins.regularisers import mmd_imq, prior_variance
 
 
 @attrs.define
@@ -115,7 +116,7 @@ class AutoencoderMetric:
             pz = prior.sample(z.shape[0], device="cpu", generator=torch.Generator().manual_seed(0)).float()
             out["near_zero_prior"] = near_zero_fraction(pz, o.threshold)
             out["prior_zero"] = float(getattr(prior, "sparsity", 0.0))
-            sigma2 = float(getattr(prior, "variance", 1.0))
+            sigma2 = prior_variance(prior)  # the mmd regulariser's default kernel too
             out["latent_mmd"] = float(mmd_imq(z.double(), pz.double(), sigma2=sigma2))
             out["marginal_mmd"] = float(marginal_mmd(z.double(), pz.double(), sigma2=sigma2))
         if elbo:
