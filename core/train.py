@@ -94,24 +94,38 @@ def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
 def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict[str, list[tuple[str, Any]]]:
     """Build the run's regularisers, check that the model's phases fit them, and let each one's
     optional ``setup(model, ctx)`` change the model (wrap modules or phase steps, add modules such
-    as EMA weights) before anything is prepared or loaded. Phase name -> ``[(name, regulariser)]``."""
+    as EMA weights) before anything is prepared or loaded. Phase name -> ``[(name, regulariser)]``.
+
+    A refusal here names the variants the regulariser works with where it says so itself, with an
+    optional ``fits(variant_component) -> bool`` (judged from the variant class, not by building it)."""
     phase_names = [p.name for p in model.phases]
     regs: dict[str, list[tuple[str, Any]]] = {p.name: [] for p in model.phases}
     built: list[Any] = []
+
+    def fitting(reg: Any) -> str:
+        fits = getattr(reg, "fits", None)
+        if fits is None:
+            return ""
+        from genfw.plugins import get_registry
+
+        names = sorted(v.name for v in get_registry().all("variant").values() if fits(v))
+        return f"; variants it applies to: {', '.join(names) or 'none registered'}"
+
     for name, spec in cfg.regularisers.items():
         reg = spec.build()
         targets = [p for p in model.phases if p.name in reg.phases]
         if not targets:
             raise GenfwError(
                 f"regulariser '{name}' applies to {'/'.join(reg.phases)} phases; variant "
-                f"'{cfg.variant.name}' has phases {', '.join(phase_names)}"
+                f"'{cfg.variant.name}' has phases {', '.join(phase_names)}{fitting(reg)}"
             )
         for phase in targets:
             missing = sorted(set(reg.needs) - set(phase.provides))
             if missing:
                 raise GenfwError(
                     f"regulariser '{name}' needs {', '.join(missing)}, which phase '{phase.name}' of "
-                    f"variant '{cfg.variant.name}' does not provide (it provides {', '.join(sorted(phase.provides)) or 'nothing'})"
+                    f"variant '{cfg.variant.name}' does not provide (it provides "
+                    f"{', '.join(sorted(phase.provides)) or 'nothing'}){fitting(reg)}"
                 )
             regs[phase.name].append((name, reg))
         built.append(reg)
@@ -408,7 +422,11 @@ def write_hparams(writer: Any, cfg: RunConfig, final: dict[str, float], step: in
     view), the metrics as ``hparam/KEY`` scalars so they do not join the training curves."""
     from torch.utils.tensorboard.summary import hparams
 
-    hp = {k: ("none" if v is None else v) for k, v in flat_config(cfg).items()}
+    # torch's hparams() stores a bool as a number (bool is an int): give TensorBoard "true"/"false".
+    hp = {
+        k: "none" if v is None else (str(v).lower() if isinstance(v, bool) else v)
+        for k, v in flat_config(cfg).items()
+    }
     metrics = {f"hparam/{k}": float(v) for k, v in final.items() if k != "time" and math.isfinite(v)}
     for summary in hparams(hp, metrics):
         writer._get_file_writer().add_summary(summary, step)

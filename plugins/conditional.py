@@ -50,6 +50,7 @@ class CGAN(GAN):
         "generator": Slot("generator", "mlp", help="maps prior codes and a label to samples"),
         "critic": Slot("critic", "mlp", help="scores a sample given its label"),
     }
+    replayable: ClassVar[bool] = False  # experience replay: a past fake has no label
 
     def classes(self, ctx: BuildContext) -> int:
         return data_classes(ctx, "cgan")
@@ -69,6 +70,7 @@ class ACGAN(GAN):
         "generator": Slot("generator", "mlp", help="maps prior codes and a label to samples"),
         "critic": Slot("critic", "mlp", help="scores samples and predicts their class (1 + K outputs)"),
     }
+    replayable: ClassVar[bool] = False  # experience replay: a past fake has no label
 
     def classes(self, ctx: BuildContext) -> int:
         return data_classes(ctx, "acgan")

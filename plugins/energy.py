@@ -15,10 +15,17 @@ EBGAN: ``L_D = D(x) + max(0, m - D(G(z)))``, ``L_G = D(G(z)) + lambda_PT f_PT(S)
 the encoder's codes of the fakes and ``f_PT(S) = 1/(N(N-1)) sum_{i != j} cos(S_i, S_j)^2`` is the
 pulling-away term (the paper's eq. 6).
 
-BEGAN: ``L_D = D(x) - k_t D(G(z))``, ``L_G = D(G(z))``, and after each critic step
-``k_{t+1} = clip(k_t + lambda_k (gamma D(x) - D(G(z))), 0, 1)``; ``k_t`` is a buffer of the critic
-module (checkpoints and ``--resume`` carry it). The convergence measure
-``M = D(x) + |gamma D(x) - D(G(z))|`` is logged as ``critic/convergence`` beside ``critic/k``.
+BEGAN: ``L_D = D(x) - k_t D(G(z_D))``, ``L_G = D(G(z_G))``, and after the generator step
+``k_{t+1} = clip(k_t + lambda_k (gamma D(x) - D(G(z_G))), 0, 1)`` (the paper's Algorithm 1): ``D(x)``
+from the critic step of the same training step (the last one when ``n_critic > 1``), ``D(G(z_G))``
+the generator step's own energy, on its noise ``z_G``. ``k_t`` is a buffer of the critic module
+(checkpoints and ``--resume`` carry it); ``D(x)`` lives only from the critic step to the generator
+step of one training step, so a checkpoint (taken between training steps) needs no more. The
+convergence measure ``M = D(x) + |gamma D(x) - D(G(z_G))|`` is logged as ``generator/convergence``;
+``critic/k`` is the ``k_t`` the critic step used.
+
+Every input of the critic goes through ``m.critic(...)`` (the module's ``forward``, which gives
+the codes too with ``codes=True``), so wrappers such as instance noise reach both phases.
 """
 
 from __future__ import annotations
@@ -53,14 +60,17 @@ class AutoencoderCritic(nn.Module):
         """Reconstruction cost per dimension ``(B,)``."""
         return self.cost(x_hat, x) / math.prod(x.shape[1:])
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        _, x_hat = self.encode_decode(x)
-        return self.energy(x, x_hat).unsqueeze(1)  # (B, 1)
+    def forward(
+        self, x: Tensor, y: Tensor | None = None, codes: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Energies ``(B, 1)``; with ``codes``, energies ``(B,)`` and codes ``(B, code_dim)``."""
+        code, x_hat = self.encode_decode(x)
+        energy = self.energy(x, x_hat)  # (B,)
+        return (energy, code) if codes else energy.unsqueeze(1)
 
     def energies(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Energies ``(B,)`` and codes ``(B, code_dim)``."""
-        code, x_hat = self.encode_decode(x)
-        return self.energy(x, x_hat), code
+        return self(x, codes=True)
 
 
 def pulling_away(codes: Tensor) -> Tensor:
@@ -81,7 +91,7 @@ def ebgan_critic_loss(real_energy: Tensor, fake_energy: Tensor, margin: float) -
 def began_k_update(
     k: Tensor, real_energy: Tensor, fake_energy: Tensor, gamma: float, lambda_k: float
 ) -> Tensor:
-    """``clip(k + lambda_k (gamma D(x) - D(G(z))), 0, 1)`` from mean energies (scalars)."""
+    """``clip(k + lambda_k (gamma D(x) - D(G(z_G))), 0, 1)`` from mean energies (scalars)."""
     return (k + lambda_k * (gamma * real_energy - fake_energy)).clamp(0.0, 1.0)
 
 
@@ -131,6 +141,12 @@ class EnergyGAN:
         "loss": Slot("loss", "mse", role="reconstruction", help="the critic's energy, per dimension"),
     }
     phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
+    # What each phase gives regularisers (see GAN.provides).
+    provides: ClassVar[dict[str, frozenset[str]]] = {
+        "critic": frozenset({"real", "fake", "critic", "labels"}),
+        "generator": frozenset({"fake", "critic", "labels"}),
+    }
+    replayable: ClassVar[bool] = True  # the critic step scores unconditional fakes of m.generator
     regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, options: EnergyOptions) -> None:
@@ -154,8 +170,8 @@ class EnergyGAN:
                 Optim("adam", o.lr_critic, betas),
                 Optim("adam", o.lr_generator, betas),
                 n_critic=o.n_critic,
-                critic_provides={"real", "fake", "critic", "labels"},
-                generator_provides={"fake", "critic", "labels"},
+                critic_provides=self.provides["critic"],
+                generator_provides=self.provides["generator"],
             ),
             sample=self.sample,
         )
@@ -197,7 +213,8 @@ class EBGAN(EnergyGAN):
 
     def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
         fake = m.generator(self.noise(len(batch), batch.x.device))
-        energy, codes = _unwrap(m.critic).energies(fake)
+        # Through the module's forward: instance noise (and a DDP wrapper) see this input too.
+        energy, codes = m.critic(fake, codes=True)  # (B,), (B, code_dim)
         pt = pulling_away(codes)
         loss = energy.mean() + self.options.pt_weight * pt
         return PhaseOutput(
@@ -217,37 +234,42 @@ class BEGAN(EnergyGAN):
 
     def __init__(self, options: BEGANOptions) -> None:
         super().__init__(options)
+        # D(x) of the last critic step, for the k update after the generator step of the same
+        # training step (then cleared).
+        self.real_energy: Tensor | None = None
 
     def init_critic(self, critic: AutoencoderCritic) -> None:
         critic.k.fill_(self.options.k_init)
 
     def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        o = self.options
         with torch.no_grad():
             fake = m.generator(self.noise(len(batch), batch.x.device))
         energy = m.critic(torch.cat([batch.x, fake])).squeeze(1)  # (2B,)
         real_e, fake_e = energy[: len(batch)].mean(), energy[len(batch) :].mean()
-        state = _unwrap(m.critic)
-        k = state.k.clone()  # k_t: the buffer is updated below, after it entered the graph
+        k = _unwrap(m.critic).k.clone()  # k_t: the generator step updates the buffer in place
         loss = real_e - k * fake_e
-        with torch.no_grad():
-            state.k.copy_(began_k_update(k, real_e, fake_e, o.gamma, o.lambda_k))
-            convergence = real_e + (o.gamma * real_e - fake_e).abs()
+        self.real_energy = real_e.detach()
         return PhaseOutput(
             loss,
             context={"real": batch.x, "fake": fake, "critic": self.energy_fn(m), "labels": None},
-            logs={
-                "k": k,
-                "convergence": convergence,
-                "real_energy": real_e.detach(),
-                "fake_energy": fake_e.detach(),
-            },
+            logs={"k": k, "real_energy": real_e.detach(), "fake_energy": fake_e.detach()},
         )
 
     def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        fake = m.generator(self.noise(len(batch), batch.x.device))
-        loss = m.critic(fake).mean()
-        return PhaseOutput(loss, context={"fake": fake, "critic": self.energy_fn(m), "labels": None})
+        o = self.options
+        fake = m.generator(self.noise(len(batch), batch.x.device))  # G(z_G)
+        fake_e = m.critic(fake).mean()  # L(G(z_G))
+        logs = {"fake_energy": fake_e.detach()}
+        real_e, self.real_energy = self.real_energy, None
+        if real_e is not None:  # the loop always runs a critic step first
+            with torch.no_grad():
+                state = _unwrap(m.critic)
+                gen_e = fake_e.detach()
+                state.k.copy_(began_k_update(state.k, real_e, gen_e, o.gamma, o.lambda_k))
+                logs["convergence"] = real_e + (o.gamma * real_e - gen_e).abs()
+        return PhaseOutput(
+            fake_e, context={"fake": fake, "critic": self.energy_fn(m), "labels": None}, logs=logs
+        )
 
 
 @genfw.hookimpl

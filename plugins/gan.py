@@ -27,7 +27,9 @@ class GANOptions:
     lr_critic: float = attrs.field(default=2e-4, validator=check.positive)
     beta1: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, high_open=True))
     beta2: float = attrs.field(default=0.999, validator=check.in_interval(0, 1, high_open=True))
-    n_critic: int = attrs.field(default=1, validator=check.at_least(1))  # critic steps per generator step
+    n_critic: int = attrs.field(default=1, validator=check.at_least(1))  # critic steps per training step
+    # Generator steps per training step (each on fresh noise): slows the critic by update ratio.
+    n_generator: int = attrs.field(default=1, validator=check.at_least(1))
 
 
 class GAN:
@@ -40,6 +42,17 @@ class GAN:
         "loss": Slot("loss", "non_saturating", role="adversarial"),
     }
     phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
+    # The context keys each phase gives regularisers, declared so that a trick can tell which
+    # variants it works with without building them (``fits`` in ``genfw_plugins/tricks.py``).
+    # "real" is the batch the critic phase last saw; "features" the critic's intermediate
+    # features (feature matching).
+    provides: ClassVar[dict[str, frozenset[str]]] = {
+        "critic": frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"}),
+        "generator": frozenset({"real", "fake", "critic", "features", "labels", "fake_scores"}),
+    }
+    # The critic step scores unconditional fakes of ``m.generator`` that experience replay may
+    # swap for past ones (a conditional variant sets it false: a past fake has no label).
+    replayable: ClassVar[bool] = True
     regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
     optimizer: ClassVar[str] = "adam"
     num_classes: int = 0  # classes the players are conditioned on; build sets it from classes()
@@ -61,10 +74,10 @@ class GAN:
                 self.optim(o.lr_critic),
                 self.optim(o.lr_generator),
                 n_critic=o.n_critic,
-                critic_provides={"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
-                # "real" is the batch the critic phase last saw; "features" the critic's
-                # intermediate features (feature matching).
-                generator_provides={"real", "fake", "critic", "features", "labels", "fake_scores"},
+                # Options of a subclass's own may lack it (one generator step then).
+                n_generator=getattr(o, "n_generator", 1),
+                critic_provides=self.provides["critic"],
+                generator_provides=self.provides["generator"],
             ),
             sample=self.sample,
             num_classes=self.num_classes,
@@ -149,9 +162,11 @@ def adversarial_phases(
     n_critic: int,
     critic_provides: Iterable[str],
     generator_provides: Iterable[str],
+    n_generator: int = 1,
 ) -> list[Phase]:
-    """The two phases of every GAN: ``n_critic`` critic steps on fresh batches, then one generator
-    step that reuses the last batch (it needs only its size and labels)."""
+    """The two phases of every GAN: ``n_critic`` critic steps on fresh batches, then
+    ``n_generator`` generator steps, each on fresh noise, that reuse the last batch (they need
+    only its size and labels)."""
     return [
         Phase(
             "critic",
@@ -166,6 +181,7 @@ def adversarial_phases(
             ("generator",),
             generator_step,
             generator_optim,
+            repeats=n_generator,
             fresh_batch=False,
             provides=frozenset(generator_provides),
         ),

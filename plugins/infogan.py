@@ -64,6 +64,7 @@ class InfoGANOptions:
     beta1: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, high_open=True))
     beta2: float = attrs.field(default=0.999, validator=check.in_interval(0, 1, high_open=True))
     n_critic: int = attrs.field(default=1, validator=check.at_least(1))
+    n_generator: int = attrs.field(default=1, validator=check.at_least(1))  # generator steps per step
 
 
 @attrs.frozen
@@ -91,6 +92,7 @@ class InfoGAN(GAN):
         # The authors' code draws the noise from U[-1, 1] too.
         "prior": Slot("prior", "uniform", help="distribution of the noise z (the codes have their own)"),
     }
+    replayable: ClassVar[bool] = False  # experience replay: a past fake has no codes
 
     def __init__(self, options: InfoGANOptions):
         self.options = options

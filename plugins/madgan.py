@@ -51,6 +51,14 @@ class MultiGenerator(nn.Module):
     Without ``which``, each sample's generator is drawn uniformly at random (the mixture).
     """
 
+    # The critic labels a fake by its position (block i of the k n fakes: generator i), so
+    # experience replay, which swaps fakes for past ones, would mislabel them: it refuses.
+    replayable: ClassVar[bool] = False
+    replay_refusal: ClassVar[str] = (
+        "the critic labels each fake by its position (which generator made it), so a past fake in its "
+        "place would carry the wrong label"
+    )
+
     def __init__(self, generators: list[nn.Module]) -> None:
         super().__init__()
         self.generators = nn.ModuleList(generators)
@@ -110,6 +118,12 @@ class MADGAN:
         "prior": Slot("prior", "normal", help="distribution of the generators' input codes"),
     }
     phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
+    # What each phase gives regularisers (see GAN.provides).
+    provides: ClassVar[dict[str, frozenset[str]]] = {
+        "critic": frozenset({"real", "fake", "critic", "labels"}),
+        "generator": frozenset({"fake", "critic", "labels"}),
+    }
+    replayable: ClassVar[bool] = MultiGenerator.replayable
     regularisers: ClassVar[dict[str, dict]] = {}
     default_dataset: ClassVar[str] = "toy2d"
     # 2-D toy data: 2-D noise as in the wgan-gp points preset; each of the k generators gets a batch
@@ -138,8 +152,8 @@ class MADGAN:
                 Optim("adam", o.lr_critic, betas),
                 Optim("adam", o.lr_generator, betas),
                 n_critic=o.n_critic,
-                critic_provides={"real", "fake", "critic", "labels"},
-                generator_provides={"fake", "critic", "labels"},
+                critic_provides=self.provides["critic"],
+                generator_provides=self.provides["generator"],
             ),
             sample=self.sample,
         )
@@ -158,15 +172,17 @@ class MADGAN:
         k, n = self.options.num_generators, len(batch)
         with torch.no_grad():
             fakes = self.fakes(m.generator, n, batch.x.device)  # (k, n, *shape)
-        logits = m.critic(torch.cat([batch.x, fakes.flatten(0, 1)]))  # ((k+1) n, k+1)
-        real_logits, fake_logits = logits[:n], logits[n:].view(k, n, -1)
+        # Real and fake batches are scored in separate calls, as in every other variant, so that
+        # batch-level layers (minibatch discrimination / stddev, batch norm) see real data alone.
+        real_logits = m.critic(batch.x)  # (n, k+1)
+        fake_logits = m.critic(fakes.flatten(0, 1)).view(k, n, -1)  # (k, n, k+1)
         loss = critic_loss(real_logits, fake_logits)
         mixed = fakes[torch.arange(n, device=fakes.device) % k, torch.arange(n, device=fakes.device)]
 
         def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
             return real_log_odds(m.critic(x))
 
-        accuracy = (fake_logits.argmax(-1) == torch.arange(k, device=logits.device)[:, None]).float().mean()
+        accuracy = (fake_logits.argmax(-1) == torch.arange(k, device=fakes.device)[:, None]).float().mean()
         return PhaseOutput(
             loss,
             context={"real": batch.x, "fake": mixed, "critic": critic, "labels": None},

@@ -154,6 +154,11 @@ class ProGenerator(nn.Module):
     features to images.
     """
 
+    replayable: ClassVar[bool] = False  # experience replay: see replay_refusal
+    replay_refusal: ClassVar[str] = (
+        "its resolution grows during training, so past fakes stop fitting the critic"
+    )
+
     def __init__(self, latent_dim: int, out_shape: tuple[int, ...], widths: list[int], schedule: Any) -> None:
         super().__init__()
         self.latent_dim, self.out_shape, self.schedule = latent_dim, tuple(out_shape), schedule

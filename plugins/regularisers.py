@@ -17,10 +17,35 @@ import torch
 from torch import Tensor, nn
 
 import genfw
+from genfw import BuildContext, GenfwError, Model
 from genfw import validators as check
 from genfw.hookspecs import Register
 
 # --- gradient penalty ---------------------------------------------------------------------------
+
+
+def refuse_batch_norm(model: Model, phases: tuple[str, ...], penalty: str, why: str) -> None:
+    """A one-line error if a module the ``phases`` train (the critic) has batch-norm layers.
+
+    A gradient penalty on each example's gradient norm assumes each score depends on its own
+    input alone; batch norm in training mode makes it depend on the whole batch, so the gradient
+    of ``sum_j D(x_j)`` at ``x_i`` is no longer ``D``'s gradient at ``x_i``.
+    """
+    for phase in model.phases:
+        if phase.name not in phases:
+            continue
+        for name in phase.modules:
+            norms = {
+                type(m).__name__
+                for m in model.modules[name].modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            }
+            if norms:
+                raise GenfwError(
+                    f"{penalty} penalises each example's gradient norm, but the {name} has batch norm "
+                    f"({', '.join(sorted(norms))}), which makes each score depend on the whole batch ({why}); "
+                    f"use one without it: --{name}.batch_norm false"
+                )
 
 
 @attrs.define
@@ -46,6 +71,15 @@ class GradientPenalty:
 
     def __init__(self, options: GradientPenaltyOptions) -> None:
         self.weight, self.center = options.weight, options.center
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        """Refuse a critic with batch norm: Gulrajani et al. (section 4) drop it for this reason."""
+        refuse_batch_norm(
+            model,
+            self.phases,
+            "gradient_penalty",
+            "Gulrajani et al. 2017, section 4, drop it for this reason",
+        )
 
     def penalty(self, ctx: dict[str, Any]) -> Tensor:
         real: Tensor = ctx["real"].detach().float()  # (B, ...)
@@ -109,6 +143,16 @@ class DraganPenalty:
 
     def __init__(self, options: DraganOptions) -> None:
         self.weight, self.scale, self.center = options.weight, options.scale, options.center
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        """Refuse a critic with batch norm. The paper's penalty,
+        ``lambda E_{x, delta} (||grad_x D(x + delta)|| - k)^2``, is one gradient norm per perturbed
+        example, exactly as in WGAN-GP, and the authors' code computes it so (one ``alpha`` and one
+        slope per example) on a discriminator without batch norm: the reason WGAN-GP drops batch
+        norm holds here too."""
+        refuse_batch_norm(
+            model, self.phases, "dragan", "the per-example penalty of Gulrajani et al. 2017, section 4"
+        )
 
     def penalty(self, ctx: dict[str, Any]) -> Tensor:
         real: Tensor = ctx["real"].detach().float()  # (B, ...)
@@ -197,25 +241,45 @@ class MMDOptions:
     # imq: sum of inverse multiquadratics kernels over scales; rbf: one Gaussian kernel whose
     # width is the median heuristic of the WAE code (scales and sigma2 then do not apply).
     kernel: str = attrs.field(default="imq", validator=check.one_of("imq", "rbf"))
-    sigma2: float = attrs.field(default=1.0, validator=check.positive)  # per-dimension prior variance
+    # sigma_z^2 of the imq kernels' C = s * 2 * d * sigma_z^2: the prior's per-coordinate variance.
+    # Left out (null), it is the variant's prior's ``variance`` (1 for normal, alpha for spike_slab,
+    # (high - low)^2 / 12 for uniform; 1 for a model without a prior), taken when the run is built,
+    # so training uses the kernel of the autoencoding metric's latent_mmd; a number given wins.
+    sigma2: float | None = attrs.field(default=None, validator=attrs.validators.optional(check.positive))
     scales: list[float] = attrs.field(factory=lambda: list(WAE_SCALES), validator=check.each(check.positive))
 
 
+def prior_variance(prior: Any) -> float:
+    """The per-coordinate variance ``sigma_z^2`` of a latent prior (its ``variance``; 1 without)."""
+    return float(getattr(prior, "variance", 1.0))
+
+
 class MMDPenalty:
-    """WAE-MMD (Tolstikhin et al. 2018): lambda * MMD^2 between encoded codes and prior samples."""
+    """WAE-MMD (Tolstikhin et al. 2018): lambda * MMD^2 between encoded codes and prior samples.
+
+    The imq kernels' base scale is ``C = 2 d sigma_z^2`` with ``sigma_z^2`` the prior's variance
+    (``sigma2`` left out: resolved in ``setup`` from ``model.prior``; ``self.sigma2`` is the value
+    used, 1 until then) or the ``sigma2`` option when given.
+    """
 
     phases: tuple[str, ...] = ("autoencoder",)
     needs: tuple[str, ...] = ("z", "prior_z")
 
     def __init__(self, options: MMDOptions) -> None:
         self.options = options
+        self.sigma2 = 1.0 if options.sigma2 is None else options.sigma2
+
+    def setup(self, model: Any, ctx: Any) -> None:
+        """Take ``sigma_z^2`` from the model's prior unless ``sigma2`` was given."""
+        if self.options.sigma2 is None:
+            self.sigma2 = prior_variance(getattr(model, "prior", None))
 
     def penalty(self, ctx: dict[str, Any]) -> Tensor:
         z, prior_z = ctx["z"].float(), ctx["prior_z"].float()  # (B, d) each
         if self.options.kernel == "rbf":
             mmd = mmd_rbf(z, prior_z)
         else:
-            mmd = mmd_imq(z, prior_z, self.options.scales, self.options.sigma2)
+            mmd = mmd_imq(z, prior_z, self.options.scales, self.sigma2)
         return self.options.weight * mmd
 
 
@@ -254,7 +318,13 @@ class WeightClipping:
 @genfw.hookimpl
 def genfw_register_regularisers(register: Register) -> None:
     register("gradient_penalty", GradientPenalty, options=GradientPenaltyOptions)
-    register("mmd", MMDPenalty, options=MMDOptions)
+    register(
+        "mmd",
+        MMDPenalty,
+        options=MMDOptions,
+        help="WAE-MMD (Tolstikhin et al. 2018); imq scale C = 2 d sigma2, "
+        "sigma2 = the prior's variance unless set",
+    )
     register("weight_clipping", WeightClipping, options=WeightClippingOptions)
     register(
         "dragan",

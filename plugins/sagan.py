@@ -187,6 +187,7 @@ class SAGANVariantOptions:
     beta1: float = attrs.field(default=0.0, validator=check.in_interval(0, 1, high_open=True))
     beta2: float = attrs.field(default=0.9, validator=check.in_interval(0, 1, high_open=True))
     n_critic: int = attrs.field(default=1, validator=check.at_least(1))
+    n_generator: int = attrs.field(default=1, validator=check.at_least(1))  # generator steps per step
 
 
 class SAGAN(GAN):

@@ -22,6 +22,11 @@ buffers of a module they add to ``model.modules``, so checkpoints and ``--resume
 
 Critic-side layers rely on the critic convention of the critic hook: ``features(x, y)`` and a
 linear ``head`` with ``forward(x, y) == head(features(x, y))`` (the ``mlp`` and ``dcgan`` critics).
+
+A trick that can refuse a variant declares ``fits(variant) -> bool``: whether it works with that
+registered variant and its default components, judged from what the variant class declares
+(``phases``, ``slots``, ``provides`` per phase, ``replayable``) without building it. Refusals
+name the variants it fits (``core/train.py`` does so for a phase that lacks what a trick needs).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import attrs
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
+from torch.nn.utils.spectral_norm import SpectralNorm as LegacySpectralNorm
 
 import genfw
 from genfw import BuildContext, GenfwError, Model, Modules, Phase, PhaseOutput
@@ -64,15 +70,30 @@ def add_module(model: Model, name: str, module: nn.Module) -> None:
     model.modules[name] = module
 
 
-def gan_variants() -> list[str]:
-    """Registered variants with a critic phase and a generator phase."""
+def fitting_variants(fits: Callable[[Any], bool]) -> str:
+    """The registered variants ``fits`` accepts, comma-separated, for a refusal's last words."""
     from genfw.plugins import get_registry
 
-    return sorted(
-        v.name
-        for v in get_registry().all("variant").values()
-        if {"critic", "generator"} <= set(getattr(v.factory, "phases", ()))
+    names = sorted(v.name for v in get_registry().all("variant").values() if fits(v))
+    return ", ".join(names) or "none registered"
+
+
+def declares(variant: Any, phase: str, keys: tuple[str, ...]) -> bool:
+    """Whether the variant class declares that its phase ``phase`` provides all of ``keys``
+    (``provides: dict[phase, keys]``; a variant that declares nothing is not counted on)."""
+    provides = getattr(variant.factory, "provides", None) or {}
+    return (
+        phase in getattr(variant.factory, "phases", ())
+        and phase in provides
+        and set(keys) <= set(provides[phase])
     )
+
+
+def has_critic_network(variant: Any) -> bool:
+    """Whether the variant's critic is a critic plugin network (slot ``critic`` of kind critic),
+    which by the critic hook's convention has ``features`` and a linear ``head``."""
+    slot = getattr(variant.factory, "slots", {}).get("critic")
+    return slot is not None and slot.kind == "critic"
 
 
 def phases_of(model: Model, names: tuple[str, ...]) -> list[Phase]:
@@ -99,7 +120,7 @@ def insert_before_head(critic: nn.Module, layer: nn.Module, extra: int, trick: s
     if not hasattr(critic, "features") or not isinstance(head, (nn.Linear, nn.Sequential)):
         raise GenfwError(
             f"{trick} needs a critic with features(x, y) and a linear head (the mlp and dcgan critics); "
-            f"{type(critic).__name__} has none"
+            f"{type(critic).__name__} has none; variants it applies to: {fitting_variants(critic_layer_fits)}"
         )
     *before, last = head if isinstance(head, nn.Sequential) else (head,)
     if not isinstance(last, nn.Linear):
@@ -107,7 +128,29 @@ def insert_before_head(critic: nn.Module, layer: nn.Module, extra: int, trick: s
             f"{trick} needs the critic's head to end in a linear layer, not {type(last).__name__}"
         )
     widened = nn.Linear(last.in_features + extra, last.out_features).to(last.weight.device)
+    copy_spectral_norm(last, widened)
     critic.head = nn.Sequential(*before, layer.to(last.weight.device), widened)
+
+
+def critic_layer_fits(variant: Any) -> bool:
+    """``fits`` of the tricks that insert a layer before the critic's head."""
+    return declares(variant, "critic", ()) and has_critic_network(variant)
+
+
+def copy_spectral_norm(old: nn.Linear, new: nn.Linear) -> None:
+    """Spectral normalisation on ``new`` with ``old``'s settings where ``old`` has it (a SAGAN
+    head), as a parametrization or as the older ``torch.nn.utils.spectral_norm`` hook."""
+    if parametrize.is_parametrized(old, "weight"):
+        for p in old.parametrizations.weight:
+            if isinstance(p, _SpectralNorm):
+                spectral_norm(new, n_power_iterations=p.n_power_iterations, eps=p.eps, dim=p.dim)
+                return
+    for hook in old._forward_pre_hooks.values():
+        if isinstance(hook, LegacySpectralNorm):
+            torch.nn.utils.spectral_norm(
+                new, name=hook.name, n_power_iterations=hook.n_power_iterations, eps=hook.eps, dim=hook.dim
+            )
+            return
 
 
 def _width(critic: nn.Module) -> int:
@@ -144,12 +187,16 @@ class FeatureMatching:
     def __init__(self, options: FeatureMatchingOptions) -> None:
         self.weight, self.replace = options.weight, options.replace
 
+    @staticmethod
+    def fits(variant: Any) -> bool:
+        return declares(variant, "generator", FeatureMatching.needs) and has_critic_network(variant)
+
     def setup(self, model: Model, ctx: BuildContext) -> None:
         critic = module_of(model, "critic", "feature_matching")
         if not hasattr(critic, "features"):
             raise GenfwError(
                 f"feature_matching needs a critic with features(x, y) (the mlp and dcgan critics have it); "
-                f"{type(critic).__name__} has none"
+                f"{type(critic).__name__} has none; variants it applies to: {fitting_variants(self.fits)}"
             )
         if self.replace:
             for phase in phases_of(model, self.phases):
@@ -264,6 +311,7 @@ class MinibatchDiscriminationTrick:
 
     phases: tuple[str, ...] = ("critic",)
     needs: tuple[str, ...] = ()
+    fits = staticmethod(critic_layer_fits)
 
     def __init__(self, options: MinibatchDiscriminationOptions) -> None:
         self.options = options
@@ -310,6 +358,7 @@ class MinibatchStdDevTrick:
 
     phases: tuple[str, ...] = ("critic",)
     needs: tuple[str, ...] = ()
+    fits = staticmethod(critic_layer_fits)
 
     def __init__(self, options: MinibatchStdDevOptions) -> None:
         self.group_size = options.group_size
@@ -349,13 +398,25 @@ class LabelSmoothing:
     def __init__(self, options: LabelSmoothingOptions) -> None:
         self.real_label = options.real_label
 
+    @staticmethod
+    def fits(variant: Any) -> bool:
+        """A critic phase with real scores and, by default, a cross-entropy ``loss`` slot."""
+        from genfw.plugins import get_registry
+
+        slot = getattr(variant.factory, "slots", {}).get("loss")
+        if slot is None or slot.kind != "loss" or not declares(variant, "critic", LabelSmoothing.needs):
+            return False
+        loss = get_registry().all("loss").get(slot.default)
+        return loss is not None and isinstance(loss.factory, type) and issubclass(loss.factory, MinimaxLoss)
+
     def setup(self, model: Model, ctx: BuildContext) -> None:
         loss = ctx.components.get("loss")
         factory = getattr(loss, "component", None) and loss.component.factory
         if not (isinstance(factory, type) and issubclass(factory, MinimaxLoss)):
             name = loss.name if loss is not None else "none"
             raise GenfwError(
-                f"label_smoothing applies to the cross-entropy losses (minimax, non_saturating); this run's loss is '{name}'"
+                f"label_smoothing applies to the cross-entropy losses (minimax, non_saturating); this run's "
+                f"loss is '{name}' (pick one with --loss); variants it applies to: {fitting_variants(self.fits)}"
             )
         if loss.options.real_label != 1.0:
             raise GenfwError(
@@ -437,16 +498,29 @@ class ExperienceReplay:
     def __init__(self, options: ExperienceReplayOptions) -> None:
         self.options = options
 
+    @staticmethod
+    def fits(variant: Any) -> bool:
+        """A critic and a generator phase, and a variant that declares its fakes replayable
+        (``replayable = True``: unconditional, each fake labelled only as fake)."""
+        phases = set(getattr(variant.factory, "phases", ()))
+        return {"critic", "generator"} <= phases and getattr(variant.factory, "replayable", False)
+
     def setup(self, model: Model, ctx: BuildContext) -> None:
+        applies = f"variants it applies to: {fitting_variants(self.fits)}"
         if not {"critic", "generator"} <= {p.name for p in model.phases}:
             raise GenfwError(
                 "experience_replay needs a critic that scores a generator's fakes (a critic and a generator "
-                f"phase); variants it applies to: {', '.join(gan_variants())}"
+                f"phase); {applies}"
             )
         generator = module_of(model, "generator", "experience_replay")
         if getattr(model, "num_classes", 0) or getattr(generator, "num_classes", 0):
             raise GenfwError(
-                "experience_replay works with unconditional generators only (a past fake has no label)"
+                f"experience_replay works with unconditional generators only (a past fake has no label); {applies}"
+            )
+        if not getattr(generator, "replayable", True):
+            why = getattr(generator, "replay_refusal", "its fakes cannot stand in for one another")
+            raise GenfwError(
+                f"experience_replay cannot replay the fakes of {type(generator).__name__}: {why}; {applies}"
             )
         buffer = ReplayBuffer(self.options.capacity, tuple(ctx.data.shape))
         add_module(model, "experience_replay", buffer)
@@ -508,7 +582,8 @@ class InstanceNoise:
 
     Every input of the critic, real and fake, in both phases, gets Gaussian noise of standard
     deviation ``sigma_t = sigma * max(0, 1 - t / anneal_steps)``, ``t`` the training step (a
-    buffer of the module ``instance_noise``, advanced after each generator step).
+    buffer of the module ``instance_noise``, advanced after the last generator step of each
+    training step).
     """
 
     phases: tuple[str, ...] = ("critic", "generator")
@@ -525,6 +600,9 @@ class InstanceNoise:
         for phase in phases:
             swap_in_step(phase, "critic", lambda c: Noisy(c, self.sigma()))
         self.last = tuple(id(model.modules[n]) for n in phases[-1].modules)
+        # The last phase may repeat (n_generator): the schedule advances after its last repeat.
+        # Checkpoints fall between training steps, where this count is back at 0.
+        self.repeats, self.calls = phases[-1].repeats, 0
 
     def sigma(self) -> Tensor:
         return instance_noise_sigma(self.options.sigma, self.options.anneal_steps, self.schedule.step)
@@ -534,8 +612,10 @@ class InstanceNoise:
 
     @torch.no_grad()
     def after_step(self, modules: list[nn.Module]) -> None:
-        if tuple(id(m) for m in modules) == self.last:  # once per training step
-            self.schedule.step.add_(1)
+        if tuple(id(m) for m in modules) == self.last:
+            self.calls = (self.calls + 1) % self.repeats
+            if self.calls == 0:  # once per training step
+                self.schedule.step.add_(1)
 
 
 # --- spectral normalisation ---------------------------------------------------------------------

@@ -31,6 +31,7 @@ class WGANOptions:
     lr_generator: float = attrs.field(default=5e-5, validator=check.positive)
     lr_critic: float = attrs.field(default=5e-5, validator=check.positive)
     n_critic: int = attrs.field(default=5, validator=check.at_least(1))
+    n_generator: int = attrs.field(default=1, validator=check.at_least(1))  # generator steps per step
 
 
 class WGAN(GAN):
@@ -58,6 +59,7 @@ class WGANGPOptions:
     beta1: float = attrs.field(default=0.0, validator=check.in_interval(0, 1, high_open=True))
     beta2: float = attrs.field(default=0.9, validator=check.in_interval(0, 1, high_open=True))
     n_critic: int = attrs.field(default=5, validator=check.at_least(1))
+    n_generator: int = attrs.field(default=1, validator=check.at_least(1))  # generator steps per step
 
 
 class WGANGP(GAN):

@@ -91,26 +91,84 @@ def test_ebgan_phases_by_hand(registry) -> None:
     assert out.logs["pulling_away"].item() == pytest.approx(pulling_away(codes).item(), rel=1e-5)
 
 
-def test_began_critic_step_uses_k_then_updates_it(registry) -> None:
+def test_began_k_update_uses_the_generator_steps_energy(registry) -> None:
+    """Algorithm 1 of the paper: L_D = L(x) - k_t L(G(z_D)); L_G = L(G(z_G));
+    k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z_G)))), with z_G the generator step's noise
+    and L(x) from the critic step of the same training step; M = L(x) + |gamma L(x) - L(G(z_G))|."""
     r = raw("began")
     r["variant"] = {"name": "began", "k_init": 0.3, "lambda_k": 0.1}
     b = build(resolve(r, registry))
     m = Modules(b.model.modules)
     x = b.dataset.tensors[0][:8]
-    torch.manual_seed(0)
-    out = b.model.phases[0].step(Batch(x, torch.zeros(8, dtype=torch.long)), m)
+    batch = Batch(x, torch.zeros(8, dtype=torch.long))
 
     def energy(v):  # BEGAN's L1 energy, mean over the batch
         return (m.critic.encode_decode(v)[1] - v).abs().flatten(1).mean(1).mean()
 
-    e_real, e_fake = energy(x), energy(out.context["fake"])
-    assert out.loss.item() == pytest.approx((e_real - 0.3 * e_fake).item(), rel=1e-5)
-    k_next = min(max(0.3 + 0.1 * (0.5 * e_real.item() - e_fake.item()), 0.0), 1.0)
-    assert m.critic.k.item() == pytest.approx(k_next, rel=1e-5)
+    torch.manual_seed(0)
+    out = b.model.phases[0].step(batch, m)
+    e_real, e_fake_d = energy(x), energy(out.context["fake"])
+    assert out.loss.item() == pytest.approx((e_real - 0.3 * e_fake_d).item(), rel=1e-5)
     assert out.logs["k"].item() == pytest.approx(0.3)
-    m_measure = e_real + (0.5 * e_real - e_fake).abs()
-    assert out.logs["convergence"].item() == pytest.approx(m_measure.item(), rel=1e-5)
-    out.loss.backward()  # the in-place update of k did not break the graph
+    assert m.critic.k.item() == pytest.approx(0.3)  # not updated by the critic step
+    out.loss.backward()
+
+    torch.manual_seed(1)
+    gen = b.model.phases[1].step(batch, m)
+    torch.manual_seed(1)
+    fake_g = m.generator(torch.randn(8, 64))  # G(z_G): the generator step's own noise
+    torch.testing.assert_close(gen.context["fake"], fake_g)
+    e_gen = energy(fake_g)
+    assert gen.loss.item() == pytest.approx(e_gen.item(), rel=1e-5)
+    k_next = min(max(0.3 + 0.1 * (0.5 * e_real.item() - e_gen.item()), 0.0), 1.0)
+    assert m.critic.k.item() == pytest.approx(k_next, rel=1e-5)
+    k_with_critic_fakes = 0.3 + 0.1 * (0.5 * e_real.item() - e_fake_d.item())
+    assert abs(k_next - k_with_critic_fakes) > 1e-4  # the test tells the two updates apart
+    m_measure = e_real + (0.5 * e_real - e_gen).abs()
+    assert gen.logs["convergence"].item() == pytest.approx(m_measure.item(), rel=1e-5)
+    gen.loss.backward()  # the in-place update of k did not break the graph
+
+
+def test_began_k_resumes_exactly(tmp_path, registry) -> None:
+    def run(path, steps, **train):
+        r = raw("began", steps=steps)
+        r["variant"] = {"name": "began", "lambda_k": 0.5}
+        r["train"].update(train)
+        t = Trainer(resolve(r, registry), path)
+        t.fit()
+        return t
+
+    straight = run(tmp_path / "straight", 6, checkpoint_every=3)
+    run(tmp_path / "split", 3)
+    resumed = Trainer(
+        read_run(tmp_path / "split", registry, [("train.steps", 6)]), tmp_path / "split", resume=True
+    )
+    resumed.fit()
+    assert 0.0 < straight.plain.critic.k.item() <= 1.0
+    for name in ("critic", "generator"):
+        a, b = straight.plain[name].state_dict(), resumed.plain[name].state_dict()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resume"
+
+
+@pytest.mark.parametrize("variant", ["ebgan", "began"])
+def test_instance_noise_reaches_the_critic_in_the_generator_phase(registry, variant) -> None:
+    """With instance noise, the autoencoder critic's input in the generator phase is G(z) + noise
+    (EBGAN's energies and codes, BEGAN's energy), not the clean fakes."""
+    sigma = 50.0
+    b = build(
+        resolve(raw(variant, regularisers={"instance_noise": {"sigma": sigma, "anneal_steps": 0}}), registry)
+    )
+    m = Modules(b.model.modules)
+    seen = []
+    hook = m.critic.encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    x = b.dataset.tensors[0][:16]
+    out = b.model.phases[1].step(Batch(x, torch.zeros(16, dtype=torch.long)), m)
+    hook.remove()
+    [inp] = seen
+    noise = inp - out.context["fake"].detach()
+    assert noise.std().item() == pytest.approx(sigma, rel=0.1)
+    assert noise.mean().abs().item() < 0.1 * sigma
 
 
 def test_began_k_stays_in_unit_interval_and_is_checkpointed(tmp_path, registry) -> None:

@@ -214,3 +214,48 @@ def test_a_relativistic_loss_gets_the_real_scores_in_every_adversarial_variant(v
     assert _Relativistic.seen, "the generator-side phase never called generator_loss"
     for fake_shape, real_shape in _Relativistic.seen:
         assert real_shape is not None and real_shape == fake_shape
+
+
+# --- slowing the critic by update ratio: n_generator ---------------------------------------------
+
+
+def test_n_generator_repeats_the_generator_step(tmp_path, registry) -> None:
+    """With n_generator 3 a training step is one critic update and three generator updates, each
+    on fresh noise; the critic's optimiser steps once."""
+    raw = small("gan", dataset="toy2d", steps=2, variant={"name": "gan", "n_generator": 3})
+    t = Trainer(resolve(raw, registry), tmp_path / "run")
+    critic_phase, gen_phase = t.built.model.phases
+    assert (critic_phase.repeats, gen_phase.repeats) == (1, 3) and not gen_phase.fresh_batch
+    calls = {"critic": 0, "generator": 0}
+    fakes = []
+    for name, opt in t._hot_optimizers.items():
+        real_step = opt.step
+
+        def step(*args, _real=real_step, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        opt.step = step
+    step_fn = gen_phase.step
+
+    def spy(batch, m):
+        out = step_fn(batch, m)
+        fakes.append(out.context["fake"].detach())
+        return out
+
+    gen_phase.step = spy
+    t.train_step()
+    assert calls == {"critic": 1, "generator": 3}
+    assert not torch.equal(fakes[0], fakes[1]) and not torch.equal(fakes[1], fakes[2])
+    adam = {n: getattr(o, "optimizer", o) for n, o in t.optimizers.items()}
+    assert all(s["step"].item() == 3 for s in adam["generator"].state.values())
+    assert all(s["step"].item() == 1 for s in adam["critic"].state.values())
+
+
+def test_n_generator_reaches_every_gan_recipe_and_is_validated(registry) -> None:
+    for name in ("gan", "lsgan", "dragan", "wgan", "wgan-gp"):
+        b = build(resolve(small(name, dataset="toy2d", variant={"name": name, "n_generator": 2}), registry))
+        assert [p.repeats for p in b.model.phases][1] == 2
+        assert registry.get("variant", name).options().n_generator == 1  # the default: one step
+    with pytest.raises(genfw.GenfwError, match="n_generator"):
+        resolve(small("gan", variant={"name": "gan", "n_generator": 0}), registry)

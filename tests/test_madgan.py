@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from genfw import Batch, Modules
+from genfw import Batch, GenfwError, Modules
 from genfw.config import resolve
 from genfw.train import build
 from genfw_plugins.madgan import MultiGenerator, critic_loss, generator_loss, real_log_odds
@@ -91,3 +91,57 @@ def test_sampling_draws_a_uniformly_chosen_generator() -> None:
     assert counts.sum() == 4000 and (counts > 850).all() and (counts < 1150).all()
     which = torch.tensor([3, 0, 0, 2])
     torch.testing.assert_close(multi(torch.randn(4, 3), which=which)[:, 0], which.float())
+
+
+def _madgan(registry, **extra) -> dict:
+    raw = {
+        "variant": {"name": "madgan", "num_generators": 3, "latent_dim": 2},
+        "dataset": "toy2d",
+        "generator": {"name": "mlp", "hidden": [8]},
+        "critic": {"name": "mlp", "hidden": [8]},
+        "metrics": {},
+    }
+    raw.update(extra)
+    return raw
+
+
+def test_experience_replay_is_refused_in_one_line_naming_the_variants_it_applies_to(registry) -> None:
+    """Replaying would overwrite the first rows of the k n fakes, which the critic labels as
+    generator 0's: MAD-GAN refuses it, as cgan/acgan/infogan do, and names where it works."""
+    with pytest.raises(GenfwError) as info:
+        build(resolve(_madgan(registry, regularisers={"experience_replay": {}}), registry))
+    [line] = str(info.value).splitlines()
+    assert "wrong label" in line and "MultiGenerator" in line
+    listed = {v.strip() for v in line.split("variants it applies to:")[1].split(",")}
+    assert {"gan", "wgan-gp", "ebgan"} <= listed
+    assert not listed & {"madgan", "cgan", "acgan", "infogan", "progan"}
+    for name in sorted(listed & {"gan", "wgan", "lsgan"}):  # what it names does build with it
+        raw = {**_madgan(registry, regularisers={"experience_replay": {}}), "variant": name}
+        build(resolve(raw, registry))
+
+
+def test_real_scores_do_not_depend_on_the_fakes_with_minibatch_stddev(registry) -> None:
+    """The critic scores the real batch in a call of its own, so a batch-level feature (minibatch
+    standard deviation) of a real example is computed over real examples only."""
+    b = build(resolve(_madgan(registry, regularisers={"minibatch_stddev": {"group_size": 4}}), registry))
+    m = Modules(b.model.modules)
+    critic = m.critic
+    x = b.dataset.tensors[0][:8]
+    batch = Batch(x, torch.zeros(8, dtype=torch.long))
+    torch.manual_seed(0)
+    first = b.model.phases[0].step(batch, m)
+    with torch.no_grad():  # very different fakes for the second call
+        for p in m.generator.parameters():
+            p.mul_(-5.0).add_(1.0)
+    torch.manual_seed(1)
+    second = b.model.phases[0].step(batch, m)
+    alone = real_log_odds(critic(x))  # the real batch by itself
+    torch.testing.assert_close(first.logs["real_score"], alone)
+    torch.testing.assert_close(second.logs["real_score"], alone)
+    assert not torch.allclose(first.logs["fake_score"], second.logs["fake_score"])
+    # The objective is the same loss on the two separate calls.
+    torch.manual_seed(1)
+    z = torch.randn(24, 2).view(3, 8, 2)
+    fakes = torch.stack([g(z[i]) for i, g in enumerate(m.generator.generators)])
+    expected = critic_loss(critic(x), critic(fakes.flatten(0, 1)).view(3, 8, 4))
+    assert second.loss.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -291,3 +291,13 @@ def test_networks_grow_to_larger_images_and_fade_in_by_linear_blending(registry)
     d(g(z, stage=0, alpha=1.0), stage=0, alpha=1.0).sum().backward()
     assert all(p.grad is not None for p in [*g.parameters(), *d.parameters()])
     assert all(p.grad.abs().sum() == 0 for p in g.blocks.parameters())
+
+
+def test_experience_replay_is_refused_in_one_line(registry):
+    from genfw.train import build
+
+    raw = progan_raw(1)
+    raw["regularisers"] = {"experience_replay": {}}
+    with pytest.raises(GenfwError, match="resolution grows during training") as info:
+        build(resolve(raw, registry))
+    assert "\n" not in str(info.value)

@@ -274,3 +274,62 @@ def test_dragan_shares_the_gradient_norm_code(registry) -> None:
     assert build(registry, "dragan", {"weight": 2.0}).penalty(ctx).item() == pytest.approx(2.0 * 4.0)
     norms = regularisers.gradient_norms(linear_critic(w), torch.randn(3, 4), None)
     torch.testing.assert_close(norms, torch.full((3,), 3.0))
+
+
+# --- gradient penalties and batch norm ------------------------------------------------------------
+
+
+def _gp_run(variant: str, critic: dict) -> dict:
+    return {
+        "variant": variant,
+        "dataset": "toy2d",
+        "generator": {"name": "mlp", "hidden": [8]},
+        "critic": critic,
+        "metrics": {},
+        "train": {"batch_size": 16},
+    }
+
+
+@pytest.mark.parametrize("variant, penalty", [("wgan-gp", "gradient_penalty"), ("dragan", "dragan")])
+def test_gradient_penalties_refuse_a_critic_with_batch_norm(variant, penalty) -> None:
+    """Both penalties are one gradient norm per example (WGAN-GP: one eps per example; DRAGAN's
+    paper and code: one alpha and one slope per perturbed example); batch norm makes a score
+    depend on the whole batch, so Gulrajani et al. (section 4) drop it. Refused in one line."""
+    from genfw.config import resolve
+    from genfw.plugins import get_registry
+    from genfw.train import build as build_run
+
+    reg = get_registry()
+    bn = {"name": "mlp", "hidden": [8, 8], "batch_norm": True}
+    with pytest.raises(GenfwError) as info:
+        build_run(resolve(_gp_run(variant, bn), reg))
+    [line] = str(info.value).splitlines()
+    assert line.startswith(f"{penalty} penalises each example's gradient norm")
+    assert "(BatchNorm1d)" in line and line.endswith("--critic.batch_norm false")
+    b = build_run(resolve(_gp_run(variant, {**bn, "batch_norm": False}), reg))  # the fix works
+    [(name, _)] = b.regularisers["critic"]
+    assert name == penalty
+
+
+def test_gradient_penalty_refuses_the_default_dcgan_critic_on_larger_images() -> None:
+    """The dcgan critic has batch norm from its second conv on (16x16 and up): refused; with
+    ``batch_norm: false`` it has none and the penalty is set up."""
+    from genfw import Model, Phase
+    from genfw.plugins import get_registry
+
+    reg = get_registry()
+
+    def model(batch_norm: bool) -> Model:
+        critic = reg.spec("critic", "dcgan", {"channels": 4, "batch_norm": batch_norm}, where="critic").build(
+            in_shape=(1, 16, 16), out_dim=1, num_classes=0
+        )
+        return Model(
+            modules={"critic": critic, "generator": nn.Linear(1, 1)},
+            phases=[Phase("critic", ("critic",), None), Phase("generator", ("generator",), None)],
+            sample=None,
+        )
+
+    for name in ("gradient_penalty", "dragan"):
+        with pytest.raises(GenfwError, match=r"\(BatchNorm2d\).*--critic\.batch_norm false$"):
+            build(reg, name).setup(model(True), None)
+        build(reg, name).setup(model(False), None)

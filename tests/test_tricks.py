@@ -490,3 +490,100 @@ def test_ttur_options_reach_the_phases(registry):
     critic, generator = b.model.phases
     assert (critic.optim.lr, critic.repeats) == (4e-4, 3)
     assert (generator.optim.lr, generator.repeats) == (1e-4, 1)
+
+
+# --- minibatch layers on a spectral-normalised head (SAGAN) --------------------------------------
+
+
+def test_minibatch_stddev_keeps_the_spectral_norm_of_a_sagan_head(registry):
+    from torch.nn.utils import parametrize
+
+    b = build(
+        resolve(
+            raw(
+                "sagan",
+                "digits",
+                regs={"minibatch_stddev": {}},
+                generator={"name": "sagan", "channels": 8},
+                critic={"name": "sagan", "channels": 8},
+            ),
+            registry,
+        )
+    )
+    critic = b.model.modules["critic"]
+    layer, head = critic.head
+    assert isinstance(layer, StdDevFeature) and head.in_features == critic.features(a_batch(b).x).shape[1] + 1
+    assert parametrize.is_parametrized(head, "weight")  # the widened layer is normalised too
+    x = a_batch(b).x
+    for _ in range(30):  # power iterations run on each training-mode forward
+        critic(x)
+    assert torch.linalg.matrix_norm(head.weight.detach(), 2).item() == pytest.approx(1.0, abs=1e-3)
+    # A head without spectral norm stays a plain linear layer.
+    plain = built(registry, {"minibatch_stddev": {}}).model.modules["critic"].head[-1]
+    assert not parametrize.is_parametrized(plain, "weight")
+
+
+def test_widening_copies_the_older_spectral_norm_hook_too():
+    from genfw_plugins.tricks import copy_spectral_norm
+
+    old = torch.nn.utils.spectral_norm(nn.Linear(3, 1), n_power_iterations=2)
+    new = nn.Linear(4, 1)
+    copy_spectral_norm(old, new)
+    [hook] = [h for h in new._forward_pre_hooks.values() if type(h).__name__ == "SpectralNorm"]
+    assert hook.n_power_iterations == 2 and hasattr(new, "weight_orig")
+
+
+# --- refusals name the variants a trick works with --------------------------------------------------
+
+
+def _listed(line: str) -> set[str]:
+    return {v.strip() for v in line.split("variants it applies to:")[1].split(",")}
+
+
+@pytest.mark.parametrize(
+    "variant, trick, refusers",
+    [
+        (
+            "wgan",
+            "label_smoothing",
+            {"wgan", "wgan-gp", "lsgan", "sagan", "ebgan", "began", "madgan", "progan"},
+        ),
+        ("ebgan", "feature_matching", {"ebgan", "began", "madgan", "progan"}),
+        ("ebgan", "minibatch_discrimination", {"ebgan", "began", "progan"}),
+    ],
+)
+def test_a_refusal_names_the_variants_the_trick_works_with(
+    tmp_path, run_cli, registry, variant, trick, refusers
+):
+    code, _, err = run_cli(
+        "train", "--plugin", variant, "--regulariser", trick, "--steps", "1", "--out", tmp_path / "r", *QUICK
+    )
+    assert code == 2
+    [line] = err.strip().splitlines()
+    listed = _listed(line)
+    assert "gan" in listed and not listed & refusers
+    # Honest: each variant it names builds with the trick (on digits, with small networks).
+    for name in sorted(listed & set(registry.names("variant"))):
+        nets = {"name": "sagan", "channels": 8} if name == "sagan" else dict(SMALL)
+        build(
+            resolve(raw(name, "digits", regs={trick: {}}, generator=dict(nets), critic=dict(nets)), registry)
+        )
+
+
+def test_label_smoothing_names_exactly_the_cross_entropy_recipes(registry):
+    with pytest.raises(GenfwError) as info:
+        built(registry, {"label_smoothing": {}}, variant="wgan")
+    builtin = {"gan", "cgan", "acgan", "dragan", "infogan"}
+    assert _listed(str(info.value)) & set(registry.names("variant")) >= builtin
+    others = {"lsgan", "wgan", "wgan-gp", "sagan", "ebgan", "began", "madgan", "progan", "aae", "wae"}
+    assert not _listed(str(info.value)) & others
+
+
+# --- instance noise with several generator steps ---------------------------------------------------
+
+
+def test_instance_noise_schedule_counts_training_steps_with_n_generator(registry, tmp_path):
+    r = raw(variant={"name": "gan", "n_generator": 3}, regs={"instance_noise": {"anneal_steps": 8}}, steps=4)
+    t = Trainer(resolve(r, registry), tmp_path / "run")
+    t.fit()
+    assert t.plain["instance_noise"].step.item() == 4  # not 12: once per training step
