@@ -221,7 +221,11 @@ def build_prior(ctx: Any, dim: int) -> Any:
 
 
 def marginal_mmd(
-    z: Tensor, prior_z: Tensor, sigma2: float = 1.0, scales: Sequence[float] | None = None
+    z: Tensor,
+    prior_z: Tensor,
+    sigma2: float = 1.0,
+    scales: Sequence[float] | None = None,
+    max_elements: int = 2**22,
 ) -> Tensor:
     """Sum over coordinates ``j`` of the 1-D MMD^2 between ``z[:, j]`` and ``prior_z[:, j]``
     (``mmd_imq`` on one coordinate: inverse multiquadratics ``C / (C + (a - b)^2)`` with
@@ -229,20 +233,23 @@ def marginal_mmd(
     the additive kernel ``sum_j k(a_j, b_j)``: it compares the marginals one by one, and so sees
     a per-coordinate atom (spike and slab) that the joint kernel on all coordinates barely does.
 
-    One coordinate at a time: memory ``O(scales * n * m)``, not ``O(scales * n * m * d)``."""
+    Coordinates are taken in chunks of at most ``max_elements / (scales * n * m)`` (all at once
+    for training batches; a few at a time for a metric's thousand samples), so memory stays
+    ``O(max_elements)`` whatever the latent size."""
     from genfw_plugins.regularisers import WAE_SCALES
 
     n, m = z.shape[0], prior_z.shape[0]
     if n < 2 or m < 2:
         raise ValueError(f"marginal_mmd needs at least 2 samples on each side, got {n} and {m}")
-    c = 2.0 * sigma2 * z.new_tensor(WAE_SCALES if scales is None else list(scales)).view(-1, 1, 1)
+    c = 2.0 * sigma2 * z.new_tensor(WAE_SCALES if scales is None else list(scales)).view(-1, 1, 1, 1)
+    chunk = max(1, max_elements // (c.numel() * max(n, m) ** 2))
     total = z.new_zeros(())
-    for j in range(z.shape[1]):
-        a, b = z[:, j], prior_z[:, j]
-        d_xx = (a.unsqueeze(1) - a.unsqueeze(0)).square()  # (n, n)
-        d_yy = (b.unsqueeze(1) - b.unsqueeze(0)).square()  # (m, m)
-        d_xy = (a.unsqueeze(1) - b.unsqueeze(0)).square()  # (n, m)
-        k_xx, k_yy, k_xy = c / (c + d_xx), c / (c + d_yy), c / (c + d_xy)  # (scales, ., .)
+    for j in range(0, z.shape[1], chunk):
+        a, b = z[:, j : j + chunk], prior_z[:, j : j + chunk]  # (n, J), (m, J)
+        d_xx = (a.unsqueeze(1) - a.unsqueeze(0)).square()  # (n, n, J): one matrix per coordinate
+        d_yy = (b.unsqueeze(1) - b.unsqueeze(0)).square()  # (m, m, J)
+        d_xy = (a.unsqueeze(1) - b.unsqueeze(0)).square()  # (n, m, J)
+        k_xx, k_yy, k_xy = c / (c + d_xx), c / (c + d_yy), c / (c + d_xy)  # (scales, ., ., J)
         # Unbiased: the within-sample diagonals (each exactly 1) are left out, as in mmd_imq.
         within_x = (k_xx.sum((1, 2)) - n) / (n * (n - 1))
         within_y = (k_yy.sum((1, 2)) - m) / (m * (m - 1))

@@ -551,7 +551,7 @@ class LargestTensor(TorchDispatchMode):
 
 
 @pytest.mark.parametrize(("n", "m", "d"), [(2, 2, 1), (7, 11, 4), (40, 33, 16)])
-def test_marginal_mmd_coordinate_by_coordinate_is_the_former_formula(n, m, d):
+def test_marginal_mmd_in_chunks_of_coordinates_is_the_former_formula(n, m, d):
     g = torch.Generator().manual_seed(n + m + d)
     z = torch.randn(n, d, generator=g, dtype=torch.float64)
     prior_z = torch.where(torch.rand(m, d, generator=g, dtype=torch.float64) < 0.5, 0.0, 1.0) * torch.randn(
@@ -561,11 +561,14 @@ def test_marginal_mmd_coordinate_by_coordinate_is_the_former_formula(n, m, d):
         expected = marginal_mmd_all_coordinates_at_once(z, prior_z, sigma2, scales)
         got = marginal_mmd(z, prior_z, sigma2, scales)
         assert got.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-14)
-    # Memory without the d factor: no intermediate larger than scales x n x m (the former one
-    # made scales x n x m x d: 5 GB at n = m = 1000, d = 16 in float64).
+    # Memory is bounded by max_elements, in chunks of coordinates: with room for one coordinate
+    # no intermediate is larger than scales x n x m (all at once made scales x n x m x d: 5 GB at
+    # n = m = 1000, d = 16 in float64), and the value does not depend on the chunking.
+    one = len(MARGINAL_SCALES) * max(n, m) ** 2
     with LargestTensor() as probe:
-        marginal_mmd(z, prior_z, 0.5, MARGINAL_SCALES)
-    assert probe.most <= len(MARGINAL_SCALES) * max(n, m) ** 2
+        chunked = marginal_mmd(z, prior_z, 0.5, MARGINAL_SCALES, max_elements=one)
+    assert probe.most <= one
+    assert chunked.item() == pytest.approx(marginal_mmd(z, prior_z, 0.5, MARGINAL_SCALES).item(), rel=1e-12)
     if d > 1:
         with LargestTensor() as former:
             marginal_mmd_all_coordinates_at_once(z, prior_z, 0.5, MARGINAL_SCALES)
