@@ -16,6 +16,13 @@ paper's semi-supervised AAE); examples with a label ``0 <= y < K`` then also tra
 by cross-entropy (``label_weight``), so a data set whose unlabelled examples carry ``y = -1``
 trains semi-supervised, a fully labelled one supervised. ``genfw sample`` then draws the class
 given by the label.
+
+With a categorical prior the paper (section 5, figure 8) uses two adversaries: one tells the
+softmax head from one-hot ``Cat(y)`` samples, the other the style from the continuous part of the
+prior. That is ``critics: split`` (the default, ``auto``, for a categorical prior with a style):
+the module ``critic`` judges the style and ``critic_cat`` the category; both train in the
+``critic`` phase and the encoder fools both. Regularisers of the ``critic`` phase act on the style
+critic. ``critics: joint`` keeps one critic on the whole code.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
+import torch
 import torch.nn.functional as F
 
 import genfw
@@ -48,6 +56,9 @@ class AAEOptions:
     adversarial_weight: float = attrs.field(default=1.0, validator=check.non_negative)
     # Cross-entropy weight of the categorical head on labelled examples (categorical prior only).
     label_weight: float = attrs.field(default=1.0, validator=check.non_negative)
+    # Categorical prior: one critic for the category and one for the style (the paper's, "split"),
+    # or one on the whole code ("joint"); "auto" splits where the prior has both parts.
+    critics: str = attrs.field(default="auto", validator=check.one_of("auto", "split", "joint"))
 
 
 class AAE(AutoencoderBase):
@@ -78,10 +89,31 @@ class AAE(AutoencoderBase):
                 f"to leave the categories unsupervised"
             )
         encoder, decoder = self.build_networks(ctx, o.latent_dim)
-        critic = self.build_latent_critic(ctx)
+        style = o.latent_dim - k
+        self.split = bool(k) and (o.critics == "split" or (o.critics == "auto" and style > 0))
+        if self.split and style == 0:
+            raise GenfwError(
+                f"aae --plugin.critics split needs a style part: latent_dim ({o.latent_dim}) > "
+                f"categories ({k}); raise --plugin.latent_dim or use --plugin.critics joint"
+            )
+        if o.critics == "split" and not k:
+            raise GenfwError(
+                f"aae --plugin.critics split needs a categorical prior (--prior categorical); "
+                f"prior '{ctx['prior'].name}' has no category to judge apart"
+            )
+        modules = {"encoder": encoder, "generator": decoder}
+        if self.split:
+            modules["critic"] = ctx["critic"].build(in_shape=(style,), out_dim=1, num_classes=0)
+            modules["critic_cat"] = ctx["critic"].build(in_shape=(k,), out_dim=1, num_classes=0)
+            self.adversarial = ctx["adversarial"].build()
+        else:
+            modules["critic"] = self.build_latent_critic(ctx)
+        critic_phase = self.critic_phase(o.lr_critic, (o.beta1, 0.999), fresh_batch=False)
+        if self.split:
+            critic_phase.modules, critic_phase.step = ("critic", "critic_cat"), self.split_critic_step
         betas = (o.beta1, 0.999)
         return Model(
-            modules={"encoder": encoder, "generator": decoder, "critic": critic},
+            modules=modules,
             phases=[
                 Phase(
                     "autoencoder",
@@ -90,8 +122,7 @@ class AAE(AutoencoderBase):
                     Optim("adam", o.lr, betas),
                     provides=frozenset({"x", "x_hat", "z"}),
                 ),
-                # the same minibatch, as in the paper
-                self.critic_phase(o.lr_critic, betas, fresh_batch=False),
+                critic_phase,  # the same minibatch, as in the paper
                 Phase(
                     "encoder",
                     ("encoder",),
@@ -120,14 +151,58 @@ class AAE(AutoencoderBase):
             logs["label_ce"] = ce.detach()
         return PhaseOutput(loss, context={"x": batch.x, "x_hat": x_hat, "z": z}, logs=logs)
 
+    def critics(self, m: Modules) -> tuple[Any, Any]:
+        """``(style critic, category critic)`` as ``critic(part) -> (B,)`` raw scores."""
+        return (lambda s, y=None: m.critic(s).squeeze(1)), (lambda c, y=None: m.critic_cat(c).squeeze(1))
+
+    def split_critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+        """The two adversaries of the paper: style codes against the prior's continuous part,
+        softmax heads against its one-hot samples; the sum of their critic objectives."""
+        k = categorical_block(self.prior)
+        with torch.no_grad():
+            z = self.code(m, batch.x)
+        prior_z = self.prior.sample(len(batch), device=z.device)
+        style, category = self.critics(m)
+        real_s, fake_s = style(prior_z[:, k:]), style(z[:, k:])
+        real_c, fake_c = category(prior_z[:, :k]), category(z[:, :k])
+        loss = self.adversarial.critic_loss(real_s, fake_s) + self.adversarial.critic_loss(real_c, fake_c)
+        return PhaseOutput(
+            loss,
+            # Regularisers of this phase see the style critic.
+            context={
+                "real": prior_z[:, k:],
+                "fake": z[:, k:],
+                "critic": style,
+                "labels": None,
+                "real_scores": real_s,
+                "fake_scores": fake_s,
+            },
+            logs={
+                "prior_score": real_s.detach(),
+                "code_score": fake_s.detach(),
+                "category_prior_score": real_c.detach(),
+                "category_code_score": fake_c.detach(),
+            },
+        )
+
     def encoder_step(self, batch: Batch, m: Modules) -> PhaseOutput:
         z = self.code(m, batch.x)
+        w = self.options.adversarial_weight
+        if self.split:
+            k = categorical_block(self.prior)
+            style, category = self.critics(m)
+            prior = lambda: self.prior.sample(len(batch), device=z.device)  # noqa: E731
+            fake_scores = style(z[:, k:])
+            loss = w * (
+                generator_objective(self.adversarial, fake_scores, lambda: style(prior()[:, k:]))
+                + generator_objective(self.adversarial, category(z[:, :k]), lambda: category(prior()[:, :k]))
+            )
+            context = {"fake": z[:, k:], "critic": style, "labels": None, "fake_scores": fake_scores}
+            return PhaseOutput(loss, context=context)
         critic = latent_critic_fn(m)
         fake_scores = critic(z)
         prior_scores = lambda: critic(self.prior.sample(len(batch), device=z.device))  # noqa: E731
-        loss = self.options.adversarial_weight * generator_objective(
-            self.adversarial, fake_scores, prior_scores
-        )
+        loss = w * generator_objective(self.adversarial, fake_scores, prior_scores)
         return PhaseOutput(
             loss, context={"fake": z, "critic": critic, "labels": None, "fake_scores": fake_scores}
         )

@@ -411,6 +411,40 @@ def test_aae_categorical_head_is_a_softmax_trained_on_labels(registry):
     assert b.model.num_classes == 10  # genfw sample draws the class of the label
 
 
+def test_categorical_aae_has_two_adversaries_as_in_the_paper(registry):
+    # Makhzani et al. 2016, section 5: one critic on the softmax head against one-hot Cat(y), one on
+    # the style against N(0, I); the encoder fools both.
+    raw = {"variant": {"name": "aae", "latent_dim": 12}, "dataset": "digits", "prior": "categorical"}
+    raw.update({s: dict(SMALL) for s in ("generator", "critic", "encoder")})
+    b = build(resolve(raw, registry))
+    m = Modules(b.model.modules)
+    _, critic, enc = b.model.phases
+    assert critic.modules == ("critic", "critic_cat")
+    assert m.critic.in_shape == (2,) and m.critic_cat.in_shape == (10,)
+    x, y = b.dataset.tensors
+    batch = Batch(x[:8], y[:8])
+    code = b.model.encode(m, batch.x, None)
+    torch.manual_seed(0)
+    out = critic.step(batch, m)
+    torch.manual_seed(0)
+    prior_z = b.model.prior.sample(8, device="cpu")
+    d = {  # sigmoid scores: (prior part, code part) for each critic
+        "style": (torch.sigmoid(m.critic(prior_z[:, 10:])), torch.sigmoid(m.critic(code[:, 10:]))),
+        "cat": (torch.sigmoid(m.critic_cat(prior_z[:, :10])), torch.sigmoid(m.critic_cat(code[:, :10]))),
+    }
+    expected = sum(-(p.log().mean() + (1 - q).log().mean()) for p, q in d.values())
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.equal(out.context["real"], prior_z[:, 10:])  # regularisers see the style critic
+    out = enc.step(batch, m)
+    fool = -(d["style"][1].log().mean() + d["cat"][1].log().mean())
+    assert out.loss.item() == pytest.approx(fool.item(), rel=1e-5)
+    # One critic on the whole code on request; split needs a categorical prior.
+    raw["variant"]["critics"] = "joint"
+    assert build(resolve(raw, registry)).model.phases[1].modules == ("critic",)
+    with pytest.raises(GenfwError, match="critics split needs a categorical prior"):
+        built(registry, {"name": "aae", "latent_dim": 2, "critics": "split"})
+
+
 def test_wae_penalties(registry):
     assert list(resolve({"variant": "wae"}, registry).regularisers) == ["mmd"]
     assert resolve({"variant": {"name": "wae", "penalty": "gan"}}, registry).regularisers == {}
