@@ -554,6 +554,7 @@ class Trainer:
             dtype = torch.float16 if acc.mixed_precision == "fp16" else torch.bfloat16
             self._autocast = functools.partial(torch.autocast, acc.device.type, dtype=dtype)
         self._batch: Batch | None = None
+        self._log_keys = {p.name: {"loss": f"{p.name}/loss"} for p in self.phases}  # "phase/name"
         # Phases whose optimiser state is cleared when their epoch changes, and its last value.
         self._epochs = {p.name: p.optimizer_epoch() for p in self.phases if p.optimizer_epoch is not None}
 
@@ -714,12 +715,14 @@ class Trainer:
                     scaler.update()
                 for constrain in constraints:
                     constrain(self._constrained[phase.name])
-            # Log the last repeat of each phase: its whole objective, penalties and extra scalars.
-            pending.setdefault(f"{phase.name}/loss", []).append(loss.detach())
-            for name, value in terms.items():
-                pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
-            for name, value in out.logs.items():
-                pending.setdefault(f"{phase.name}/{name}", []).append(value.detach())
+            # Log the last repeat of each phase: its whole objective, penalties and extra scalars
+            # (detached where they still carry a graph; most logs already do not).
+            keys = self._log_keys[phase.name]
+            pending.setdefault(keys["loss"], []).append(loss.detach())
+            for items in (terms.items(), out.logs.items()):
+                for name, value in items:
+                    key = keys.get(name) or keys.setdefault(name, f"{phase.name}/{name}")
+                    pending.setdefault(key, []).append(value.detach() if value.requires_grad else value)
         self._batch = batch
         self.step += 1
 

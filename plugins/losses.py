@@ -176,12 +176,13 @@ class GaussianNLL:
 
     def __init__(self, options: GaussianOptions) -> None:
         self.sigma = options.sigma
+        self._scale = 0.5 / self.sigma**2
 
     def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
         # 0.5 ||x - x_hat||^2 / sigma^2 + D log(sigma) + D/2 log(2 pi), D = prod(x.shape[1:])
-        d = x[0].numel()
+        d = math.prod(x.shape[1:])
         const = d * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
-        return 0.5 * _per_example((x - x_hat).square()) / self.sigma**2 + const
+        return _per_example((x - x_hat).square()).mul(self._scale).add(const)
 
 
 class BernoulliNLL:

@@ -103,11 +103,12 @@ class VAE(AutoencoderBase):
         x_hat = m.generator(z)
         rec = self.loss(x_hat, batch.x)  # (B,) = -log p(x|z)
         kl = self.kl(mu, logvar, z)  # (B,)
-        loss = (rec + self.options.beta * kl).mean()
+        loss = torch.add(rec, kl, alpha=self.options.beta).mean()  # E[rec + beta KL], one op
+        rec, kl = rec.detach(), kl.detach()  # the logs need no graph
         return PhaseOutput(
             loss,
             context={"x": batch.x, "x_hat": x_hat, "z": z, "mu": mu, "logvar": logvar},
-            logs={"reconstruction": rec.detach(), "kl": kl.detach(), "elbo": -(rec + kl).detach()},
+            logs={"reconstruction": rec, "kl": kl, "elbo": (rec + kl).neg_()},
         )
 
     def log_weights(self, m: Modules, x: Tensor, k: int) -> Tensor:
