@@ -89,7 +89,7 @@ def _read_tensor(path: Path, limit: int | None = None) -> torch.Tensor:
         raise
     except Exception as exc:
         raise GenfwError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
-    x = torch.from_numpy(np.ascontiguousarray(arr[:limit]))
+    x = torch.from_numpy(np.array(arr[:limit]))  # a writable copy of the rows used (not the memory map)
     if x.dim() != 4:
         raise GenfwError(
             f"{path} holds a tensor of shape {tuple(x.shape)}; expected images (N, C, H, W) or (N, H, W, C)"
