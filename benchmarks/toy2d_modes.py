@@ -55,6 +55,9 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "gan+feature_matching": ("gan", {**TOY, "regularisers": {"feature_matching": {}}}),
     "gan+experience_replay": ("gan", {**TOY, "regularisers": {"experience_replay": {}}}),
     "gan+ema": ("gan", {**TOY, "regularisers": {"ema": {}}}),
+    # PacGAN4: packs of 4 (64 packs per batch of 256).
+    "gan+packing": ("gan", {**TOY, "regularisers": {"packing": {"m": 4}}}),
+    "gan+packing+ema": ("gan", {**TOY, "regularisers": {"packing": {"m": 4}, "ema": {}}}),
 }
 DEFAULT_RUNS = list(RUNS)
 

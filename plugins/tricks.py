@@ -13,6 +13,7 @@ Each is picked with ``--regulariser NAME`` and they combine:
 ``instance_noise``          Gaussian noise on the critic's inputs, annealed to 0 (Sønderby et al. 2017)
 ``spectral_norm``           spectral normalisation of the critic's layers (Miyato et al. 2018)
 ``ema``                     samples from an exponential moving average of G's weights (Yazici et al. 2019)
+``packing``                 the critic judges packs of m samples at once (PacGAN, Lin et al. 2018)
 =========================== ====================================================================
 
 Most of them change the model rather than add a term: they do it in ``setup(model, ctx)`` (see the
@@ -741,6 +742,95 @@ class EMA:
         self.ema.update(self.generator, self.options.decay, self.options.warmup)
 
 
+# --- packing (PacGAN) ---------------------------------------------------------------------------
+
+
+class PackedCritic(nn.Module):
+    """``m`` samples judged together: ``x (B, *shape)`` -> packs ``(B / m, m * shape[0], ...)``
+    (concatenated along the first data dimension, as PacGAN concatenates its m samples) -> the
+    inner critic's scores ``(B / m, out)``. ``features`` and ``head`` are the inner critic's, so
+    the tricks that read features or widen the head see the packed critic."""
+
+    def __init__(self, inner: nn.Module, m: int) -> None:
+        super().__init__()
+        self.inner, self.m = inner, m
+
+    def pack(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        if b % self.m:
+            raise GenfwError(
+                f"packing m={self.m} needs batches divisible by {self.m}, got {b}; set --batch-size to a "
+                f"multiple of {self.m}"
+            )
+        # (B, C, ...) -> (B/m, m, C, ...) -> (B/m, m*C, ...): sample j of a pack is row i*m + j.
+        return x.reshape(b // self.m, self.m * x.shape[1], *x.shape[2:])
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.inner.features(self.pack(x), None)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.inner.head
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "head":  # a widened head (minibatch layers) goes to the inner critic
+            self.inner.head = value
+        else:  # nn.Module's own bookkeeping would register a module here and bypass a setter
+            super().__setattr__(name, value)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.inner(self.pack(x), None)
+
+    def extra_repr(self) -> str:
+        return f"m={self.m}"
+
+
+@attrs.define
+class PackingOptions:
+    """Options of PacGAN's packing."""
+
+    m: int = attrs.field(default=4, validator=check.at_least(2))  # samples per pack (PacGAN4: 4)
+
+
+class Packing:
+    """PacGAN (Lin et al. 2018): the critic scores packs of ``m`` samples, all real or all fake,
+    concatenated; a generator that drops modes makes packs that look alike, which a packed critic
+    sees. The critic is rebuilt from the ``critic`` slot with ``m`` times the input (points
+    ``(m d,)``; images ``(m C, H, W)``), and every critic score stands for one pack, so the losses
+    average over packs. A batch of ``B`` gives ``B / m`` packs (PacGAN draws ``m`` batches
+    instead: raise ``--batch-size`` to keep the number of packs). Gradient penalties still take
+    one norm per sample. Unconditional variants with a ``critic`` slot only."""
+
+    phases: tuple[str, ...] = ("critic",)
+    needs: tuple[str, ...] = ()
+    setup_order = -1  # rebuilds the critic: before the tricks that change its layers
+
+    def __init__(self, options: PackingOptions) -> None:
+        self.options = options
+
+    @staticmethod
+    def fits(variant: Any) -> bool:
+        slots = getattr(variant.factory, "slots", {})
+        return {"critic", "generator"} <= set(slots) and getattr(variant.factory, "replayable", False)
+
+    def setup(self, model: Model, ctx: BuildContext) -> None:
+        applies = f"variants it applies to: {fitting_variants(self.fits)}"
+        generator = module_of(model, "generator", "packing")
+        module_of(model, "critic", "packing")
+        if getattr(model, "num_classes", 0) or getattr(generator, "num_classes", 0):
+            raise GenfwError(f"packing judges packs of unlabelled samples; {applies}")
+        if "critic" not in ctx.components or not getattr(generator, "replayable", True):
+            raise GenfwError(
+                f"packing rebuilds a critic of the 'critic' slot that scores samples alone; {applies}"
+            )
+        shape, m = tuple(ctx.data.shape), self.options.m
+        inner = ctx["critic"].build(in_shape=(m * shape[0], *shape[1:]), out_dim=1, num_classes=0)
+        model.modules["critic"] = PackedCritic(inner, m)
+
+    def penalty(self, ctx: dict[str, Any]) -> None:
+        return None
+
+
 # --- registration -------------------------------------------------------------------------------
 
 
@@ -780,3 +870,9 @@ def genfw_register_regularisers(register: Register) -> None:
         help="Spectral normalisation (Miyato et al. 2018) of the critic (and optionally the generator).",
     )
     register("ema", EMA, options=EMAOptions)
+    register(
+        "packing",
+        Packing,
+        options=PackingOptions,
+        help="PacGAN (Lin et al. 2018): the critic scores packs of m samples at once.",
+    )

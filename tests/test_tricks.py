@@ -10,6 +10,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from genfw import Batch, GenfwError, Modules
 from genfw.config import resolve
@@ -587,3 +588,53 @@ def test_instance_noise_schedule_counts_training_steps_with_n_generator(registry
     t = Trainer(resolve(r, registry), tmp_path / "run")
     t.fit()
     assert t.plain["instance_noise"].step.item() == 4  # not 12: once per training step
+
+
+# --- packing (PacGAN) -----------------------------------------------------------------------------
+
+
+def test_packing_scores_packs_of_m_samples(registry):
+    from genfw_plugins.tricks import PackedCritic
+
+    b = built(registry, {"packing": {"m": 4}})
+    critic = b.model.modules["critic"]
+    assert isinstance(critic, PackedCritic) and critic.inner.in_shape == (8,)  # 4 points of 2-D
+    batch = a_batch(b)  # 16 points -> 4 packs
+    m = Modules(b.model.modules)
+    out = b.model.phases[0].step(batch, m)
+    real, fake = out.context["real_scores"], out.context["fake_scores"]
+    assert real.shape == fake.shape == (4,)
+    # Pack i is points 4i .. 4i + 3, concatenated.
+    packs = torch.stack([batch.x[4 * k : 4 * k + 4].flatten() for k in range(4)])  # (4, 8)
+    torch.testing.assert_close(real, critic.inner(packs).squeeze(1))
+    # The non-saturating critic loss averages over packs.
+    expected = F.softplus(-real).mean() + F.softplus(fake).mean()
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_packing_on_images_concatenates_channels_and_combines_with_head_tricks(registry):
+    b = built(
+        registry,
+        {"packing": {"m": 2}, "minibatch_stddev": {}, "spectral_norm": {}},
+        dataset="digits",
+        critic={"name": "dcgan", "channels": 8, "batch_norm": False},
+        generator={"name": "dcgan", "channels": 8},
+    )
+    critic = b.model.modules["critic"]
+    assert critic.inner.in_shape == (2, 8, 8)  # 2 grey 8x8 digits per pack
+    batch = a_batch(b, n=8)
+    assert critic(batch.x).shape == (4, 1)
+    assert isinstance(critic.inner.head, nn.Sequential)  # minibatch stddev sits before the head
+    assert "head" not in critic._modules  # and only there
+    assert parametrize.is_parametrized(critic.inner.head[-1], "weight")  # spectral norm after it
+
+
+def test_packing_refusals(registry, tmp_path):
+    with pytest.raises(GenfwError, match="packing judges packs of unlabelled samples") as info:
+        built(registry, {"packing": {}}, variant="cgan", dataset="digits")
+    assert "variants it applies to: " in str(info.value) and "madgan" not in str(info.value)
+    with pytest.raises(GenfwError, match="packing"):
+        built(registry, {"packing": {}}, variant="madgan")
+    r = raw(regs={"packing": {"m": 3}})  # batches of 16
+    with pytest.raises(GenfwError, match="packing m=3 needs batches divisible by 3, got 16"):
+        Trainer(resolve(r, registry), tmp_path / "r").fit()
