@@ -164,3 +164,10 @@ def get_host() -> PluginHost:
 
 def get_registry() -> Registry:
     return get_host().registry
+
+
+def variants_where(fits: Any) -> str:
+    """The registered variants that ``fits(component)`` accepts, comma-separated (``none
+    registered`` if none), for the last words of a refusal."""
+    names = sorted(v.name for v in get_registry().all("variant").values() if fits(v))
+    return ", ".join(names) or "none registered"

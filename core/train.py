@@ -106,10 +106,9 @@ def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict
         fits = getattr(reg, "fits", None)
         if fits is None:
             return ""
-        from genfw.plugins import get_registry
+        from genfw.plugins import variants_where
 
-        names = sorted(v.name for v in get_registry().all("variant").values() if fits(v))
-        return f"; variants it applies to: {', '.join(names) or 'none registered'}"
+        return f"; variants it applies to: {variants_where(fits)}"
 
     for name, spec in cfg.regularisers.items():
         reg = spec.build()

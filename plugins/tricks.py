@@ -47,6 +47,7 @@ import genfw
 from genfw import BuildContext, GenfwError, Model, Modules, Phase, PhaseOutput
 from genfw import validators as check
 from genfw.hookspecs import Register
+from genfw.plugins import variants_where as fitting_variants
 from genfw_plugins._layers import MinibatchDiscrimination, minibatch_stddev
 from genfw_plugins.gan import critic_features
 from genfw_plugins.losses import MinimaxLoss
@@ -69,14 +70,6 @@ def add_module(model: Model, name: str, module: nn.Module) -> None:
     if name in model.modules:
         raise GenfwError(f"module name '{name}' is already taken in this model; it cannot be added twice")
     model.modules[name] = module
-
-
-def fitting_variants(fits: Callable[[Any], bool]) -> str:
-    """The registered variants ``fits`` accepts, comma-separated, for a refusal's last words."""
-    from genfw.plugins import get_registry
-
-    names = sorted(v.name for v in get_registry().all("variant").values() if fits(v))
-    return ", ".join(names) or "none registered"
 
 
 def declares(variant: Any, phase: str, keys: tuple[str, ...]) -> bool:
