@@ -19,6 +19,7 @@ every default filled in, is written to the run folder and replays the run exactl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,23 @@ class RunConfig:
 # --- reading ---------------------------------------------------------------------------------------
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as researchers write it: ``1e-4`` is a float. PyYAML follows YAML 1.1, where a float
+    needs a dot (``1.0e-4``) and ``1e-4`` is the string "1e-4"; YAML 1.2 and Python read a number."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no Python objects
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file into a mapping."""
     path = Path(path)
@@ -110,7 +128,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
+            data = _yaml(text) or {}
         else:
             raise GenfwError(f"config file {path}: unknown format '{path.suffix}'; use .yaml, .yml or .toml")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
@@ -123,7 +141,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """A command-line value, read as YAML: ``0.3`` -> float, ``[1, 2]`` -> list, ``abc`` -> str."""
     try:
-        return yaml.safe_load(text)
+        return _yaml(text)
     except yaml.YAMLError:
         return text
 

@@ -201,3 +201,15 @@ def test_naming_a_regulariser_keeps_its_file_options(tmp_path, registry):
     f.write_text("variant: gan\nregularisers: [gradient_penalty]\n")
     raw = merge(load_file(f), parse_overrides(["--regulariser.gradient_penalty.weight", "4"], []))
     assert resolve(raw, registry).regularisers["gradient_penalty"].options.weight == 4
+
+
+def test_exponent_floats_are_numbers_on_the_command_line_and_in_yaml(tmp_path, registry):
+    # PyYAML (YAML 1.1) reads 1e-4 as a string; researchers write it for learning rates.
+    from genfw.config import parse_value
+
+    assert parse_value("1e-4") == 1e-4 and parse_value("-2.5E+3") == -2500.0
+    assert parse_value("[1e-3, 2]") == [0.001, 2] and parse_value("1e") == "1e"
+    path = tmp_path / "run.yaml"
+    path.write_text("variant: {name: gan, lr_generator: 1e-4}\n")
+    cfg = resolve(merge(load_file(path), parse_overrides(["--plugin.lr_critic", "4e-4"], [])), registry)
+    assert cfg.variant.options.lr_generator == 1e-4 and cfg.variant.options.lr_critic == 4e-4
