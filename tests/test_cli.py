@@ -71,6 +71,11 @@ def test_plugins_and_list(run_cli):
     assert rows["priors"]["hooks"] == ["genfw_register_priors"]
     code, out, _ = run_cli("list", "prior")
     assert code == 0 and "spike_slab" in out and "--prior.alpha float = 0.5" in out
+    # Each option is shown as the flag that sets it.
+    code, out, _ = run_cli("list", "regulariser")
+    assert code == 0 and "--regulariser.ema.decay float = 0.999" in out
+    code, out, _ = run_cli("list", "metric")
+    assert code == 0 and "--metric.kid.subset_size int = 1000" in out
     code, out, _ = run_cli("list", "variant", "--json")
     wae = next(r for r in json.loads(out) if r["name"] == "wae")
     assert wae["slots"]["prior"]["default"] == "normal" and wae["regularisers"] == ["mmd"]
