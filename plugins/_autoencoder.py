@@ -172,18 +172,27 @@ class AutoencoderBase:
     adversarial: Any
     critic_weight: float = 1.0  # the critic's loss is scaled by it (WAE-GAN's lambda)
 
-    def build_latent_critic(self, ctx: BuildContext) -> nn.Module:
-        """The latent critic ``z (latent_dim) -> (B, 1)``; also builds ``self.adversarial``."""
-        critic = ctx["critic"].build(in_shape=(self.options.latent_dim,), out_dim=1, num_classes=0)
+    def build_latent_critic(self, ctx: BuildContext, dim: int | None = None) -> nn.Module:
+        """A latent critic ``(B, dim) -> (B, 1)`` of the ``critic`` slot (``dim``: the latent
+        size by default); also builds ``self.adversarial``, the loss of its game."""
+        dim = self.options.latent_dim if dim is None else dim
+        critic = ctx["critic"].build(in_shape=(dim,), out_dim=1, num_classes=0)
         self.adversarial = ctx["adversarial"].build()
         return critic
 
-    def critic_phase(self, lr: float, betas: tuple[float, float], fresh_batch: bool = True) -> Phase:
-        """The ``critic`` phase: :meth:`critic_step` on the critic alone."""
+    def critic_phase(
+        self,
+        lr: float,
+        betas: tuple[float, float],
+        fresh_batch: bool = True,
+        modules: tuple[str, ...] = ("critic",),
+        step: Callable[[Batch, Modules], PhaseOutput] | None = None,
+    ) -> Phase:
+        """The ``critic`` phase: ``step`` (:meth:`critic_step` by default) on the ``modules``."""
         return Phase(
             "critic",
-            ("critic",),
-            self.critic_step,
+            modules,
+            step or self.critic_step,
             Optim("adam", lr, betas),
             fresh_batch=fresh_batch,
             provides=CRITIC_PROVIDES,
@@ -257,10 +266,10 @@ def marginal_mmd(
     return total
 
 
-def latent_critic_fn(m: Modules):
-    """The latent critic as ``critic(z, y=None) -> (B,)`` raw scores."""
+def latent_critic_fn(m: Modules, name: str = "critic"):
+    """The latent critic ``m[name]`` as ``critic(z, y=None) -> (B,)`` raw scores."""
 
     def critic(z: Tensor, y: Tensor | None = None) -> Tensor:
-        return m.critic(z).squeeze(1)
+        return m[name](z).squeeze(1)
 
     return critic

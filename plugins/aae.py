@@ -101,17 +101,17 @@ class AAE(AutoencoderBase):
                 f"aae --plugin.critics split needs a categorical prior (--prior categorical); "
                 f"prior '{ctx['prior'].name}' has no category to judge apart"
             )
+        betas = (o.beta1, 0.999)
         modules = {"encoder": encoder, "generator": decoder}
         if self.split:
-            modules["critic"] = ctx["critic"].build(in_shape=(style,), out_dim=1, num_classes=0)
-            modules["critic_cat"] = ctx["critic"].build(in_shape=(k,), out_dim=1, num_classes=0)
-            self.adversarial = ctx["adversarial"].build()
+            modules["critic"] = self.build_latent_critic(ctx, style)
+            modules["critic_cat"] = self.build_latent_critic(ctx, k)
+            critic_phase = self.critic_phase(
+                o.lr_critic, betas, False, ("critic", "critic_cat"), self.split_critic_step
+            )
         else:
             modules["critic"] = self.build_latent_critic(ctx)
-        critic_phase = self.critic_phase(o.lr_critic, (o.beta1, 0.999), fresh_batch=False)
-        if self.split:
-            critic_phase.modules, critic_phase.step = ("critic", "critic_cat"), self.split_critic_step
-        betas = (o.beta1, 0.999)
+            critic_phase = self.critic_phase(o.lr_critic, betas, fresh_batch=False)
         return Model(
             modules=modules,
             phases=[
@@ -151,10 +151,6 @@ class AAE(AutoencoderBase):
             logs["label_ce"] = ce.detach()
         return PhaseOutput(loss, context={"x": batch.x, "x_hat": x_hat, "z": z}, logs=logs)
 
-    def critics(self, m: Modules) -> tuple[Any, Any]:
-        """``(style critic, category critic)`` as ``critic(part) -> (B,)`` raw scores."""
-        return (lambda s, y=None: m.critic(s).squeeze(1)), (lambda c, y=None: m.critic_cat(c).squeeze(1))
-
     def split_critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
         """The two adversaries of the paper: style codes against the prior's continuous part,
         softmax heads against its one-hot samples; the sum of their critic objectives."""
@@ -162,7 +158,7 @@ class AAE(AutoencoderBase):
         with torch.no_grad():
             z = self.code(m, batch.x)
         prior_z = self.prior.sample(len(batch), device=z.device)
-        style, category = self.critics(m)
+        style, category = latent_critic_fn(m), latent_critic_fn(m, "critic_cat")
         real_s, fake_s = style(prior_z[:, k:]), style(z[:, k:])
         real_c, fake_c = category(prior_z[:, :k]), category(z[:, :k])
         loss = self.adversarial.critic_loss(real_s, fake_s) + self.adversarial.critic_loss(real_c, fake_c)
@@ -190,7 +186,7 @@ class AAE(AutoencoderBase):
         w = self.options.adversarial_weight
         if self.split:
             k = categorical_block(self.prior)
-            style, category = self.critics(m)
+            style, category = latent_critic_fn(m), latent_critic_fn(m, "critic_cat")
             prior = lambda: self.prior.sample(len(batch), device=z.device)  # noqa: E731
             fake_scores = style(z[:, k:])
             loss = w * (
