@@ -38,15 +38,9 @@ def _plugin_infos(eps: list[metadata.EntryPoint]) -> list[PluginInfo]:
     shared = {n for n in (ep.name for ep in eps) if sum(e.name == n for e in eps) > 1}
     infos = []
     for ep in eps:
-        dist = getattr(ep, "dist", None)
-        infos.append(
-            PluginInfo(
-                name=f"{_dist_name(ep)}:{ep.name}" if ep.name in shared else ep.name,
-                dist=_dist_name(ep),
-                version=dist.version if dist is not None else "",
-                module=ep.value,
-            )
-        )
+        dist, version = _dist_name(ep), getattr(getattr(ep, "dist", None), "version", "")
+        name = f"{dist}:{ep.name}" if ep.name in shared else ep.name
+        infos.append(PluginInfo(name=name, dist=dist, version=version, module=ep.value))
     return infos
 
 

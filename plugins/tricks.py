@@ -47,6 +47,7 @@ import genfw
 from genfw import BuildContext, GenfwError, Model, Modules, Phase, PhaseOutput
 from genfw import validators as check
 from genfw.hookspecs import Register
+from genfw.plugins import get_registry
 from genfw.plugins import variants_where as fitting_variants
 from genfw_plugins._layers import MinibatchDiscrimination, minibatch_stddev
 from genfw_plugins.gan import critic_features
@@ -395,8 +396,6 @@ class LabelSmoothing:
     @staticmethod
     def fits(variant: Any) -> bool:
         """A critic phase with real scores and, by default, a cross-entropy ``loss`` slot."""
-        from genfw.plugins import get_registry
-
         slot = getattr(variant.factory, "slots", {}).get("loss")
         if slot is None or slot.kind != "loss" or not declares(variant, "critic", LabelSmoothing.needs):
             return False
