@@ -118,7 +118,9 @@ def genfw_register_losses(register: Register) -> None:
       objective needs the real scores (a relativistic loss) sets ``needs_real_scores = True``;
       adversarial variants then pass them.
     - ``"reconstruction"``: ``__call__(x_hat, x) -> Tensor (B,)``, a per-example cost (e.g. a
-      negative log-likelihood summed over dimensions).
+      negative log-likelihood summed over dimensions). A cost that is a normalised
+      ``-log p(x | x_hat)`` sets ``likelihood = True``; ``vae`` and ``vsc`` report an ELBO and a
+      log-likelihood only with such a loss.
 
     A variant's loss slot takes losses of one role; the error for a mismatch lists the valid ones.
 

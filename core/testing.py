@@ -29,7 +29,8 @@ What each check does:
   fake scores; ``generator_loss`` a finite scalar with gradients to the fake scores (given the
   real scores where the loss sets ``needs_real_scores``). (reconstruction): ``loss(x_hat, x)``
   is ``(B,)``, finite, differentiable in ``x_hat`` and per example (changing one example
-  changes only its cost).
+  changes only its cost); one that declares ``likelihood = True`` is normalised: on one
+  dimension ``exp(-loss)`` sums to 1 over ``x`` in ``{-1, 1}`` or integrates to 1 over the line.
 - **prior**: ``sample`` has shape ``(n, dim)`` for several ``dim``, is reproducible for a
   ``torch.Generator`` and differs between seeds; ``log_prob`` is ``(n,)`` and finite on the
   prior's own samples; in 1-D and 2-D it integrates to 1 (point masses found in the samples are
@@ -243,6 +244,28 @@ def _check_reconstruction(loss: Any, where: str) -> None:
         changed = loss(x_hat.detach(), other)
         if not torch.equal(changed[1:], cost.detach()[1:]) or torch.equal(changed[0], cost.detach()[0]):
             raise _fail(where, "changing example 0 must change its cost and no other (costs are per example)")
+    if getattr(loss, "likelihood", False):
+        _check_normalised(loss, where)
+
+
+def _check_normalised(loss: Any, where: str) -> None:
+    """A loss declaring ``likelihood = True`` is ``-log p(x | x_hat)``: on one dimension,
+    ``exp(-loss)`` sums to 1 over ``x`` in ``{-1, 1}`` (binary data) or integrates to 1 over
+    ``x`` in ``[-50, 50]`` (trapezoids of width 1e-3; continuous data)."""
+    x_hat = torch.tensor([[-0.3], [0.4]], dtype=torch.float64)
+    with torch.no_grad():
+        binary = sum(torch.exp(-loss(x_hat, torch.full_like(x_hat, v))) for v in (-1.0, 1.0))
+        grid = torch.linspace(-50.0, 50.0, 100_001, dtype=torch.float64)  # (G,)
+        density = torch.stack([torch.exp(-loss(row.expand(len(grid), 1), grid[:, None])) for row in x_hat])
+        integral = torch.trapezoid(density, grid, dim=1)  # (2,)
+    ok = [bool(torch.allclose(t, torch.ones_like(t), atol=1e-3)) for t in (binary, integral)]
+    if not any(ok):
+        raise _fail(
+            where,
+            "declares likelihood = True, but exp(-loss) is not a normalised density of x: on one dimension "
+            f"it sums to {binary.tolist()} over x in {{-1, 1}} and integrates to {integral.tolist()} over "
+            "the line (expected 1); a cost without its normalising constant leaves likelihood unset",
+        )
 
 
 # --- priors -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ of ``aae`` and ``wae --plugin.penalty gan``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -37,6 +38,13 @@ def takes_logits(loss: Any) -> bool:
     """Whether a reconstruction loss reads the decoder's output as logits (it declares
     ``logits = True``, as ``bernoulli``): the decoder's ``output: auto`` is then linear."""
     return bool(getattr(loss, "logits", False))
+
+
+def is_likelihood(loss: Any) -> bool:
+    """Whether a reconstruction loss is a normalised ``-log p(x | x_hat)`` (it declares
+    ``likelihood = True``: ``gaussian``, ``bernoulli``), so that an ELBO built on it is in nats.
+    ``mse`` and ``l1`` are not: ``mse`` is ``-log N(x; x_hat, I/2)`` less ``D/2 log pi`` nats."""
+    return bool(getattr(loss, "likelihood", False))
 
 
 def decoder_spec(spec: ComponentSpec, loss: Any) -> ComponentSpec:
@@ -99,6 +107,7 @@ class AutoencoderBase:
     presets: ClassVar[dict[str, dict[str, Any]]] = AUTOENCODER_PRESETS
     prior: Any
     loss: Any
+    likelihood: bool = False  # the loss is a normalised -log p(x|z) (is_likelihood); set by build_networks
 
     def __init__(self, options: Any):
         self.options = options
@@ -139,6 +148,7 @@ class AutoencoderBase:
         :func:`decoder_spec`), in that order (the order of their initial weights)."""
         latent_dim, shape = self.options.latent_dim, ctx.data.shape
         self.loss = ctx["loss"].build()
+        self.likelihood = is_likelihood(self.loss)
         encoder = ctx["encoder"].build(in_shape=shape, out_dim=encoder_dim, num_classes=0)
         decoder = decoder_spec(ctx["generator"], self.loss).build(
             latent_dim=latent_dim, out_shape=shape, num_classes=0
@@ -154,8 +164,20 @@ class AutoencoderBase:
         log_weights: Callable[[Modules, Tensor, int], Tensor] | None = None,
     ) -> Model:
         """The model of a one-phase autoencoder (``ae``, ``vae``, ``vsc``): the networks of
-        :meth:`build_networks` and one ``autoencoder`` phase that runs ``self.step`` on both."""
+        :meth:`build_networks` and one ``autoencoder`` phase that runs ``self.step`` on both.
+
+        ``log_weights`` (ELBO and IWAE estimates) is dropped, with a one-line note in the log,
+        when the loss is not a likelihood (:func:`is_likelihood`): those numbers would be off by
+        the cost's missing normalising constant (``32 log pi = 36.6`` nats for ``mse`` on digits)."""
         encoder, decoder = self.build_networks(ctx, encoder_dim)
+        if log_weights is not None and not self.likelihood:
+            log_weights = None
+            name, loss = type(self).__name__.lower(), ctx["loss"].name
+            logging.getLogger(__name__).warning(
+                f"{name}: loss '{loss}' is not a normalised likelihood -log p(x|z), so elbo and "
+                f"log_likelihood are not reported; a likelihood loss reports them: gaussian (with "
+                f"--loss.sigma 0.70710678 it is mse plus a constant) or bernoulli (binary data)"
+            )
         phase = Phase("autoencoder", ("encoder", "generator"), self.step, optim, provides=provides)
         return Model(
             modules={"encoder": encoder, "generator": decoder},

@@ -3,7 +3,9 @@
 Adversarial losses (``role = "adversarial"``) take raw critic scores (logits), shape ``(B,)``:
 ``minimax``, ``non_saturating``, ``wasserstein``, ``hinge`` and ``least_squares``. Reconstruction losses
 (``role = "reconstruction"``) return a per-example cost ``(B,)`` summed over all non-batch
-dimensions: ``mse``, ``l1``, ``gaussian`` and ``bernoulli``.
+dimensions: ``mse``, ``l1``, ``gaussian`` and ``bernoulli``. The last two are normalised negative
+log-likelihoods and declare ``likelihood = True``; ``mse`` and ``l1`` are costs without the
+normalising constant (``mse`` is ``-log N(x; x_hat, I/2)`` less ``D/2 log pi``).
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class GaussianNLL:
     """Gaussian negative log-likelihood -log N(x; x_hat, sigma^2 I) per example."""
 
     role = "reconstruction"
+    likelihood = True  # a normalised -log p(x | x_hat): vae and vsc report ELBO and log-likelihood
 
     def __init__(self, options: GaussianOptions) -> None:
         self.sigma = options.sigma
@@ -196,6 +199,7 @@ class BernoulliNLL:
 
     role = "reconstruction"
     logits = True  # reads the decoder's output as logits: a decoder's output "auto" is linear
+    likelihood = True  # of binary data: exp(-cost) sums to 1 over x in {-1, 1}
 
     def __init__(self, options: Any = None) -> None:
         pass

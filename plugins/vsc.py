@@ -23,6 +23,9 @@ Lebesgue measure plus a unit atom at 0, so their ratio is a valid importance wei
 The paper's full model also learns the prior from pseudo-inputs (a VampPrior-like "recycling"
 of the prior) and warms up ``c``; neither is part of this variant: the prior here is the fixed
 spike and slab of the lecture.
+
+A reconstruction loss that is not a normalised likelihood (``mse``, ``l1``) trains, but leaves
+out the ELBO and log-likelihood, as in ``vae``.
 """
 
 from __future__ import annotations
@@ -110,15 +113,14 @@ class VSC(AutoencoderBase):
         rec = self.loss(x_hat, batch.x)  # (B,)
         kl = self.prior.kl_from_spike_slab(mu, logvar, gamma)  # (B,)
         loss = (rec + self.options.beta * kl).mean()
+        logs = {"reconstruction": rec.detach(), "kl": kl.detach()}
+        if self.likelihood:  # an ELBO in nats only where the loss is a normalised -log p(x|z)
+            logs["elbo"] = -(rec + kl).detach()
+        logs["slab_probability"] = gamma.detach()
         return PhaseOutput(
             loss,
             context={"x": batch.x, "x_hat": x_hat, "z": z, "mu": mu, "logvar": logvar, "gamma": gamma},
-            logs={
-                "reconstruction": rec.detach(),
-                "kl": kl.detach(),
-                "elbo": -(rec + kl).detach(),
-                "slab_probability": gamma.detach(),
-            },
+            logs=logs,
         )
 
     def log_weights(self, m: Modules, x: Tensor, k: int) -> Tensor:

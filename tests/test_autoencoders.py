@@ -5,6 +5,7 @@ forms or Monte Carlo estimates with stated tolerances; bad input; a few training
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
@@ -642,6 +643,55 @@ def test_vsc_objective(registry):
     assert out.loss.item() == pytest.approx((rec + kl).mean().item(), rel=1e-5)
     code = b.model.encode(m, batch.x, None)
     torch.testing.assert_close(code, torch.where(gamma >= 0.5, mu, 0.0))
+
+
+# --- a cost that is not a likelihood gets no ELBO --------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["vae", "vsc"])
+def test_a_cost_that_is_not_a_likelihood_reports_no_elbo(registry, variant, caplog):
+    """``mse`` is ``-log N(x; x_hat, I/2)`` less ``D/2 log pi``: an "ELBO" on it is ``32 log pi``
+    nats too high on the 64 pixels of digits. vae and vsc train with it but leave the ELBO and the
+    log-likelihood out, with a one-line note; gaussian with sigma = 1/sqrt(2) trains the same
+    objective plus that constant, and reports them."""
+
+    def make(loss):
+        torch.manual_seed(0)
+        return built(registry, {"name": variant, "latent_dim": 3}, dataset="digits", loss=loss)
+
+    with caplog.at_level(logging.WARNING):
+        mse = make("mse")
+    [note] = [r.getMessage() for r in caplog.records]
+    assert note.startswith(f"{variant}: loss 'mse' is not a normalised likelihood -log p(x|z), so elbo and ")
+    assert "\n" not in note
+    caplog.clear()
+    gauss = make({"name": "gaussian", "sigma": math.sqrt(0.5)})
+    assert not caplog.records
+    assert make("l1").model.log_weights is None
+    assert mse.model.log_weights is None and gauss.model.log_weights is not None
+    for k, v in mse.model.modules["encoder"].state_dict().items():
+        assert torch.equal(v, gauss.model.modules["encoder"].state_dict()[k])  # the same weights
+    batch = toy_batch(mse, 16)
+    outs = {}
+    for name, b in (("mse", mse), ("gaussian", gauss)):
+        torch.manual_seed(1)
+        outs[name] = b.model.phases[0].step(batch, Modules(b.model.modules))
+    # Same weights and draws: the objectives differ by D/2 log pi = 32 x 1.144730 = 36.6314 by hand.
+    assert (outs["gaussian"].loss - outs["mse"].loss).item() == pytest.approx(36.6314, abs=1e-3)
+    assert "elbo" not in outs["mse"].logs
+    g = outs["gaussian"].logs
+    torch.testing.assert_close(g["elbo"], -(g["reconstruction"] + g["kl"]))
+
+    def metric(b):
+        x = b.dataset.tensors[0]
+        ctx = EvalContext(
+            sample=lambda n: x[:n], real=lambda n: x[:n], dataset=b.dataset, model=b.model,
+            modules=Modules(b.model.modules),
+        )  # fmt: skip
+        return AutoencoderMetric(AutoencoderMetricOptions(num_examples=20, importance_samples=2))(ctx)
+
+    assert not {"elbo", "log_likelihood"} & metric(mse).keys()
+    assert {"elbo", "log_likelihood"} <= metric(gauss).keys()
 
 
 # --- a reconstruction loss on logits gets a linear decoder output ----------------------------------

@@ -47,6 +47,17 @@ class BatchMeanReconstruction:
         return cost + cost.mean()  # leaks the other examples into each cost
 
 
+class SquaredErrorClaimingLikelihood:
+    role = "reconstruction"
+    likelihood = True  # but ||x - x_hat||^2 lacks log N's constant: exp(-cost) integrates to sqrt(pi)
+
+    def __init__(self, options: Any = None) -> None:
+        pass
+
+    def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        return (x_hat - x).flatten(1).square().sum(1)
+
+
 class UnnormalisedNormal(NormalPrior):
     def log_prob(self, z: Tensor) -> Tensor:
         return (-0.5 * z.square()).sum(-1)  # forgets -log(2 pi) / 2
@@ -141,6 +152,7 @@ class Broken:
             options=attrs.make_class("O2", {"real_label": attrs.field(default=1.0)}),
         )
         register("batch_mean", BatchMeanReconstruction)
+        register("mse_as_likelihood", SquaredErrorClaimingLikelihood)
         register("odd_options", NonSaturatingLoss, options=OddOptions)
 
     @genfw.hookimpl
@@ -180,6 +192,8 @@ def registry():
         ("loss", "detached_fake", "critic_loss must pass gradients to both the real and the fake scores"),
         ("loss", "per_example_critic", r"returned shape \(8,\), expected a scalar"),
         ("loss", "batch_mean", "changing example 0 must change its cost and no other"),
+        # sqrt(pi) = 1.7725 by hand: the integral of exp(-(x - x_hat)^2) over the line
+        ("loss", "mse_as_likelihood", r"integrates to \[1\.77245\d*, 1\.77245\d*\] over the line"),
         ("loss", "odd_options", "options do not round-trip through cattrs"),
         (
             "prior",

@@ -6,7 +6,9 @@ key ``held_out`` is 1) or, when the run holds none out, of the training data (``
 - ``reconstruction``: mean over examples of ``||x - x_rec||^2`` summed over dimensions, in data
   space (``x_rec`` = ``model.reconstruct``: the decoder's mean at the code), the same for every
   variant whatever its training loss; ``reconstruction_pixel`` is the same per dimension.
-- ``elbo`` and ``log_likelihood`` (models with ``log_weights``: ``vae``, ``vsc``): with
+- ``elbo`` and ``log_likelihood`` (models with ``log_weights``: ``vae`` and ``vsc`` with a loss
+  that is a normalised likelihood, ``gaussian`` or ``bernoulli``; with ``mse`` or ``l1``, costs
+  without their normalising constant, they give none and both are left out): with
   ``w_i = log p(x, z_i) - log q(z_i | x)``, ``z_i ~ q(z | x)``, ``i = 1..k``, ``elbo`` is the mean
   of ``w_i`` and ``log_likelihood`` is ``log (1/k) sum_i exp(w_i)``, the importance-weighted
   bound of Burda et al. 2016 (IWAE), a lower bound on ``log p(x)`` that tightens as ``k`` grows;
