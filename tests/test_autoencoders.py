@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from genfw import Batch, EvalContext, GenfwError, Model, Modules
 from genfw.config import resolve
-from genfw.train import build, holdout_split, make_loader
+from genfw.train import Trainer, build, holdout_split, make_loader, read_run
 from genfw_plugins import priors
 from genfw_plugins._autoencoder import marginal_mmd
 from genfw_plugins.losses import GaussianNLL, GaussianOptions
@@ -30,7 +30,7 @@ from genfw_plugins.metrics.autoencoder import (
 )
 from genfw_plugins.regularisers import WAE_SCALES, mmd_imq
 from genfw_plugins.vae import VAE, VAEOptions
-from genfw_plugins.vsc import VSC, VSCOptions, spike_slab_log_density
+from genfw_plugins.vsc import VSC, VSCOptions, spike_slab_log_density, warmup_factor
 from genfw_plugins.wae import MARGINAL_SCALES
 
 from .conftest import QUICK
@@ -643,6 +643,94 @@ def test_vsc_objective(registry):
     assert out.loss.item() == pytest.approx((rec + kl).mean().item(), rel=1e-5)
     code = b.model.encode(m, batch.x, None)
     torch.testing.assert_close(code, torch.where(gamma >= 0.5, mu, 0.0))
+
+
+def authors_warmup(steps: int, start: int, end: int) -> list[float]:
+    """The factor of the authors' training loop (Tonolini, models/VSC_model.py) at iterations
+    ``0..steps-1``: ``lam = 0``, then before iteration ``i``, ``lam += 1 / (end - start)`` if
+    ``start < i < end``."""
+    lam, out = 0.0, []
+    for i in range(steps):
+        if start < i < end:
+            lam += 1.0 / (end - start)
+        out.append(lam)
+    return out
+
+
+def test_vsc_warmup_factor_is_the_authors_ramp():
+    start, end = 3, 8
+    ours = [warmup_factor(torch.tensor(t), start, end).item() for t in range(12)]
+    theirs = authors_warmup(12, start, end)
+    # By hand: 0 up to step 3, then (t - 3) / 5: 0.2, 0.4, 0.6, 0.8, then 1 from step 8 on.
+    assert ours == pytest.approx([0, 0, 0, 0, 0.2, 0.4, 0.6, 0.8, 1, 1, 1, 1], abs=1e-7)
+    assert ours[:end] == pytest.approx(theirs[:end], abs=1e-7)
+    # The one departure: their loop stops one increment short of 1, at (end - start - 1) / (end - start).
+    assert theirs[end:] == pytest.approx([0.8] * 4, abs=1e-7)
+
+
+def test_vsc_warmup_scales_the_slab_in_the_training_sample_only(registry):
+    """The authors' warm-up: ``z = s * (lam mu + exp(lam logvar / 2) eps)``; the KL, gamma and the
+    code keep the unscaled posterior. ``lam`` is read from the step count, which each step advances."""
+    assert "warmup" not in built(registry, {"name": "vsc", "latent_dim": 3}).model.modules  # off by default
+    opts = {"name": "vsc", "latent_dim": 3, "c": 1e6, "warmup_start": 2, "warmup_end": 6}
+    b = built(registry, opts, prior={"name": "spike_slab", "alpha": 0.2})
+    m = Modules(b.model.modules)
+    batch = toy_batch(b)
+    assert m.warmup.step.item() == 0
+    mu, logvar, h = m.encoder(batch.x).chunk(3, 1)
+    gamma = torch.exp(-torch.relu(-h)).clamp(1e-6, 1 - 1e-6)
+    kl = prior(registry, "spike_slab", 3, alpha=0.2).kl_from_spike_slab(mu, logvar, gamma)
+    for t, lam in [(0, 0.0), (2, 0.0), (3, 0.25), (5, 0.75), (6, 1.0), (9, 1.0)]:  # (t - 2) / 4 in [0, 1]
+        m.warmup.step.fill_(t)
+        torch.manual_seed(0)
+        out = b.model.phases[0].step(batch, m)
+        assert m.warmup.step.item() == t + 1
+        assert out.logs["warmup"].item() == lam
+        torch.manual_seed(0)
+        eps, eta = torch.randn_like(mu), torch.rand_like(mu)
+        z = torch.where(eta > 1 - gamma, lam * mu + torch.exp(0.5 * lam * logvar) * eps, 0.0)
+        torch.testing.assert_close(out.context["z"], z)
+        rec = 0.5 * (m.generator(z) - batch.x).square().sum(1) + math.log(2 * math.pi)
+        assert out.loss.item() == pytest.approx((rec + kl).mean().item(), rel=1e-5)
+        torch.testing.assert_close(out.context["mu"], mu)
+    torch.testing.assert_close(b.model.encode(m, batch.x, None), torch.where(gamma >= 0.5, mu, 0.0))
+    with pytest.raises(GenfwError, match="warmup_end must be greater than warmup_start"):
+        resolve({"variant": {"name": "vsc", "warmup_start": 5, "warmup_end": 5}}, registry)
+
+
+def test_vsc_warmup_resumes_exactly(tmp_path, registry):
+    def raw(steps: int, **train) -> dict:
+        return {
+            "variant": {"name": "vsc", "latent_dim": 3, "warmup_start": 1, "warmup_end": 5},
+            "dataset": "digits",
+            "encoder": SMALL,
+            "generator": SMALL,
+            "metrics": {},
+            "train": {
+                "steps": steps,
+                "batch_size": 16,
+                "log_every": 1,
+                "progress": False,
+                "grid": 4,
+                **train,
+            },
+        }
+
+    straight = Trainer(resolve(raw(6, checkpoint_every=3), registry), tmp_path / "a")
+    straight.fit()
+    Trainer(resolve(raw(3), registry), tmp_path / "b").fit()  # mid-ramp: step t = 3 uses lam = 0.5
+    resumed = Trainer(read_run(tmp_path / "b", registry, [("train.steps", 6)]), tmp_path / "b", resume=True)
+    assert resumed.plain.warmup.step.item() == 3
+    resumed.fit()
+    assert straight.plain.warmup.step.item() == 6
+    for name in ("encoder", "generator", "warmup"):
+        a, b = straight.plain[name].state_dict(), resumed.plain[name].state_dict()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resume"
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["autoencoder/warmup"] for r in rows if "autoencoder/warmup" in r] == pytest.approx(
+        [0, 0, 0.25, 0.5, 0.75, 1]  # steps t = 0..5 use (t - 1) / 4 in [0, 1], the split after t = 2
+    )
 
 
 # --- a cost that is not a likelihood gets no ELBO --------------------------------------------------
