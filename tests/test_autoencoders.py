@@ -31,7 +31,7 @@ from genfw_plugins.metrics.autoencoder import (
 from genfw_plugins.regularisers import WAE_SCALES, mmd_imq
 from genfw_plugins.vae import VAE, VAEOptions
 from genfw_plugins.vsc import VSC, VSCOptions, spike_slab_log_density, warmup_factor
-from genfw_plugins.wae import MARGINAL_SCALES
+from genfw_plugins.wae import MARGINAL_SCALES, WAEOptions
 
 from .conftest import QUICK
 
@@ -620,6 +620,28 @@ def test_sparse_wae_adds_the_marginal_mmd(registry):
     marginal = marginal_mmd(z, prior_z, 0.5, MARGINAL_SCALES)  # sigma2 = the prior's variance, alpha
     assert out.loss.item() == pytest.approx((rec + 10.0 * marginal).item(), rel=1e-5)
     assert list(b.regularisers["autoencoder"][0][:1]) == ["mmd"]  # the joint MMD stays
+
+
+@pytest.mark.parametrize("penalty", ["mmd", "gan"])
+def test_wae_reconstruction_scale_is_the_authors_constant_on_request(registry, penalty):
+    """tolstikhin/wae, wae.py, reconstruction_loss, cost l2sq: ``0.05 * mean_i ||x_i - x_hat_i||^2``,
+    then ``+ lambda * penalty``; the paper's objective (scale 1) stays the default."""
+    assert WAEOptions().recon_scale == 1.0
+    b = built(registry, {"name": "wae", "latent_dim": 2, "penalty": penalty, "recon_scale": 0.05})
+    m = Modules(b.model.modules)
+    batch = toy_batch(b)
+    out = b.model.phases[-1].step(batch, m)  # the autoencoder phase
+    z = m.encoder(batch.x)
+    sq = (m.generator(z) - batch.x).square().sum(1)  # (B,) squared errors
+    expected = 0.05 * sq.mean()
+    if penalty == "gan":  # - lambda E log D(Q(x)), lambda = gan_weight = 1
+        expected = expected - torch.sigmoid(m.critic(z)).log().mean()
+    else:  # the mmd regulariser (lambda = 10) is added by the loop, unscaled
+        assert b.regularisers["autoencoder"][0][1].options.weight == 10.0
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(out.logs["reconstruction"], sq)  # the log keeps c unscaled
+    with pytest.raises(GenfwError, match="recon_scale must be positive"):
+        resolve({"variant": {"name": "wae", "recon_scale": 0.0}}, registry)
 
 
 def test_vsc_objective(registry):
