@@ -558,8 +558,22 @@ class Trainer:
         self._epochs = {p.name: p.optimizer_epoch() for p in self.phases if p.optimizer_epoch is not None}
 
         self.step = 0
-        if resume:
+        if resume and is_empty_run(self.run_dir):
+            # A run that stopped before its first checkpoint (killed, a bad image): it starts again
+            # from step 0 with its recorded config, as the same command would have.
+            if acc.is_main_process:
+                print(
+                    f"genfw: note: {self.run_dir} has no checkpoint yet; starting it from step 0 "
+                    f"with its {CONFIG_FILE}",
+                    file=sys.stderr,
+                )
+        elif resume:
             self._resume()
+            if self.step >= self.opts.steps:
+                raise GenfwError(
+                    f"{self.run_dir} is already at step {self.step} (train.steps {self.opts.steps}); "
+                    f"nothing to do: give --steps above {self.step} to train it further"
+                )
         self.writer = None
         if acc.is_main_process:
             write_config(self.run_dir, cfg)
@@ -599,6 +613,9 @@ class Trainer:
         return state
 
     def save(self) -> None:
+        """Write the checkpoint of this step and ``generator.safetensors``, only if every weight,
+        optimiser moment and loss logged since the last log is finite: otherwise raise the
+        divergence error and leave the last finite checkpoint and export as they are."""
         acc = self.accelerator
         if acc.num_processes > 1:
             # DDP gives every rank rank 0's buffers (batch-norm statistics) at each forward, but the
@@ -606,28 +623,52 @@ class Trainer:
             for mod in self.plain.values():
                 for buf in mod.buffers():
                     torch.distributed.broadcast(buf, 0)
+        state = self.state()
+        bad = sorted({path.rsplit("/", 1)[0] for path in checkpoint.non_finite(self.pending)})
+        bad += checkpoint.non_finite({"modules": state["modules"], "optimizers": state["optimizers"]})
+        if acc.num_processes > 1:  # every rank stops together
+            count = acc.reduce(torch.tensor(float(len(bad)), device=acc.device), "sum")
+            if count.item() and not bad:
+                bad = ["a value on another process"]
+        if bad:
+            raise self._divergence(bad)
         if acc.is_main_process:
-            checkpoint.save(
-                self.run_dir / "checkpoints", self.step, self.state(), keep=self.opts.keep_checkpoints
-            )
+            checkpoint.save(self.run_dir / "checkpoints", self.step, state, keep=self.opts.keep_checkpoints)
             export = {n: self.plain[n] for n in self.built.model.export}
             checkpoint.save_weights(self.run_dir / EXPORT_FILE, export)
         acc.wait_for_everyone()
 
+    def _divergence(self, bad: list[str]) -> GenfwError:
+        """The one-line error of a run whose values stopped being finite, naming what it kept."""
+        more = f" and {len(bad) - 4} more" if len(bad) > 5 else ""
+        pointer = self.run_dir / "checkpoints" / checkpoint.LATEST
+        kept = (
+            f"checkpoints/{pointer.read_text(errors='replace').strip()} and {EXPORT_FILE} hold the last "
+            f"finite weights"
+            if pointer.is_file()
+            else "no checkpoint was written"
+        )
+        return GenfwError(
+            f"training diverged at step {self.step}: {', '.join(bad[: 4 if more else 5])}{more} "
+            f"{'is' if len(bad) == 1 else 'are'} not finite; lower the learning rate or change the "
+            f"variant's options ({kept})"
+        )
+
     def _resume(self) -> None:
-        path = checkpoint.find(self.run_dir / "checkpoints")
-        step, state = checkpoint.load(path)
+        """Load the latest checkpoint, after checking all of it against this run's model."""
+        try:
+            path = checkpoint.find(self.run_dir / "checkpoints")
+            step, state = checkpoint.load(path)
+            self._check_state(path, state)
+        except GenfwError as exc:
+            raise GenfwError(
+                f"cannot resume: {exc}; to start the run again from step 0: genfw train --config "
+                f"{self.run_dir / CONFIG_FILE} --out {self.run_dir} --overwrite"
+            ) from None
         for name, mod in self.plain.items():
-            if name not in state["modules"]:
-                raise GenfwError(f"checkpoint {path} has no weights for module '{name}'")
             checkpoint.load_state(mod, state["modules"][name], f"checkpoint {path} [{name}]")
         for name, opt in self.optimizers.items():
-            try:
-                opt.load_state_dict(state["optimizers"][name])
-            except (KeyError, ValueError) as exc:
-                raise GenfwError(
-                    f"checkpoint {path}: optimiser state of phase '{name}' does not fit ({exc})"
-                ) from None
+            opt.load_state_dict(state["optimizers"][name])
         if "loader" in state and isinstance(self.loader, TensorLoader):
             self.loader.load_state_dict(state["loader"])
         for name, scaler_state in state.get("scalers", {}).items():
@@ -635,7 +676,7 @@ class Trainer:
                 self._scalers[name].load_state_dict(scaler_state)
         for name, epoch in state.get("optimizer_epochs", {}).items():
             if name in self._epochs:
-                self._epochs[name] = int(epoch)
+                self._epochs[name] = epoch
         if state.get("world") == 1 and self.accelerator.num_processes == 1:
             torch.set_rng_state(state["rng"]["cpu"])
             if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -643,6 +684,66 @@ class Trainer:
         else:  # another world size: fresh, deterministic streams per process
             set_seed(self.opts.seed + 7919 * step, device_specific=True)
         self.step = step
+
+    def _check_state(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse, in one line, a checkpoint whose structure or tensor shapes do not fit this run
+        (what :meth:`state` writes), or whose weights or moments are not finite; loads nothing."""
+
+        def fail(what: str) -> GenfwError:
+            return GenfwError(f"checkpoint {path} does not fit this run: {what}{checkpoint.others(path)}")
+
+        def is_int(v: Any) -> bool:
+            return type(v) is int
+
+        modules, optimizers, rng = state.get("modules"), state.get("optimizers"), state.get("rng")
+        check_weights(path, modules, self.plain)
+        if not isinstance(optimizers, dict):
+            raise fail("'optimizers' must be a mapping by phase")
+        for name, opt in self.optimizers.items():
+            if name not in optimizers:
+                raise fail(f"it has no optimiser state for phase '{name}'")
+            checkpoint.check_optimizer_state(opt, optimizers[name], f"checkpoint {path} [optimiser {name}]")
+        if "world" in state and not (is_int(state["world"]) and state["world"] >= 1):
+            raise fail("'world' must be a number of processes")
+        if not isinstance(rng, dict) or "cpu" not in rng:
+            raise fail("'rng' must be a mapping with the CPU generator's state 'cpu'")
+        rngs = {"cpu": torch.get_rng_state()}
+        if "cuda" in rng and torch.cuda.is_available():
+            rngs["cuda"] = torch.cuda.get_rng_state()
+        for key, mine in rngs.items():
+            if (
+                not isinstance(rng[key], torch.Tensor)
+                or rng[key].dtype != mine.dtype
+                or rng[key].shape != mine.shape
+            ):
+                raise fail(f"rng/{key} must be a {mine.dtype} tensor of shape {list(mine.shape)}")
+        loader = state.get("loader", {"epoch": 0, "pos": 0})
+        if isinstance(self.loader, TensorLoader) and not (
+            isinstance(loader, dict)
+            and is_int(loader.get("epoch"))
+            and is_int(loader.get("pos"))
+            and loader["epoch"] >= 0
+            and 0 <= loader["pos"] <= self.loader.x.shape[0]
+        ):
+            raise fail(f"'loader' must hold an epoch and a position in 0..{self.loader.x.shape[0]}")
+        for key, want in (("scalers", self._scalers), ("optimizer_epochs", self._epochs)):
+            got = state.get(key, {})
+            if not isinstance(got, dict):
+                raise fail(f"'{key}' must be a mapping by phase")
+            for name in set(got) & set(want):
+                value = got[name]
+                ok = (
+                    is_int(value)
+                    if key == "optimizer_epochs"
+                    else isinstance(value, dict)
+                    and set(value) == set(want[name].state_dict())
+                    and all(isinstance(v, (int, float)) for v in value.values())
+                )
+                if not ok:
+                    raise fail(f"{key}/{name} is {value!r}")
+        check_finite(
+            {"modules": modules, "optimizers": optimizers}, f"checkpoint {path}", checkpoint.others(path)
+        )
 
     # -- sampling and metrics (main process) ---------------------------------------------------
     def sample_grid(self) -> None:
@@ -776,10 +877,7 @@ class Trainer:
                     bad = [k for k, v in last.items() if not math.isfinite(v)]
                     if is_main:
                         self.log({**last, "time": time.perf_counter() - t0})
-                    raise GenfwError(
-                        f"training diverged at step {self.step}: {', '.join(bad)} is not finite; "
-                        f"lower the learning rate or change the variant's options"
-                    )
+                    raise self._divergence(bad)
                 if is_main:
                     self.log({**last, "time": time.perf_counter() - t0})
                     if bar is not None:
@@ -839,9 +937,13 @@ def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built
     if with_data:
         built = build(cfg)
         model = built.model
-        _, state = checkpoint.load(checkpoint.find(run_dir / "checkpoints"))
+        path = checkpoint.find(run_dir / "checkpoints")
+        _, state = checkpoint.load(path)
+        modules = state.get("modules")
+        check_weights(path, modules, model.modules)
+        check_finite({"modules": modules}, f"checkpoint {path}", checkpoint.others(path))
         for name, mod in model.modules.items():
-            checkpoint.load_state(mod, state["modules"].get(name, {}), f"checkpoint of {run_dir} [{name}]")
+            checkpoint.load_state(mod, modules[name], f"checkpoint {path} [{name}]")
         return built, model, Modules(model.modules)
     try:
         info = json.loads((run_dir / RUN_FILE).read_text())["data"]
@@ -851,5 +953,37 @@ def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built
     ctx = BuildContext(components=cfg.slots, data=data)
     model = cfg.variant.build().build(ctx)
     attach_regularisers(cfg, model, ctx)  # their setup may change the exported modules (EMA weights)
-    checkpoint.load_weights(run_dir / EXPORT_FILE, {n: model.modules[n] for n in model.export})
+    export = {n: model.modules[n] for n in model.export}
+    checkpoint.load_weights(run_dir / EXPORT_FILE, export)
+    weights = {f"{n}.{k}": v for n, mod in export.items() for k, v in mod.state_dict().items()}  # its keys
+    check_finite(weights, str(run_dir / EXPORT_FILE))
     return None, model, Modules(model.modules)
+
+
+def is_empty_run(run_dir: Path) -> bool:
+    """A run folder whose run stopped before its first checkpoint: no checkpoint, no export."""
+    return checkpoint.is_empty(run_dir / "checkpoints") and not (run_dir / EXPORT_FILE).exists()
+
+
+def check_weights(path: Path, state: Any, modules: dict[str, nn.Module]) -> None:
+    """The ``modules`` part of checkpoint ``path`` holds every module's tensors, of their shapes."""
+    if not isinstance(state, dict):
+        raise GenfwError(
+            f"checkpoint {path} does not fit this run: 'modules' must be a mapping by name"
+            f"{checkpoint.others(path)}"
+        )
+    for name, mod in modules.items():
+        if name not in state:
+            raise GenfwError(f"checkpoint {path} has no weights for module '{name}'{checkpoint.others(path)}")
+        checkpoint.check_module_state(mod, state[name], f"checkpoint {path} [{name}]")
+
+
+def check_finite(tree: dict[str, Any], where: str, hint: str = "") -> None:
+    """Refuse weights (or optimiser moments) with a NaN or an infinity, from a run that diverged,
+    in one line; ``hint`` ends it (e.g. the run's other checkpoints)."""
+    bad = checkpoint.non_finite(tree)
+    if bad:
+        raise GenfwError(
+            f"{where} holds non-finite values ({', '.join(bad[:3])}): the run had diverged when it "
+            f"was written{hint}"
+        )
