@@ -6,6 +6,7 @@ code 2 and no traceback. Anything else that escapes is a bug and keeps its trace
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -22,3 +23,10 @@ def choices(names: Iterable[str]) -> str:
 def plural(kind: str) -> str:
     """``loss`` -> ``losses``, ``prior`` -> ``priors``."""
     return kind + ("es" if kind.endswith("s") else "s")
+
+
+def nearest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to a misspelt ``word`` (``stpes`` -> ``steps``), or ``None`` when
+    none is close (difflib's similarity ratio below 0.6)."""
+    match = difflib.get_close_matches(word, sorted(set(candidates)), n=1)
+    return match[0] if match else None

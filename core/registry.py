@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -9,8 +10,9 @@ import attrs
 import cattrs
 import cattrs.v
 
-from genfw.errors import GenfwError, choices, plural
+from genfw.errors import GenfwError, choices, nearest, plural
 from genfw.hookspecs import KINDS
+from genfw.validators import AnyFloat
 
 
 @attrs.define
@@ -168,10 +170,22 @@ def _strict_int(value: Any, _: type) -> int:
     return value
 
 
-def _strict_float(value: Any, _: type) -> float:
+def _any_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond the floats (10**400)
+        return math.inf if value > 0 else -math.inf
+
+
+def _strict_float(value: Any, type_: type) -> float:
+    # Every float option is finite (a learning rate of .inf, a weight of .nan) unless its type
+    # says otherwise (genfw.validators.AnyFloat): the rule lives here, not in each validator.
+    number = _any_float(value, type_)
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {number}")
+    return number
 
 
 def _strict_bool(value: Any, _: type) -> bool:
@@ -191,6 +205,7 @@ def make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(AnyFloat, _any_float)
     conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook(str, _strict_str)
     return conv
@@ -207,6 +222,14 @@ def describe_options(component: Component) -> str:
     return f"options of {component.kind} '{component.name}': {listed}"
 
 
+def _message(exc: BaseException) -> str:
+    """An exception's message on one line. attrs' own validators (``attrs.validators.in_``,
+    ``instance_of``) raise ``ValueError(message, attribute, ...)``, whose ``str`` is the repr of
+    that tuple, ``Attribute(...)`` and all: keep the message."""
+    text = exc.args[0] if len(exc.args) > 1 and isinstance(exc.args[0], str) else str(exc)
+    return " ".join(text.split())
+
+
 def _format_exception(exc: BaseException, type_: type | None) -> str:
     # Our strict hooks and attrs validators say what was wrong; keep their words.
     if (
@@ -214,7 +237,7 @@ def _format_exception(exc: BaseException, type_: type | None) -> str:
         and str(exc)
         and not isinstance(exc, cattrs.BaseValidationError)
     ):
-        return " ".join(str(exc).split())
+        return _message(exc)
     return cattrs.v.format_exception(exc, type_)
 
 
@@ -225,7 +248,9 @@ def structure_options(component: Component, raw: Mapping[str, Any], *, where: st
     valid = {f.name for f in attrs.fields(component.options)}
     unknown = sorted(set(raw) - valid)
     if unknown:
-        raise GenfwError(f"{where}.{unknown[0]}: unknown option; {describe_options(component)}")
+        guess = nearest(unknown[0], valid)
+        hint = f" (did you mean {guess}?)" if guess else ""
+        raise GenfwError(f"{where}.{unknown[0]}: unknown option{hint}; {describe_options(component)}")
     try:
         return converter.structure(dict(raw), component.options)
     except cattrs.BaseValidationError as exc:
@@ -237,4 +262,4 @@ def structure_options(component: Component, raw: Mapping[str, Any], *, where: st
             first = f"{path}: {msg}"
         raise GenfwError(f"{first}; {describe_options(component)}") from None
     except (TypeError, ValueError) as exc:  # attrs validators raise these from __init__
-        raise GenfwError(f"{where}: {exc}") from None
+        raise GenfwError(f"{where}: {_message(exc)}") from None

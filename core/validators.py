@@ -11,17 +11,24 @@ Use them in options classes, built-in or third-party::
 
 A failed check raises ``ValueError("alpha must be in (0, 1], got 0.0")``; the config layer turns
 it into a one-line error with the option's path.
+
+A ``float`` option is finite: the registry refuses ``.inf`` and ``.nan`` for it (and for each
+element of a ``list[float]``) before any validator runs. An option where infinity or NaN means
+something says so with the type :data:`AnyFloat` (``max_norm: AnyFloat = math.inf``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NewType
 
 import attrs
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+# A float option that may be infinite or NaN; plain ``float`` options must be finite.
+AnyFloat = NewType("AnyFloat", float)
 
 
 def positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
@@ -46,10 +53,14 @@ def at_least(minimum: float) -> Validator:
     return check
 
 
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"  # 4294967295, not 4.29497e+09
+
+
 def in_interval(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Validator:
     """``low <= value <= high``, with either end open: ``in_interval(0, 1, low_open=True)``
     is ``(0, 1]``."""
-    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    text = f"{'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
 
     def check(_: Any, attribute: attrs.Attribute, value: float) -> None:
         above = value > low if low_open else value >= low
