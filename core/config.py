@@ -28,12 +28,14 @@ import attrs
 import tomllib
 import yaml
 
-from genfw.errors import GenfwError, choices
+from genfw.errors import GenfwError, choices, nearest
 from genfw.registry import Component, ComponentSpec, PluginInfo, Registry, converter, structure_options
 from genfw.validators import in_interval
 
 DEFAULT_VARIANT = "gan"
 DEFAULT_DATASET = "digits"  # embedded, no download
+# Seeds go to Accelerate's set_seed, which seeds numpy too: numpy takes 0 .. 2**32 - 1 (torch more).
+MAX_SEED = 2**32 - 1
 
 
 @attrs.define
@@ -42,7 +44,7 @@ class TrainOptions:
 
     steps: int = attrs.field(default=3000, validator=attrs.validators.ge(1))
     batch_size: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=in_interval(0, MAX_SEED))
     log_every: int = attrs.field(default=50, validator=attrs.validators.ge(1))  # steps between logs
     sample_every: int = attrs.field(default=1000, validator=attrs.validators.ge(0))  # 0: at the end only
     eval_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # 0: at the end only
@@ -123,7 +125,13 @@ def load_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise GenfwError(f"config file {path} does not exist; give a .yaml, .yml or .toml file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is fine
+    except UnicodeDecodeError as exc:
+        raise GenfwError(
+            f"config file {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+            f"save it as UTF-8"
+        ) from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -262,9 +270,10 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
             key in getattr(v.factory, "slots", {}) for v in registry.all("variant").values()
         ):
             raise GenfwError(f"variant '{variant.name}' has no slot '{key}'; its slots: {choices(slots)}")
+        guess = nearest(key, [*SECTIONS, *slots])
         raise GenfwError(
             f"unknown config key '{key}'; valid keys for variant '{variant.name}': "
-            f"{choices([*SECTIONS, *slots])}"
+            f"{choices([*SECTIONS, *slots])}{f' (did you mean {guess}?)' if guess else ''}"
         )
 
     dataset_name, dataset_opts = _split(raw.get("dataset"), "dataset")

@@ -352,7 +352,8 @@ def check_compiler(device: torch.device) -> None:
 
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to write into an existing run unless asked to. Touches nothing."""
+    """Refuse to write into an existing run unless asked to, or where no folder can be made.
+    Leaves everything as it was."""
     if resume:
         if not (run_dir / CONFIG_FILE).is_file():
             raise GenfwError(f"cannot resume: {run_dir} is not a genfw run folder (no {CONFIG_FILE})")
@@ -368,6 +369,29 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
                 f"refusing to overwrite {run_dir}: it is not a genfw run folder (no {CONFIG_FILE}); "
                 f"choose another --out"
             )
+    _check_writable(run_dir, into=run_dir.is_dir() and not overwrite)
+
+
+def _check_writable(run_dir: Path, *, into: bool) -> None:
+    """Refuse a run folder that cannot be made (under a file, in a read-only place) now, before
+    the data set is built, rather than after. ``into``: the run writes inside an existing (empty)
+    ``run_dir``; otherwise it creates ``run_dir`` in its nearest existing ancestor. A probe folder
+    is made there and removed: permissions alone do not tell (root, read-only mounts, /proc)."""
+    import tempfile
+
+    place = run_dir if into else run_dir.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise GenfwError(
+            f"cannot create run folder {run_dir}: {place} is a file, not a folder; choose another --out"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".genfw-write-check-", dir=place))
+    except OSError as exc:
+        raise GenfwError(
+            f"cannot create run folder {run_dir}: cannot write in {place} ({exc.strerror}); choose another --out"
+        ) from None
 
 
 def create_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:

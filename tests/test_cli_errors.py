@@ -5,18 +5,26 @@ and what is valid, with exit code 2, never a traceback, and nothing written (iss
 from __future__ import annotations
 
 import math
+import os
+import random
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import pytest
+import torch
+import yaml
 
-from genfw.config import TRAIN
+from genfw import train as train_mod
+from genfw.config import MAX_SEED, TRAIN, load_file
 from genfw.errors import GenfwError
 from genfw.plugins import get_registry
 from genfw.registry import Component, PluginInfo, structure_options
 from genfw.validators import AnyFloat
+from tests.conftest import QUICK
 
 TOY = ("--plugin", "gan", "--dataset", "toy2d", "--generator.hidden", "[8]", "--critic.hidden", "[8]")
 
@@ -125,3 +133,127 @@ def test_a_misspelt_option_names_the_nearest(tmp_path, run_cli):
     assert "train.stpes: unknown option (did you mean steps?); options of section 'train'" in line
     line = one_line_error(run_cli, "train", *TOY, "--generator.zzz", "3", "--out", tmp_path / "r")
     assert "generator.zzz: unknown option; options of generator 'mlp'" in line  # nothing close: no guess
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+
+
+def test_max_seed_is_what_set_seed_takes():
+    # Accelerate's set_seed seeds random, numpy and torch; numpy's legacy seeding is the narrowest.
+    from accelerate.utils import set_seed
+
+    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        set_seed(0)
+        set_seed(MAX_SEED)
+        for bad in (-1, MAX_SEED + 1):
+            with pytest.raises(ValueError, match="Seed must be between 0 and 2\\*\\*32 - 1"):
+                set_seed(bad)
+    finally:
+        random.setstate(state[0]), np.random.set_state(state[1]), torch.set_rng_state(state[2])
+    assert MAX_SEED == 2**32 - 1
+
+
+@pytest.mark.parametrize("seed", ["-1", "5000000000", str(2**32)])
+def test_train_seed_out_of_range_is_refused(tmp_path, run_cli, seed):
+    line = one_line_error(run_cli, "train", *TOY, "--seed", seed, "--out", tmp_path / "r")
+    assert f"train: seed must be in [0, 4294967295], got {seed}; options of section 'train'" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_takes_the_largest_seed(tmp_path, run_cli):
+    run = tmp_path / "r"
+    code, _, err = run_cli("train", *TOY, "--steps", "2", "--seed", str(MAX_SEED), "--out", run, *QUICK)
+    assert code == 0, err
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == MAX_SEED
+
+
+# --- config files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [(b"\xff\xfe t\x00r\x00", "byte 0 is 0xff"), (b"train:\n  steps: 3 # caf\xe9\n", "byte 23 is 0xe9")],
+)
+def test_config_that_is_not_utf8_is_refused(tmp_path, run_cli, data, where):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(data)
+    line = one_line_error(run_cli, "train", *TOY, "--config", path, "--out", tmp_path / "r")
+    assert line == f"genfw: error: config file {path} is not UTF-8 text ({where}); save it as UTF-8"
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    for name, text in [("a.toml", "[train]\nsteps = 3\n"), ("a.yaml", "train: {steps: 3}\n")]:
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert load_file(tmp_path / name) == {"train": {"steps": 3}}
+
+
+def test_a_misspelt_config_key_names_the_nearest(tmp_path, run_cli):
+    line = one_line_error(run_cli, "train", *TOY, "--set", "trian.steps=3", "--out", tmp_path / "r")
+    assert line.endswith(
+        "critic, dataset, generator, loss, metrics, prior, regularisers, train, variant (did you mean train?)"
+    )
+
+
+# --- the run folder: checked before the data set is built ---------------------------------------
+
+
+@pytest.fixture
+def no_build(monkeypatch):
+    """``genfw.train.build`` (data set and networks) replaced by a recorder that refuses."""
+    calls = []
+
+    def build(cfg):
+        calls.append(cfg)
+        raise GenfwError("the data set was built")
+
+    monkeypatch.setattr(train_mod, "build", build)
+    return calls
+
+
+def _tree(root):
+    return sorted((str(p), p.is_dir() or p.read_bytes()) for p in root.rglob("*"))
+
+
+def test_out_under_a_regular_file_is_refused_before_the_build(tmp_path, run_cli, no_build):
+    (tmp_path / "notes").write_text("mine")
+    before = _tree(tmp_path)
+    for out in (tmp_path / "notes" / "run", tmp_path / "notes" / "a" / "b"):
+        line = one_line_error(run_cli, "train", *TOY, "--out", out)
+        assert line == (
+            f"genfw: error: cannot create run folder {out}: {tmp_path / 'notes'} is a file, not a folder; "
+            f"choose another --out"
+        )
+    assert no_build == [] and _tree(tmp_path) == before
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where nobody may create folders"
+)
+def test_out_where_no_folder_can_be_made_is_refused_before_the_build(run_cli, no_build):
+    line = one_line_error(run_cli, "train", *TOY, "--out", "/proc/genfw-test/run")
+    assert line.startswith(
+        "genfw: error: cannot create run folder /proc/genfw-test/run: cannot write in /proc ("
+    )
+    assert line.endswith("); choose another --out") and no_build == []
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes in read-only folders")
+def test_out_in_a_read_only_folder_is_refused_before_the_build(tmp_path, run_cli, no_build):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        line = one_line_error(run_cli, "train", *TOY, "--out", locked / "run")
+    finally:
+        locked.chmod(0o755)
+    assert f"cannot create run folder {locked / 'run'}: cannot write in {locked} (Permission denied)" in line
+    assert no_build == [] and list(locked.iterdir()) == []
+
+
+def test_the_writability_check_leaves_nothing_behind(tmp_path):
+    train_mod.check_run_dir(tmp_path / "a" / "b", resume=False, overwrite=False)
+    (tmp_path / "empty").mkdir()
+    train_mod.check_run_dir(tmp_path / "empty", resume=False, overwrite=False)
+    assert _tree(tmp_path) == [(str(tmp_path / "empty"), True)]
