@@ -11,11 +11,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NoReturn
+
+import attrs
 
 from genfw import config as config_mod
-from genfw.errors import GenfwError, choices, plural
+from genfw import validators as check
+from genfw.errors import GenfwError, choices, nearest, plural
 from genfw.hookspecs import KINDS
 from genfw.model import device_of
 from genfw.plugins import get_host
@@ -35,9 +40,15 @@ SHORTCUTS = {  # --flag -> config path
 }
 
 
-def parse_overrides(tokens: list[str], sets: list[str]) -> list[tuple[str, Any]]:
+def parse_overrides(
+    tokens: list[str], sets: list[str], heads: Collection[str] | None = None, flags: Iterable[str] = ()
+) -> list[tuple[str, Any]]:
     """``--prior spike_slab --prior.alpha 0.3 --regulariser gp --set train.steps=10`` as
-    ``[(path, value), ...]``; values are read as YAML."""
+    ``[(path, value), ...]``; values are read as YAML.
+
+    ``heads``: the valid first parts of a flag (``prior`` of ``--prior.alpha``); any other flag is
+    refused, naming the nearest of them or of ``flags`` (the command's own options).
+    """
     out: list[tuple[str, Any]] = []
     i = 0
     while i < len(tokens):
@@ -46,15 +57,17 @@ def parse_overrides(tokens: list[str], sets: list[str]) -> list[tuple[str, Any]]
             raise GenfwError(
                 f"unexpected argument '{tok}'; options look like --prior spike_slab or --prior.alpha 0.3"
             )
-        key, eq, value = tok[2:].partition("=")
+        name, eq, value = tok[2:].partition("=")
+        key = name.replace("-", "_") if name in ("batch-size", "mixed-precision") else name
+        head, _, rest = key.partition(".")
+        if heads is not None and head not in heads:
+            raise GenfwError(_unknown_flag(name, heads, flags))
         if not eq:
             if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
-                raise GenfwError(f"option --{key} needs a value")
+                raise GenfwError(f"option --{name} needs a value")
             value = tokens[i + 1]
             i += 1
         i += 1
-        key = key.replace("-", "_") if key in ("batch-size", "mixed-precision") else key
-        head, _, rest = key.partition(".")
         if key in SHORTCUTS:
             out.append((SHORTCUTS[key], config_mod.parse_value(value)))
         elif head in MAPS and not rest:  # --regulariser gradient_penalty
@@ -73,6 +86,64 @@ def parse_overrides(tokens: list[str], sets: list[str]) -> list[tuple[str, Any]]
     return out
 
 
+def _unknown_flag(name: str, heads: Iterable[str], flags: Iterable[str]) -> str:
+    """``unknown option --stpes; did you mean --steps?``: the nearest of the command's own flags
+    or of the config's sections and slots (keeping a misspelt head's ``.option``)."""
+    head, dot, rest = name.partition(".")
+    own = [f[2:] for f in flags if f.startswith("--")]
+    guess = nearest(head, [*heads, *own])
+    hint = f"; did you mean --{guess}{dot + rest if guess in heads else ''}?" if guess else ""
+    return f"unknown option --{name}{hint} (--help lists the options, genfw list the components)"
+
+
+def _flag_heads(registry: Any) -> set[str]:
+    """What may start a ``genfw train`` flag: sections, every variant's slots, shortcuts, maps."""
+    slots = {s for v in registry.all("variant").values() for s in getattr(v.factory, "slots", {})}
+    return {*config_mod.SECTIONS, *slots, *SHORTCUTS, *MAPS, "plugin"}
+
+
+def _own_flags(args: argparse.Namespace) -> list[str]:
+    """The option strings of the command that parsed ``args`` (for suggestions)."""
+    return [s for action in args.parser._actions for s in action.option_strings]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line, like every other genfw error (plain argparse prints
+    its usage first): ``genfw: error: argument -n: n must be at least 1, got 0; see genfw sample
+    --help``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise GenfwError(f"{message}; see {self.prog} --help")
+
+
+def int_arg(name: str, validator: check.Validator) -> Callable[[str], int]:
+    """An argparse ``type``: an integer checked by a :mod:`genfw.validators` validator."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        try:
+            validator(None, SimpleNamespace(name=name), value)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
+
+
+SEED = int_arg("seed", check.in_interval(0, config_mod.MAX_SEED))
+
+
+class _Shortcut(argparse.Action):
+    """``--steps 10``: kept as written, in order, for :func:`parse_overrides` (the one place that
+    maps a shortcut to its config path and reads its value)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        namespace.shortcuts = [*namespace.shortcuts, f"--{self.dest}", values]
+
+
 # --- commands ------------------------------------------------------------------------------------
 
 
@@ -80,7 +151,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from genfw import train as train_mod
 
     _fid_weights(args)
-    overrides = parse_overrides(extra, args.set)
+    registry = get_host().registry
+    # Shortcuts first: --train.steps and --set, given too, win over --steps.
+    overrides = parse_overrides(args.shortcuts + extra, args.set, _flag_heads(registry), _own_flags(args))
     if args.plugin:
         overrides.insert(0, ("variant", args.plugin))
     if args.cpu:
@@ -91,13 +164,13 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         overrides.append(("train.sync_batch_norm", True))
     if args.no_progress:
         overrides.append(("train.progress", False))
-    registry = get_host().registry
 
     resume = args.resume is not None
     if resume:
-        run_dir = Path(args.resume if isinstance(args.resume, str) else (args.out or ""))
-        if not str(run_dir):
-            raise GenfwError("--resume needs the run folder: --resume RUN_DIR")
+        folder = args.resume if isinstance(args.resume, str) else args.out
+        if not folder:  # Path("") would be "."
+            raise GenfwError("--resume needs the run folder: --resume RUN_DIR (or --resume --out RUN_DIR)")
+        run_dir = Path(folder)
         bad = [p for p, _ in overrides if not p.startswith("train.")]
         if bad or args.config:
             raise GenfwError(
@@ -495,9 +568,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="genfw", description="Train and evaluate generative models.", allow_abbrev=False
-    )
+    parser = Parser(prog="genfw", description="Train and evaluate generative models.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser = functools.partial(sub.add_parser, allow_abbrev=False)  # type: ignore[method-assign]
 
@@ -528,12 +599,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="pt_inception-2015-12-05-6726825d.pth (same as $GENFW_FID_WEIGHTS)",
     )
-    p.set_defaults(func=cmd_train)
+    group = p.add_argument_group("shortcuts", "train options; --train.X or --set given too win over them")
+    defaults = attrs.fields_dict(config_mod.TrainOptions)
+    for flag, meaning in {
+        "steps": "N: training steps",
+        "batch_size": "N: examples per step and process",
+        "seed": f"N: random seed, 0 .. {config_mod.MAX_SEED}",
+        "mixed_precision": "MODE: no, fp16 or bf16",
+    }.items():
+        metavar, text = meaning.split(": ")
+        dashed = f"--{flag.replace('_', '-')}"
+        group.add_argument(
+            *dict.fromkeys([dashed, f"--{flag}"]),
+            dest=flag,
+            action=_Shortcut,
+            default=argparse.SUPPRESS,
+            metavar=metavar,
+            help=f"{text} ({SHORTCUTS[flag]}, default {defaults[flag].default})",
+        )
+    p.set_defaults(func=cmd_train, shortcuts=[])
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help="the run folder")
-    p.add_argument("-n", type=int, default=64, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=int_arg("n", check.at_least(1)), default=64, help="number of samples")
+    p.add_argument("--seed", type=SEED, default=0, help=f"0 .. {config_mod.MAX_SEED} (default 0)")
     p.add_argument(
         "--label",
         type=int,
@@ -593,8 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--extractor", default="classifier", help="the trainable extractor (default classifier)")
     p.add_argument("--out", help="weights file (default evaluators/EXTRACTOR-DATASET.safetensors)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int_arg("steps", check.at_least(1)), default=2000)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing evaluator file")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_evaluator)
@@ -635,15 +724,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the PNG to write (default: compare-METRIC.png here)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_compare)
+    for sub_parser in sub.choices.values():
+        sub_parser.set_defaults(parser=sub_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.func not in (cmd_train, cmd_eval, cmd_train_evaluator):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        args, extra = build_parser().parse_known_args(argv)
+        if extra and args.func not in (cmd_train, cmd_eval, cmd_train_evaluator):
+            flag = next((t.partition("=")[0] for t in extra if t.startswith("-")), None)
+            guess = nearest(flag, _own_flags(args)) if flag else None
+            hint = f" (did you mean {guess}?)" if guess else ""
+            args.parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
         return args.func(args, extra)
     except GenfwError as exc:
         print(f"genfw: error: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from genfw import cli
 from genfw import train as train_mod
 from genfw.config import MAX_SEED, TRAIN, load_file
 from genfw.errors import GenfwError
@@ -257,3 +258,92 @@ def test_the_writability_check_leaves_nothing_behind(tmp_path):
     (tmp_path / "empty").mkdir()
     train_mod.check_run_dir(tmp_path / "empty", resume=False, overwrite=False)
     assert _tree(tmp_path) == [(str(tmp_path / "empty"), True)]
+
+
+# --- the command line itself ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert cli.main(["train", *TOY, "--steps", "2", "--out", str(run), *QUICK]) == 0
+    return run
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-n", "0"], "argument -n: n must be at least 1, got 0; see genfw sample --help"),
+        (["-n", "-5"], "argument -n: n must be at least 1, got -5; see genfw sample --help"),
+        (["-n", "many"], "argument -n: expected an integer, got 'many'; see genfw sample --help"),
+        (
+            ["--seed", "-1"],
+            "argument --seed: seed must be in [0, 4294967295], got -1; see genfw sample --help",
+        ),
+        (["--seed", str(2**64)], f"argument --seed: seed must be in [0, 4294967295], got {2**64};"),
+    ],
+)
+def test_sample_refuses_bad_counts_and_seeds(tmp_path, run_cli, toy_run, args, expected):
+    out = tmp_path / "s.png"
+    line = one_line_error(run_cli, "sample", toy_run, *args, "--out", out)
+    assert line.startswith(f"genfw: error: {expected}")
+    assert not out.exists()
+
+
+def test_argparse_mistakes_are_one_line(run_cli):
+    line = one_line_error(run_cli, "sample")
+    assert line == "genfw: error: the following arguments are required: run; see genfw sample --help"
+    line = one_line_error(run_cli, "train-evaluator", "--dataset", "digits", "--steps", "0")
+    assert (
+        line
+        == "genfw: error: argument --steps: steps must be at least 1, got 0; see genfw train-evaluator --help"
+    )
+
+
+@pytest.mark.parametrize("args", [["--resume"], ["--resume", "--steps", "4"]])
+def test_resume_without_a_folder_asks_for_one(tmp_path, run_cli, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(run_cli, "train", *args)
+    assert line == "genfw: error: --resume needs the run folder: --resume RUN_DIR (or --resume --out RUN_DIR)"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", *TOY, "--stpes", "3"], "unknown option --stpes; did you mean --steps? (--help lists"),
+        (["train", *TOY, "--overwite"], "unknown option --overwite; did you mean --overwrite? (--help"),
+        (
+            ["train", *TOY, "--generater.hidden", "[3]"],
+            "--generater.hidden; did you mean --generator.hidden?",
+        ),
+        (["train", *TOY, "--xyzzy", "3"], "unknown option --xyzzy (--help lists the options, genfw list"),
+        (
+            ["sample", "RUN", "--seeed", "3"],
+            "unrecognized arguments: --seeed 3 (did you mean --seed?); see genfw",
+        ),
+    ],
+)
+def test_a_misspelt_flag_names_the_nearest(tmp_path, run_cli, args, expected):
+    line = one_line_error(run_cli, *args, "--out", tmp_path / "r")
+    assert expected in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_help_lists_the_shortcuts(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for flag in ("--steps N", "--batch-size N", "--seed N", "--mixed-precision MODE"):
+        assert flag in out
+    assert "random seed, 0 .. 4294967295 (train.seed, default 0)" in " ".join(out.split())
+
+
+def test_shortcuts_still_set_train_options_and_dotted_flags_win(tmp_path, run_cli):
+    run = tmp_path / "r"
+    code, _, err = run_cli(
+        "train", *TOY, "--steps", "5", "--train.steps", "2", "--batch_size", "16", "--out", run, *QUICK
+    )
+    assert code == 0, err
+    train = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert train["steps"] == 2 and train["batch_size"] == 16
