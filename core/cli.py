@@ -97,9 +97,9 @@ def _unknown_flag(name: str, heads: Iterable[str], flags: Iterable[str]) -> str:
 
 
 def _flag_heads(registry: Any) -> set[str]:
-    """What may start a ``genfw train`` flag: sections, every variant's slots, shortcuts, maps."""
+    """What may start a ``genfw train`` flag: sections, kinds, every variant's slots, shortcuts, maps."""
     slots = {s for v in registry.all("variant").values() for s in getattr(v.factory, "slots", {})}
-    return {*config_mod.SECTIONS, *slots, *SHORTCUTS, *MAPS, "plugin"}
+    return {*config_mod.SECTIONS, *KINDS, *slots, *SHORTCUTS, *MAPS, "plugin"}
 
 
 def _own_flags(args: argparse.Namespace) -> list[str]:
