@@ -1,6 +1,11 @@
 """The training loop, on Hugging Face Accelerate.
 
-It knows nothing of GANs or autoencoders: it builds the variant's :class:`~genfw.Model`, then for
+A run is assembled in :mod:`genfw.assemble` (data set, model, remedies, metrics), fed by
+:mod:`genfw.data`, sampled and evaluated by :mod:`genfw.sampling`, and written to the run folder by
+:mod:`genfw.rundir`; this module prepares it with Accelerate and trains it. The names of those
+modules that scripts and tests use are importable from here too (``__all__``).
+
+The loop knows nothing of GANs or autoencoders: it builds the variant's :class:`~genfw.Model`, then for
 each step runs every phase (``repeats`` times), adds the attached regularisers' penalties,
 back-propagates with ``accelerator.backward``, steps that phase's optimiser and applies
 post-step constraints. Around that: logging (``metrics.jsonl``, TensorBoard, tqdm), sample grids,
@@ -22,13 +27,12 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
@@ -36,305 +40,53 @@ from torch import Tensor, nn
 
 import genfw
 from genfw import checkpoint, images
+from genfw.assemble import Built, attach_regularisers, build, make_optimizer
 from genfw.config import RunConfig
+from genfw.data import TensorLoader, held_out_examples, holdout_split, make_loader, real_examples
 from genfw.errors import GenfwError
-from genfw.model import (
-    Batch,
-    BuildContext,
-    EvalContext,
-    GenDataset,
-    Model,
-    Modules,
-    Optim,
-    Phase,
-    device_of,
+from genfw.model import Batch, Modules, Phase
+from genfw.rundir import (
+    CONFIG_FILE,
+    EXPORT_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    check_finite,
+    check_run_dir,
+    check_weights,
+    create_run_dir,
+    is_empty_run,
+    json_safe,
+    load_model,
+    read_run,
+    write_config,
+    write_hparams,
 )
+from genfw.sampling import GRID_SEED, class_rows, evaluate, forked, generate, sample_labels
 
-CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-EXPORT_FILE = "generator.safetensors"
-GRID_SEED = 1234  # fixed noise for sample grids, so grids over training are comparable
-
-
-# --- building ------------------------------------------------------------------------------------
-
-
-def make_optimizer(optim: Optim, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if optim.name == "adam":
-        return torch.optim.Adam(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
-    if optim.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    if optim.name == "sgd":
-        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.betas[0], weight_decay=optim.weight_decay)
-    raise GenfwError(f"unknown optimiser '{optim.name}'; valid: adam, rmsprop, sgd")
-
-
-@attrs.define
-class Built:
-    """Everything a run is made of, before Accelerate wraps it."""
-
-    cfg: RunConfig
-    dataset: GenDataset
-    model: Model
-    regularisers: dict[str, list[tuple[str, Any]]]  # phase name -> [(name, regulariser)]
-    metrics: dict[str, Any]
-
-
-def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
-    """Build the data set, the variant's model, its regularisers and metrics from a config."""
-    dataset = cfg.dataset.build() if dataset is None else dataset
-    ctx = BuildContext(components=cfg.slots, data=dataset.info)
-    model = cfg.variant.build().build(ctx)
-    regs = attach_regularisers(cfg, model, ctx)
-    metrics = {name: spec.build() for name, spec in cfg.metrics.items()}
-    return Built(cfg=cfg, dataset=dataset, model=model, regularisers=regs, metrics=metrics)
-
-
-def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict[str, list[tuple[str, Any]]]:
-    """Build the run's regularisers, check that the model's phases fit them, and let each one's
-    optional ``setup(model, ctx)`` change the model (wrap modules or phase steps, add modules such
-    as EMA weights) before anything is prepared or loaded. Phase name -> ``[(name, regulariser)]``.
-
-    A refusal here names the variants the regulariser works with where it says so itself, with an
-    optional ``fits(variant_component) -> bool`` (judged from the variant class, not by building it)."""
-    phase_names = [p.name for p in model.phases]
-    regs: dict[str, list[tuple[str, Any]]] = {p.name: [] for p in model.phases}
-    built: list[Any] = []
-
-    def fitting(reg: Any) -> str:
-        fits = getattr(reg, "fits", None)
-        if fits is None:
-            return ""
-        from genfw.plugins import variants_where
-
-        return f"; variants it applies to: {variants_where(fits)}"
-
-    for name, spec in cfg.regularisers.items():
-        reg = spec.build()
-        targets = [p for p in model.phases if p.name in reg.phases]
-        if not targets:
-            raise GenfwError(
-                f"regulariser '{name}' applies to {'/'.join(reg.phases)} phases; variant "
-                f"'{cfg.variant.name}' has phases {', '.join(phase_names)}{fitting(reg)}"
-            )
-        for phase in targets:
-            missing = sorted(set(reg.needs) - set(phase.provides))
-            if missing:
-                raise GenfwError(
-                    f"regulariser '{name}' needs {', '.join(missing)}, which phase '{phase.name}' of "
-                    f"variant '{cfg.variant.name}' does not provide (it provides "
-                    f"{', '.join(sorted(phase.provides)) or 'nothing'}){fitting(reg)}"
-                )
-            regs[phase.name].append((name, reg))
-        built.append(reg)
-    # Setups run by ``setup_order`` (default 0), then in config order: those that copy or track
-    # parameters (EMA, historical averaging) come last, so they see the final modules.
-    for reg in sorted(built, key=lambda r: getattr(r, "setup_order", 0)):
-        if hasattr(reg, "setup"):
-            reg.setup(model, ctx)
-    return regs
-
-
-# --- data ----------------------------------------------------------------------------------------
-
-
-class TensorLoader:
-    """Endless shuffled batches from in-memory tensors, sharded over processes.
-
-    Every process draws the same permutation (seeded by seed and epoch) and takes its own slice of
-    each global batch, so ``world`` processes see ``world`` different batches per step. The
-    position is checkpointed, so a resumed run continues the same sequence.
-    """
-
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        if batch_size * world > x.shape[0]:
-            raise GenfwError(
-                f"train.batch_size {batch_size} x {world} process(es) exceeds the data set's {x.shape[0]} examples"
-            )
-        self.x, self.y = x, y
-        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.epoch, self.pos = 0, 0
-        self._perm = self._permutation()
-
-    def _permutation(self) -> Tensor:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(self.x.shape[0], generator=g).to(self.x.device)
-
-    def __next__(self) -> Batch:
-        span = self.batch_size * self.world
-        if self.pos + span > self.x.shape[0]:
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._perm = self._permutation()
-        start = self.pos + self.rank * self.batch_size
-        idx = self._perm[start : start + self.batch_size]
-        self.pos += span
-        # index_select: the same rows as x[idx] at about half the per-call cost (hot path).
-        return Batch(self.x.index_select(0, idx), self.y.index_select(0, idx))
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self._perm = self._permutation()
-
-
-HOLDOUT_SEED = 20_240_601  # one fixed split for every run and seed: runs compare on the same examples
-
-
-def holdout_split(n: int, fraction: float) -> tuple[Tensor, Tensor]:
-    """Indices ``(train, held_out)`` of a data set of ``n`` examples, each sorted.
-
-    ``round(fraction * n)`` examples are held out, chosen by a permutation with a fixed seed
-    (``HOLDOUT_SEED``), independent of ``train.seed``: the split depends only on ``n`` and
-    ``fraction``, so training (``make_loader``) and evaluation (``genfw eval``) agree on it.
-    """
-    k = round(fraction * n)
-    if fraction > 0 and (k < 1 or k >= n):
-        raise GenfwError(
-            f"train.holdout {fraction} leaves {n - k} of {n} examples for training and {k} held out; "
-            f"choose a fraction that keeps at least one on each side"
-        )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
-    return perm[k:].sort().values, perm[:k].sort().values
-
-
-def held_out_examples(dataset: GenDataset, fraction: float, n: int) -> tuple[Tensor, Tensor]:
-    """The first ``n`` held-out examples ``(x, y)`` (all of them if fewer), in a fixed order."""
-    idx = holdout_split(len(dataset), fraction)[1][:n]
-    if dataset.tensors is not None:
-        return dataset.tensors[0][idx].float(), dataset.tensors[1][idx].long()
-    items = [dataset[int(i)] for i in idx]
-    return torch.stack([x for x, _ in items]).float(), torch.tensor([int(y) for _, y in items])
-
-
-def make_loader(
-    dataset: GenDataset, batch_size: int, seed: int, accelerator: Accelerator, holdout: float = 0.0
-) -> Iterator[Batch]:
-    """Endless training batches; with ``holdout > 0`` the held-out split (:func:`holdout_split`)
-    is left out."""
-    keep = holdout_split(len(dataset), holdout)[0] if holdout > 0 else None
-    if dataset.tensors is not None:
-        x, y = dataset.tensors
-        if keep is not None:
-            x, y = x[keep], y[keep]
-        return TensorLoader(
-            x.to(accelerator.device, torch.float32),
-            y.to(accelerator.device, torch.long),
-            batch_size,
-            seed,
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
-    g = torch.Generator().manual_seed(seed)
-    source = dataset if keep is None else torch.utils.data.Subset(dataset, keep.tolist())
-    loader = torch.utils.data.DataLoader(
-        source, batch_size=batch_size, shuffle=True, drop_last=True, generator=g
-    )
-    if len(loader) == 0:
-        raise GenfwError(
-            f"train.batch_size {batch_size} exceeds the data set's {len(source)} training examples"
-        )
-    loader = accelerator.prepare(loader)
-
-    def endless() -> Iterator[Batch]:
-        while True:
-            for x, y in loader:
-                yield Batch(x.float(), y.long())
-
-    return endless()
-
-
-def real_examples(dataset: GenDataset, n: int, seed: int = 0) -> Tensor:
-    """``n`` real examples drawn without replacement (all of them if fewer), reproducibly."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(dataset), generator=g)[:n]
-    if dataset.tensors is not None:
-        return dataset.tensors[0][idx].float()
-    return torch.stack([dataset[int(i)][0] for i in idx]).float()
-
-
-def sample_labels(model: Model, n: int, labels: int | Tensor | None, device: torch.device) -> Tensor | None:
-    """The labels ``(n,)`` on ``device`` with which ``model`` draws ``n`` samples, or ``None``.
-
-    For a conditional model (``model.num_classes = K > 0``): an int draws that class only, a
-    tensor ``(n,)`` one class per sample, and ``None`` cycles through the classes (0, 1, ..., K-1,
-    0, ...). An unconditional model takes no labels. A label outside ``0..K-1`` is a GenfwError.
-    """
-    k = model.num_classes
-    if labels is None:
-        return torch.arange(n, device=device) % k if k else None
-    y = torch.as_tensor(labels, dtype=torch.long).to(device).expand(n)
-    if not k:
-        raise GenfwError(
-            f"label {int(y[0])} given, but this model is unconditional (it takes no labels); "
-            f"train a conditional variant (e.g. cgan) to draw a chosen class"
-        )
-    bad = y[(y < 0) | (y >= k)]
-    if len(bad):
-        raise GenfwError(f"label {int(bad[0])} is outside this model's {k} classes; valid labels: 0..{k - 1}")
-    return y
-
-
-def class_rows(num_classes: int, per_class: int) -> Tensor:
-    """Labels for a grid with one row per class: ``0 x per_class, 1 x per_class, ...``."""
-    return torch.arange(num_classes).repeat_interleave(per_class)
-
-
-@torch.no_grad()
-def generate(
-    model: Model, modules: Modules, n: int, *, labels: int | Tensor | None = None, chunk: int = 1000
-) -> Tensor:
-    """``n`` samples on the CPU, made in eval mode in chunks.
-
-    A conditional model draws the classes ``labels`` chooses (see :func:`sample_labels`; by
-    default it cycles through all classes); the labels live on the modules' device.
-    """
-    y_all = sample_labels(model, n, labels, device_of(*modules.values()))
-    was_training = {k: mod.training for k, mod in modules.items()}
-    for mod in modules.values():
-        mod.eval()
-    out = []
-    try:
-        for start in range(0, n, chunk):
-            k = min(chunk, n - start)
-            y = None if y_all is None else y_all[start : start + k]
-            out.append(model.sample(modules, k, y).float().cpu())
-    finally:
-        for k, mod in modules.items():
-            mod.train(was_training[k])
-    return torch.cat(out)
-
-
-def forked(seed: int, device: torch.device, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` with fixed RNG state, leaving the training streams untouched."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return fn()
-
-
-def evaluate(built: Built, modules: Modules, device: torch.device) -> dict[str, float]:
-    """Every metric of the run, as ``{"metric/key": value}``; reproducible (fixed seed)."""
-    ctx = EvalContext(
-        sample=lambda n: generate(built.model, modules, n),
-        real=lambda n: real_examples(built.dataset, n),
-        dataset=built.dataset,
-        model=built.model,
-        modules=modules,
-        device=device,
-        held_out=(
-            (lambda n: held_out_examples(built.dataset, built.cfg.train.holdout, n))
-            if built.cfg.train.holdout > 0
-            else None
-        ),
-    )
-    results: dict[str, float] = {}
-    for name, metric in built.metrics.items():
-        values = forked(GRID_SEED + 1, device, lambda metric=metric: metric(ctx))
-        results.update({f"{name}/{k}": float(v) for k, v in values.items()})
-    return results
+__all__ = [  # the run API: what scripts, benchmarks and tests import from genfw.train
+    "EXPORT_FILE",
+    "RUN_FILE",
+    "Built",
+    "Result",
+    "Trainer",
+    "attach_regularisers",
+    "build",
+    "check_compiler",
+    "check_run_dir",
+    "class_rows",
+    "evaluate",
+    "forked",
+    "generate",
+    "held_out_examples",
+    "holdout_split",
+    "json_safe",
+    "load_model",
+    "make_loader",
+    "make_optimizer",
+    "read_run",
+    "sample_labels",
+    "train",
+]
 
 
 def check_compiler(device: torch.device) -> None:
@@ -346,118 +98,6 @@ def check_compiler(device: torch.device) -> None:
                 "train.compile on the CPU needs a C++ compiler (g++ or clang++, or $CXX); "
                 "install one or drop --compile"
             )
-
-
-# --- run folder ----------------------------------------------------------------------------------
-
-
-def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to write into an existing run unless asked to, or where no folder can be made.
-    Leaves everything as it was."""
-    if resume:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise GenfwError(f"cannot resume: {run_dir} is not a genfw run folder (no {CONFIG_FILE})")
-        return
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not overwrite:
-            raise GenfwError(
-                f"run folder {run_dir} already exists; pass --resume to continue it, "
-                f"--overwrite to replace it, or choose another --out"
-            )
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise GenfwError(
-                f"refusing to overwrite {run_dir}: it is not a genfw run folder (no {CONFIG_FILE}); "
-                f"choose another --out"
-            )
-    _check_writable(run_dir, into=run_dir.is_dir() and not overwrite)
-
-
-def _check_writable(run_dir: Path, *, into: bool) -> None:
-    """Refuse a run folder that cannot be made (under a file, in a read-only place) now, before
-    the data set is built, rather than after. ``into``: the run writes inside an existing (empty)
-    ``run_dir``; otherwise it creates ``run_dir`` in its nearest existing ancestor. A probe folder
-    is made there and removed: permissions alone do not tell (root, read-only mounts, /proc)."""
-    import tempfile
-
-    place = run_dir if into else run_dir.parent
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    if not place.is_dir():
-        raise GenfwError(
-            f"cannot create run folder {run_dir}: {place} is a file, not a folder; choose another --out"
-        )
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".genfw-write-check-", dir=place))
-    except OSError as exc:
-        raise GenfwError(
-            f"cannot create run folder {run_dir}: cannot write in {place} ({exc.strerror}); choose another --out"
-        ) from None
-
-
-def create_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """After :func:`check_run_dir` and a successful build: replace (``overwrite``) or create."""
-    if resume:
-        return
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def json_safe(record: dict[str, Any]) -> dict[str, Any]:
-    """Non-finite floats as ``null``: strict JSON readers reject ``NaN``."""
-    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def write_config(run_dir: Path, cfg: RunConfig) -> None:
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
-
-
-def flat_config(cfg: RunConfig) -> dict[str, Any]:
-    """The resolved config as ``{"variant.latent_dim": 64, "train.steps": 3000, ...}``; lists and
-    other values TensorBoard cannot show as a hyper-parameter become strings."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, obj: Any) -> None:
-        if isinstance(obj, dict):
-            if not obj and prefix:
-                out[prefix] = "{}"
-            for k, v in obj.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif obj is None or isinstance(obj, (bool, int, float, str)):
-            out[prefix] = obj
-        else:
-            out[prefix] = json.dumps(_plain(obj))
-
-    walk("", _plain(cfg.to_dict()))
-    return out
-
-
-def write_hparams(writer: Any, cfg: RunConfig, final: dict[str, float], step: int) -> None:
-    """Hyper-parameters and final metrics into the run's own TensorBoard folder (the HParams
-    view), the metrics as ``hparam/KEY`` scalars so they do not join the training curves."""
-    from torch.utils.tensorboard.summary import hparams
-
-    # torch's hparams() stores a bool as a number (bool is an int): give TensorBoard "true"/"false".
-    hp = {
-        k: "none" if v is None else (str(v).lower() if isinstance(v, bool) else v)
-        for k, v in flat_config(cfg).items()
-    }
-    metrics = {f"hparam/{k}": float(v) for k, v in final.items() if k != "time" and math.isfinite(v)}
-    for summary in hparams(hp, metrics):
-        writer._get_file_writer().add_summary(summary, step)
-    for k, v in metrics.items():
-        writer.add_scalar(k, v, step)
-
-
-# --- the loop --------------------------------------------------------------------------------------
 
 
 @attrs.define
@@ -930,84 +570,3 @@ class Trainer:
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Result:
     return Trainer(cfg, run_dir, resume=resume, overwrite=overwrite).fit()
-
-
-# --- reading a finished run ------------------------------------------------------------------------
-
-
-def read_run(run_dir: Path, registry: Any, overrides: list[tuple[str, Any]] | None = None) -> RunConfig:
-    """The resolved config of a run folder (plus ``overrides``)."""
-    from genfw import config as config_mod
-
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise GenfwError(
-            f"{run_dir} is not a genfw run folder (no {CONFIG_FILE}); give the folder `genfw train` wrote"
-        )
-    raw = config_mod.merge(config_mod.load_file(run_dir / CONFIG_FILE), overrides or [])
-    return config_mod.resolve(raw, registry)
-
-
-def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built | None, Model, Modules]:
-    """Rebuild a run's model and load its weights.
-
-    With ``with_data`` the data set is built too and every module is loaded from the latest
-    checkpoint (for metrics and reconstructions); without, only the exported sampling modules are
-    loaded from ``generator.safetensors`` and the data set is not needed.
-    """
-    from genfw.model import DataInfo
-
-    run_dir = Path(run_dir)
-    if with_data:
-        built = build(cfg)
-        model = built.model
-        path = checkpoint.find(run_dir / "checkpoints")
-        _, state = checkpoint.load(path)
-        modules = state.get("modules")
-        check_weights(path, modules, model.modules)
-        check_finite({"modules": modules}, f"checkpoint {path}", checkpoint.others(path))
-        for name, mod in model.modules.items():
-            checkpoint.load_state(mod, modules[name], f"checkpoint {path} [{name}]")
-        return built, model, Modules(model.modules)
-    try:
-        info = json.loads((run_dir / RUN_FILE).read_text())["data"]
-        data = DataInfo(shape=tuple(info["shape"]), num_classes=info["num_classes"], kind=info["kind"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise GenfwError(f"{run_dir}/{RUN_FILE} is missing or unreadable ({exc})") from None
-    ctx = BuildContext(components=cfg.slots, data=data)
-    model = cfg.variant.build().build(ctx)
-    attach_regularisers(cfg, model, ctx)  # their setup may change the exported modules (EMA weights)
-    export = {n: model.modules[n] for n in model.export}
-    checkpoint.load_weights(run_dir / EXPORT_FILE, export)
-    weights = {f"{n}.{k}": v for n, mod in export.items() for k, v in mod.state_dict().items()}  # its keys
-    check_finite(weights, str(run_dir / EXPORT_FILE))
-    return None, model, Modules(model.modules)
-
-
-def is_empty_run(run_dir: Path) -> bool:
-    """A run folder whose run stopped before its first checkpoint: no checkpoint, no export."""
-    return checkpoint.is_empty(run_dir / "checkpoints") and not (run_dir / EXPORT_FILE).exists()
-
-
-def check_weights(path: Path, state: Any, modules: dict[str, nn.Module]) -> None:
-    """The ``modules`` part of checkpoint ``path`` holds every module's tensors, of their shapes."""
-    if not isinstance(state, dict):
-        raise GenfwError(
-            f"checkpoint {path} does not fit this run: 'modules' must be a mapping by name"
-            f"{checkpoint.others(path)}"
-        )
-    for name, mod in modules.items():
-        if name not in state:
-            raise GenfwError(f"checkpoint {path} has no weights for module '{name}'{checkpoint.others(path)}")
-        checkpoint.check_module_state(mod, state[name], f"checkpoint {path} [{name}]")
-
-
-def check_finite(tree: dict[str, Any], where: str, hint: str = "") -> None:
-    """Refuse weights (or optimiser moments) with a NaN or an infinity, from a run that diverged,
-    in one line; ``hint`` ends it (e.g. the run's other checkpoints)."""
-    bad = checkpoint.non_finite(tree)
-    if bad:
-        raise GenfwError(
-            f"{where} holds non-finite values ({', '.join(bad[:3])}): the run had diverged when it "
-            f"was written{hint}"
-        )

@@ -1,0 +1,92 @@
+"""Assembling a run: the data set, the variant's model, its remedies and metrics, from a config.
+
+Nothing here trains; :class:`genfw.train.Trainer` prepares what :func:`build` returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from genfw.config import RunConfig
+from genfw.errors import GenfwError
+from genfw.model import BuildContext, GenDataset, Model, Optim
+
+
+def make_optimizer(optim: Optim, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    if optim.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.name == "sgd":
+        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.betas[0], weight_decay=optim.weight_decay)
+    raise GenfwError(f"unknown optimiser '{optim.name}'; valid: adam, rmsprop, sgd")
+
+
+@attrs.define
+class Built:
+    """Everything a run is made of, before Accelerate wraps it."""
+
+    cfg: RunConfig
+    dataset: GenDataset
+    model: Model
+    regularisers: dict[str, list[tuple[str, Any]]]  # phase name -> [(name, regulariser)]
+    metrics: dict[str, Any]
+
+
+def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
+    """Build the data set, the variant's model, its regularisers and metrics from a config."""
+    dataset = cfg.dataset.build() if dataset is None else dataset
+    ctx = BuildContext(components=cfg.slots, data=dataset.info)
+    model = cfg.variant.build().build(ctx)
+    regs = attach_regularisers(cfg, model, ctx)
+    metrics = {name: spec.build() for name, spec in cfg.metrics.items()}
+    return Built(cfg=cfg, dataset=dataset, model=model, regularisers=regs, metrics=metrics)
+
+
+def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict[str, list[tuple[str, Any]]]:
+    """Build the run's regularisers, check that the model's phases fit them, and let each one's
+    optional ``setup(model, ctx)`` change the model (wrap modules or phase steps, add modules such
+    as EMA weights) before anything is prepared or loaded. Phase name -> ``[(name, regulariser)]``.
+
+    A refusal here names the variants the regulariser works with where it says so itself, with an
+    optional ``fits(variant_component) -> bool`` (judged from the variant class, not by building it)."""
+    phase_names = [p.name for p in model.phases]
+    regs: dict[str, list[tuple[str, Any]]] = {p.name: [] for p in model.phases}
+    built: list[Any] = []
+
+    def fitting(reg: Any) -> str:
+        fits = getattr(reg, "fits", None)
+        if fits is None:
+            return ""
+        from genfw.plugins import variants_where
+
+        return f"; variants it applies to: {variants_where(fits)}"
+
+    for name, spec in cfg.regularisers.items():
+        reg = spec.build()
+        targets = [p for p in model.phases if p.name in reg.phases]
+        if not targets:
+            raise GenfwError(
+                f"regulariser '{name}' applies to {'/'.join(reg.phases)} phases; variant "
+                f"'{cfg.variant.name}' has phases {', '.join(phase_names)}{fitting(reg)}"
+            )
+        for phase in targets:
+            missing = sorted(set(reg.needs) - set(phase.provides))
+            if missing:
+                raise GenfwError(
+                    f"regulariser '{name}' needs {', '.join(missing)}, which phase '{phase.name}' of "
+                    f"variant '{cfg.variant.name}' does not provide (it provides "
+                    f"{', '.join(sorted(phase.provides)) or 'nothing'}){fitting(reg)}"
+                )
+            regs[phase.name].append((name, reg))
+        built.append(reg)
+    # Setups run by ``setup_order`` (default 0), then in config order: those that copy or track
+    # parameters (EMA, historical averaging) come last, so they see the final modules.
+    for reg in sorted(built, key=lambda r: getattr(r, "setup_order", 0)):
+        if hasattr(reg, "setup"):
+            reg.setup(model, ctx)
+    return regs

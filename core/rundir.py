@@ -1,0 +1,209 @@
+"""The run folder: checks before a run writes, the resolved config and run.json, TensorBoard's
+hyper-parameters, and reading a finished run back (config, weights) for ``sample`` and ``eval``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from genfw import checkpoint
+from genfw.assemble import Built, attach_regularisers, build
+from genfw.config import RunConfig
+from genfw.errors import GenfwError
+from genfw.model import BuildContext, Model, Modules
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+EXPORT_FILE = "generator.safetensors"
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to write into an existing run unless asked to, or where no folder can be made.
+    Leaves everything as it was."""
+    if resume:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise GenfwError(f"cannot resume: {run_dir} is not a genfw run folder (no {CONFIG_FILE})")
+        return
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if not overwrite:
+            raise GenfwError(
+                f"run folder {run_dir} already exists; pass --resume to continue it, "
+                f"--overwrite to replace it, or choose another --out"
+            )
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise GenfwError(
+                f"refusing to overwrite {run_dir}: it is not a genfw run folder (no {CONFIG_FILE}); "
+                f"choose another --out"
+            )
+    _check_writable(run_dir, into=run_dir.is_dir() and not overwrite)
+
+
+def _check_writable(run_dir: Path, *, into: bool) -> None:
+    """Refuse a run folder that cannot be made (under a file, in a read-only place) now, before
+    the data set is built, rather than after. ``into``: the run writes inside an existing (empty)
+    ``run_dir``; otherwise it creates ``run_dir`` in its nearest existing ancestor. A probe folder
+    is made there and removed: permissions alone do not tell (root, read-only mounts, /proc)."""
+    import tempfile
+
+    place = run_dir if into else run_dir.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise GenfwError(
+            f"cannot create run folder {run_dir}: {place} is a file, not a folder; choose another --out"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".genfw-write-check-", dir=place))
+    except OSError as exc:
+        raise GenfwError(
+            f"cannot create run folder {run_dir}: cannot write in {place} ({exc.strerror}); choose another --out"
+        ) from None
+
+
+def create_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """After :func:`check_run_dir` and a successful build: replace (``overwrite``) or create."""
+    if resume:
+        return
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def json_safe(record: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite floats as ``null``: strict JSON readers reject ``NaN``."""
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in record.items()}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+
+
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as ``{"variant.latent_dim": 64, "train.steps": 3000, ...}``; lists and
+    other values TensorBoard cannot show as a hyper-parameter become strings."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict):
+            if not obj and prefix:
+                out[prefix] = "{}"
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif obj is None or isinstance(obj, (bool, int, float, str)):
+            out[prefix] = obj
+        else:
+            out[prefix] = json.dumps(_plain(obj))
+
+    walk("", _plain(cfg.to_dict()))
+    return out
+
+
+def write_hparams(writer: Any, cfg: RunConfig, final: dict[str, float], step: int) -> None:
+    """Hyper-parameters and final metrics into the run's own TensorBoard folder (the HParams
+    view), the metrics as ``hparam/KEY`` scalars so they do not join the training curves."""
+    from torch.utils.tensorboard.summary import hparams
+
+    # torch's hparams() stores a bool as a number (bool is an int): give TensorBoard "true"/"false".
+    hp = {
+        k: "none" if v is None else (str(v).lower() if isinstance(v, bool) else v)
+        for k, v in flat_config(cfg).items()
+    }
+    metrics = {f"hparam/{k}": float(v) for k, v in final.items() if k != "time" and math.isfinite(v)}
+    for summary in hparams(hp, metrics):
+        writer._get_file_writer().add_summary(summary, step)
+    for k, v in metrics.items():
+        writer.add_scalar(k, v, step)
+
+
+def read_run(run_dir: Path, registry: Any, overrides: list[tuple[str, Any]] | None = None) -> RunConfig:
+    """The resolved config of a run folder (plus ``overrides``)."""
+    from genfw import config as config_mod
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise GenfwError(
+            f"{run_dir} is not a genfw run folder (no {CONFIG_FILE}); give the folder `genfw train` wrote"
+        )
+    raw = config_mod.merge(config_mod.load_file(run_dir / CONFIG_FILE), overrides or [])
+    return config_mod.resolve(raw, registry)
+
+
+def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built | None, Model, Modules]:
+    """Rebuild a run's model and load its weights.
+
+    With ``with_data`` the data set is built too and every module is loaded from the latest
+    checkpoint (for metrics and reconstructions); without, only the exported sampling modules are
+    loaded from ``generator.safetensors`` and the data set is not needed.
+    """
+    from genfw.model import DataInfo
+
+    run_dir = Path(run_dir)
+    if with_data:
+        built = build(cfg)
+        model = built.model
+        path = checkpoint.find(run_dir / "checkpoints")
+        _, state = checkpoint.load(path)
+        modules = state.get("modules")
+        check_weights(path, modules, model.modules)
+        check_finite({"modules": modules}, f"checkpoint {path}", checkpoint.others(path))
+        for name, mod in model.modules.items():
+            checkpoint.load_state(mod, modules[name], f"checkpoint {path} [{name}]")
+        return built, model, Modules(model.modules)
+    try:
+        info = json.loads((run_dir / RUN_FILE).read_text())["data"]
+        data = DataInfo(shape=tuple(info["shape"]), num_classes=info["num_classes"], kind=info["kind"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise GenfwError(f"{run_dir}/{RUN_FILE} is missing or unreadable ({exc})") from None
+    ctx = BuildContext(components=cfg.slots, data=data)
+    model = cfg.variant.build().build(ctx)
+    attach_regularisers(cfg, model, ctx)  # their setup may change the exported modules (EMA weights)
+    export = {n: model.modules[n] for n in model.export}
+    checkpoint.load_weights(run_dir / EXPORT_FILE, export)
+    weights = {f"{n}.{k}": v for n, mod in export.items() for k, v in mod.state_dict().items()}  # its keys
+    check_finite(weights, str(run_dir / EXPORT_FILE))
+    return None, model, Modules(model.modules)
+
+
+def is_empty_run(run_dir: Path) -> bool:
+    """A run folder whose run stopped before its first checkpoint: no checkpoint, no export."""
+    return checkpoint.is_empty(run_dir / "checkpoints") and not (run_dir / EXPORT_FILE).exists()
+
+
+def check_weights(path: Path, state: Any, modules: dict[str, nn.Module]) -> None:
+    """The ``modules`` part of checkpoint ``path`` holds every module's tensors, of their shapes."""
+    if not isinstance(state, dict):
+        raise GenfwError(
+            f"checkpoint {path} does not fit this run: 'modules' must be a mapping by name"
+            f"{checkpoint.others(path)}"
+        )
+    for name, mod in modules.items():
+        if name not in state:
+            raise GenfwError(f"checkpoint {path} has no weights for module '{name}'{checkpoint.others(path)}")
+        checkpoint.check_module_state(mod, state[name], f"checkpoint {path} [{name}]")
+
+
+def check_finite(tree: dict[str, Any], where: str, hint: str = "") -> None:
+    """Refuse weights (or optimiser moments) with a NaN or an infinity, from a run that diverged,
+    in one line; ``hint`` ends it (e.g. the run's other checkpoints)."""
+    bad = checkpoint.non_finite(tree)
+    if bad:
+        raise GenfwError(
+            f"{where} holds non-finite values ({', '.join(bad[:3])}): the run had diverged when it "
+            f"was written{hint}"
+        )
