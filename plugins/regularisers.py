@@ -63,7 +63,8 @@ class GradientPenalty:
     ``x_hat = eps * real + (1 - eps) * fake`` with one ``eps ~ U[0, 1]`` per example, drawn from
     the default generator of the data's device. The gradient of ``critic(x_hat, labels).sum()``
     is taken with ``create_graph=True`` so the penalty trains the critic; its norm is over all
-    non-batch dimensions, in float32.
+    non-batch dimensions, in float32. An "example" is what the context's critic scores: with
+    ``packing`` the context holds packs of m samples, so eps and the norm are per pack.
     """
 
     phases: tuple[str, ...] = ("critic",)
@@ -135,7 +136,8 @@ class DraganPenalty:
 
     Following the authors' code (kodalinaveen3/DRAGAN): ``x_p = x + 0.5 std(x) u`` with
     ``u ~ U[0, 1]`` elementwise and ``std(x)`` the standard deviation of the whole batch, then
-    ``x_hat = x + alpha (x_p - x)`` with one ``alpha ~ U[0, 1]`` per example. Fakes play no part.
+    ``x_hat = x + alpha (x_p - x)`` with one ``alpha ~ U[0, 1]`` per example (per pack with
+    ``packing``, whose context holds packs). Fakes play no part.
     """
 
     phases: tuple[str, ...] = ("critic",)

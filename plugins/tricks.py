@@ -737,25 +737,34 @@ class EMA:
 # --- packing (PacGAN) ---------------------------------------------------------------------------
 
 
+def pack(x: Tensor, m: int) -> Tensor:
+    """Samples ``(B, C, ...)`` -> packs ``(B / m, m C, ...)``: pack ``i`` is rows ``i m .. i m + m - 1``
+    concatenated along the first data dimension (as PacGAN concatenates its m samples)."""
+    b = x.shape[0]
+    if b % m:
+        raise GenfwError(
+            f"packing m={m} needs batches divisible by {m}, got {b}; set --batch-size to a multiple of {m}"
+        )
+    # (B, C, ...) -> (B/m, m, C, ...) -> (B/m, m*C, ...): sample j of a pack is row i*m + j.
+    return x.reshape(b // m, m * x.shape[1], *x.shape[2:])
+
+
+def unpack(packs: Tensor, m: int) -> Tensor:
+    """The inverse of :func:`pack`: ``(B / m, m C, ...)`` -> ``(B, C, ...)``."""
+    return packs.reshape(packs.shape[0] * m, packs.shape[1] // m, *packs.shape[2:])
+
+
 class PackedCritic(nn.Module):
     """``m`` samples judged together: ``x (B, *shape)`` -> packs ``(B / m, m * shape[0], ...)``
-    (concatenated along the first data dimension, as PacGAN concatenates its m samples) -> the
-    inner critic's scores ``(B / m, out)``. ``features`` and ``head`` are the inner critic's, so
-    the tricks that read features or widen the head see the packed critic."""
+    (:func:`pack`) -> the inner critic's scores ``(B / m, out)``. ``features`` and ``head`` are the
+    inner critic's, so the tricks that read features or widen the head see the packed critic."""
 
     def __init__(self, inner: nn.Module, m: int) -> None:
         super().__init__()
         self.inner, self.m = inner, m
 
     def pack(self, x: Tensor) -> Tensor:
-        b = x.shape[0]
-        if b % self.m:
-            raise GenfwError(
-                f"packing m={self.m} needs batches divisible by {self.m}, got {b}; set --batch-size to a "
-                f"multiple of {self.m}"
-            )
-        # (B, C, ...) -> (B/m, m, C, ...) -> (B/m, m*C, ...): sample j of a pack is row i*m + j.
-        return x.reshape(b // self.m, self.m * x.shape[1], *x.shape[2:])
+        return pack(x, self.m)
 
     def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.inner.features(self.pack(x), None)
@@ -790,8 +799,11 @@ class Packing:
     sees. The critic is rebuilt from the ``critic`` slot with ``m`` times the input (points
     ``(m d,)``; images ``(m C, H, W)``), and every critic score stands for one pack, so the losses
     average over packs. A batch of ``B`` gives ``B / m`` packs (PacGAN draws ``m`` batches
-    instead: raise ``--batch-size`` to keep the number of packs). Gradient penalties still take
-    one norm per sample. Unconditional variants with a ``critic`` slot only."""
+    instead: raise ``--batch-size`` to keep the number of packs). The packed critic is a function
+    of the whole pack, so the critic phase gives regularisers packs: ``real`` and ``fake``
+    ``(B / m, m C, ...)`` and a ``critic`` that scores packs; a gradient penalty (WGAN-GP, DRAGAN)
+    then draws one interpolation factor and takes one gradient norm per pack, the Lipschitz
+    constraint on the function the critic is. Unconditional variants with a ``critic`` slot only."""
 
     phases: tuple[str, ...] = ("critic",)
     needs: tuple[str, ...] = ()
@@ -818,9 +830,31 @@ class Packing:
         shape, m = tuple(ctx.data.shape), self.options.m
         inner = ctx["critic"].build(in_shape=(m * shape[0], *shape[1:]), out_dim=1, num_classes=0)
         model.modules["critic"] = PackedCritic(inner, m)
+        for phase in phases_of(model, self.phases):
+            phase.step = packed_context(phase.step, m)
 
     def penalty(self, ctx: dict[str, Any]) -> None:
         return None
+
+
+def packed_context(step: Callable[[genfw.Batch, Modules], PhaseOutput], m: int) -> Any:
+    """``step`` with its context as the packed critic sees it: ``real`` and ``fake`` as packs
+    ``(B / m, m C, ...)`` and ``critic(packs, y)`` the phase's own critic on the unpacked samples
+    (the same scores: :func:`unpack` then :func:`pack` is the identity, and wrappers such as
+    instance noise stay in the path)."""
+
+    def packed(batch: genfw.Batch, mods: Modules) -> PhaseOutput:
+        out = step(batch, mods)
+        ctx = out.context
+        for key in ("real", "fake"):
+            if key in ctx:
+                ctx[key] = pack(ctx[key], m)
+        if "critic" in ctx:
+            critic = ctx["critic"]
+            ctx["critic"] = lambda x, y=None: critic(unpack(x, m), y)
+        return out
+
+    return packed
 
 
 # --- registration -------------------------------------------------------------------------------

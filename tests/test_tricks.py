@@ -638,3 +638,43 @@ def test_packing_refusals(registry, tmp_path):
     r = raw(regs={"packing": {"m": 3}})  # batches of 16
     with pytest.raises(GenfwError, match="packing m=3 needs batches divisible by 3, got 16"):
         Trainer(resolve(r, registry), tmp_path / "r").fit()
+
+
+@pytest.mark.parametrize("penalty", ["gradient_penalty", "dragan"])
+def test_gradient_penalties_take_one_norm_per_pack(registry, penalty):
+    """The packed critic is a function of a whole pack, so its Lipschitz constraint is on the
+    gradient with respect to the pack: a linear critic on packs of 4 two-dimensional points,
+    ``f(pack) = w . pack``, has gradient norm ``||w||`` at every pack, and pays nothing when
+    ``||w|| = 1`` (one norm per sample, the blocks of w, paid 2.5 here before)."""
+    b = built(registry, {"packing": {"m": 4}, penalty: {}}, critic={"name": "mlp", "hidden": []})
+    inner = b.model.modules["critic"].inner.head  # the whole inner critic: Linear(8, 1)
+    [reg] = [r for n, r in b.regularisers["critic"] if n == penalty]
+    batch, mods = a_batch(b), Modules(b.model.modules)
+    for norm, expected in ((1.0, 0.0), (3.0, 10.0 * (3.0 - 1.0) ** 2)):
+        with torch.no_grad():
+            inner.weight.copy_(torch.full((1, 8), norm / math.sqrt(8)))
+            inner.bias.zero_()
+        out = b.model.phases[0].step(batch, mods)
+        assert reg.penalty(out.context).item() == pytest.approx(expected, abs=1e-4)
+        assert out.context["real"].shape == (4, 8)  # the penalty sees the 4 packs of the batch
+
+
+def test_gradient_penalty_interpolates_whole_packs(registry):
+    """WGAN-GP on a packed critic: ``x_hat = eps real_pack + (1 - eps) fake_pack`` with one eps
+    per pack, and the scores of the context's critic on packs are the packed critic's."""
+    b = built(registry, {"packing": {"m": 4}, "gradient_penalty": {}})
+    out = b.model.phases[0].step(a_batch(b), Modules(b.model.modules))
+    seen = {}
+    critic = out.context["critic"]
+
+    def spy(x, y=None):
+        seen["x_hat"] = x
+        return critic(x, y)
+
+    torch.testing.assert_close(critic(out.context["real"]), out.context["real_scores"])
+    [gp] = [r for n, r in b.regularisers["critic"] if n == "gradient_penalty"]
+    gp.penalty({**out.context, "critic": spy})
+    real, fake = out.context["real"], out.context["fake"]  # (4, 8) packs
+    eps = (seen["x_hat"] - fake) / (real - fake)
+    torch.testing.assert_close(eps, eps[:, :1].expand_as(eps))  # one eps per pack
+    assert eps[:, 0].unique().numel() == 4
