@@ -49,7 +49,12 @@ from genfw import validators as check
 from genfw.hookspecs import Register
 from genfw.plugins import get_registry
 from genfw.plugins import variants_where as fitting_variants
-from genfw_plugins._layers import MinibatchDiscrimination, minibatch_stddev
+from genfw_plugins._layers import (
+    EqualizedConv2d,
+    EqualizedLinear,
+    MinibatchDiscrimination,
+    minibatch_stddev,
+)
 from genfw_plugins.gan import critic_features
 from genfw_plugins.losses import MinimaxLoss
 
@@ -621,18 +626,68 @@ NORMALISED = (
     nn.ConvTranspose1d,
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
+    nn.Embedding,
 )
+EQUALISED = (EqualizedLinear, EqualizedConv2d)
 
 
-def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1) -> int:
-    """Spectral normalisation on every linear and convolutional layer of ``module`` not already
-    normalised; returns how many layers it normalised."""
-    done = 0
-    for layer in list(module.modules()):
-        if isinstance(layer, NORMALISED) and not parametrize.is_parametrized(layer, "weight"):
-            spectral_norm(layer, n_power_iterations=n_power_iterations)
-            done += 1
+def spectrally_normalised(module: nn.Module) -> set[int]:
+    """The ids of the parameters of ``module`` that spectral normalisation reparametrises (as a
+    ``torch.nn.utils.parametrizations.spectral_norm`` parametrization or as the older hook)."""
+    done: set[int] = set()
+    for layer in module.modules():
+        if parametrize.is_parametrized(layer):
+            for plist in layer.parametrizations.values():
+                if any(isinstance(p, _SpectralNorm) for p in plist):
+                    done.add(id(plist.original))
+        for hook in layer._forward_pre_hooks.values():
+            if isinstance(hook, LegacySpectralNorm):
+                done.add(id(getattr(layer, hook.name + "_orig")))
     return done
+
+
+def spectral_norm_plan(module: nn.Module, what: str = "critic") -> list[tuple[nn.Module, str]]:
+    """The ``(layer, parameter name)`` pairs :func:`apply_spectral_norm` normalises: every weight
+    of ``module`` (a parameter with two or more dimensions) not already normalised. A weight of a
+    kind it cannot normalise is refused in one line (``what`` names the network)."""
+    normalised = spectrally_normalised(module)
+    plan: list[tuple[nn.Module, str]] = []
+    for path, layer in module.named_modules():
+        for name, p in layer.named_parameters(recurse=False):
+            if p.dim() < 2 or id(p) in normalised:
+                continue
+            known = (isinstance(layer, (*NORMALISED, *EQUALISED)) and name == "weight") or (
+                isinstance(layer, MinibatchDiscrimination) and name == "T"
+            )
+            if not known:
+                where = f"{path}.{name}" if path else name
+                raise GenfwError(
+                    f"spectral_norm cannot normalise the {what}'s weight {where} ({type(layer).__name__}); it "
+                    f"normalises linear, convolutional, embedding, equalised-learning-rate and minibatch-"
+                    f"discrimination layers: use a {what} of those, or leave spectral_norm out"
+                )
+            plan.append((layer, name))
+    return plan
+
+
+def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1, what: str = "critic") -> int:
+    """Spectral normalisation of every weight of ``module`` not already normalised (see
+    :func:`spectral_norm_plan`; refused in one line, before anything changes, if one cannot be);
+    returns how many it normalised.
+
+    Linear, convolutional and embedding layers use ``W / sigma(W)``. An equalised-learning-rate
+    layer (ProGAN) uses ``c W``, ``c`` its He constant, and ``c W / sigma(c W) = W / sigma(W)``:
+    its constant becomes 1. Minibatch discrimination's ``T (A, B, C)`` is normalised as the matrix
+    ``(A, B C)`` of its linear map ``x -> x T``."""
+    return _normalise(spectral_norm_plan(module, what), n_power_iterations)
+
+
+def _normalise(plan: list[tuple[nn.Module, str]], n_power_iterations: int) -> int:
+    for layer, name in plan:
+        spectral_norm(layer, name=name, n_power_iterations=n_power_iterations)
+        if isinstance(layer, EQUALISED):
+            layer.scale = 1.0  # c W / sigma(c W) = W / sigma(W): the He constant cancels
+    return len(plan)
 
 
 @attrs.define
@@ -644,9 +699,10 @@ class SpectralNormOptions:
 
 
 class SpectralNorm:
-    """Spectral normalisation (Miyato et al. 2018): each weight ``W`` of the critic's linear and
-    convolutional layers is used as ``W / sigma(W)``, ``sigma`` its largest singular value
-    estimated by power iteration (``torch.nn.utils.parametrizations.spectral_norm``)."""
+    """Spectral normalisation (Miyato et al. 2018): each weight ``W`` of the critic is used as
+    ``W / sigma(W)``, ``sigma`` its largest singular value estimated by power iteration
+    (``torch.nn.utils.parametrizations.spectral_norm``): see :func:`apply_spectral_norm` for the
+    layers it covers; a critic with any other weight is refused."""
 
     phases: tuple[str, ...] = ("critic",)
     needs: tuple[str, ...] = ()
@@ -657,8 +713,10 @@ class SpectralNorm:
 
     def setup(self, model: Model, ctx: BuildContext) -> None:
         names = ["critic", "generator"] if self.options.generator else ["critic"]
-        for name in names:
-            apply_spectral_norm(module_of(model, name, "spectral_norm"), self.options.n_power_iterations)
+        # Every network's plan first: a refusal leaves both untouched.
+        plans = [spectral_norm_plan(module_of(model, name, "spectral_norm"), name) for name in names]
+        for plan in plans:
+            _normalise(plan, self.options.n_power_iterations)
 
     def penalty(self, ctx: dict[str, Any]) -> None:
         return None

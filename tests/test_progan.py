@@ -301,3 +301,30 @@ def test_experience_replay_is_refused_in_one_line(registry):
     with pytest.raises(GenfwError, match="resolution grows during training") as info:
         build(resolve(raw, registry))
     assert "\n" not in str(info.value)
+
+
+def test_spectral_norm_normalises_every_weight_of_the_equalised_networks(registry):
+    """ProGAN's layers are equalised (``c W``, neither nn.Linear nor nn.Conv2d): spectral_norm
+    normalises each of them, so the weight a layer uses, ``c W / sigma(c W)``, has spectral norm 1."""
+    from genfw.train import build
+    from tests.test_tricks import sn_weights
+
+    raw = progan_raw(1)
+    raw["regularisers"] = {"spectral_norm": {"generator": True}}
+    b = build(resolve(raw, registry))
+    for name in ("critic", "generator"):
+        net = b.model.modules[name]
+        weights = [p for p in net.parameters() if p.dim() >= 2]
+        done = sn_weights(net)
+        assert len(weights) > 5 and all(id(p) in done for p in weights), name
+        layers = [m for m in net.modules() if isinstance(m, (EqualizedLinear, EqualizedConv2d))]
+        assert len(layers) == len(weights)
+        for layer in layers:
+            for _ in range(100):  # one power iteration per access in training mode
+                layer.weight  # noqa: B018
+            used = (layer.weight * layer.scale).detach().flatten(1)
+            assert torch.linalg.matrix_norm(used, 2).item() == pytest.approx(1.0, abs=1e-2)
+    # It still trains: a step of the critic and the generator with finite losses.
+    m = Modules(b.model.modules)
+    batch = Batch(torch.randn(8, 1, 8, 8), torch.full((8,), -1))
+    assert all(torch.isfinite(phase.step(batch, m).loss) for phase in b.model.phases)

@@ -309,6 +309,19 @@ def test_spectral_norm_bounds_every_critic_layer(registry):
     assert not any(hasattr(m, "parametrizations") for m in plain.model.modules["critic"].modules())
 
 
+def sn_weights(net: nn.Module) -> set[int]:
+    """The ids of the parameters of ``net`` under a spectral-norm parametrization."""
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    return {
+        id(plist.original)
+        for layer in net.modules()
+        if parametrize.is_parametrized(layer)
+        for plist in layer.parametrizations.values()
+        if any(isinstance(p, _SpectralNorm) for p in plist)
+    }
+
+
 # --- EMA ----------------------------------------------------------------------------------------
 
 
@@ -678,3 +691,27 @@ def test_gradient_penalty_interpolates_whole_packs(registry):
     eps = (seen["x_hat"] - fake) / (real - fake)
     torch.testing.assert_close(eps, eps[:, :1].expand_as(eps))  # one eps per pack
     assert eps[:, 0].unique().numel() == 4
+
+
+def test_spectral_norm_refuses_a_weight_it_cannot_normalise(registry):
+    """A critic weight of a kind spectral_norm does not know would stay unnormalised: refused in
+    one line, and neither network is changed."""
+    from genfw_plugins.tricks import SpectralNorm, SpectralNormOptions
+
+    b = built(registry, {})
+    b.model.modules["critic"].extra = nn.Bilinear(2, 2, 1)
+    trick = SpectralNorm(SpectralNormOptions(generator=True))
+    with pytest.raises(GenfwError) as info:
+        trick.setup(b.model, None)
+    [line] = str(info.value).splitlines()
+    assert "critic's weight extra.weight (Bilinear)" in line and "leave spectral_norm out" in line
+    assert not sn_weights(b.model.modules["generator"]) and not sn_weights(b.model.modules["critic"])
+    # Minibatch discrimination's kernel T is a weight of the critic too, and is normalised.
+    b = built(registry, {"minibatch_discrimination": {"kernels": 3}, "spectral_norm": {}})
+    critic = b.model.modules["critic"]
+    done = sn_weights(critic)
+    assert all(id(p) in done for p in critic.parameters() if p.dim() >= 2)
+    layer = critic.head[0]
+    for _ in range(100):
+        layer.T  # noqa: B018
+    assert torch.linalg.matrix_norm(layer.T.detach().flatten(1), 2).item() == pytest.approx(1.0, abs=1e-2)
