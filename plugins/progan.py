@@ -19,7 +19,10 @@ the same stage and alpha. The loop never reads it back from the device: a Python
 and is re-read from the buffer only when weights are loaded.
 
 Samples (grids, ``genfw sample``) are drawn at the current stage and alpha and upsampled (nearest
-neighbour) to the data's size, so the grids written during training show each stage.
+neighbour) to the data's size, so the grids written during training show each stage. They come,
+as every result of the paper (appendix A.1), from an exponential moving average of G's weights
+(the ``ema`` regulariser, decay 0.999 as the authors' ``G_smoothing``; ``ema: false`` samples the
+live generator).
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ class ProGANOptions:
     # The authors' reset_opt_for_new_lod: Adam's moments are cleared when a fade-in starts and when
     # it ends, so new blocks do not take their first steps with an empty second moment.
     reset_optimizers: bool = True
+    # Grids, metrics, `genfw sample` and generator.safetensors use an exponential moving average
+    # of G's weights, as every result of the paper (appendix A.1; the authors' G_smoothing 0.999):
+    # the ema regulariser, added with decay 0.999 and no warm-up. false: the live generator.
+    ema: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.fade_images + self.stable_images < 1:
@@ -292,7 +299,17 @@ class ProGAN:
         "loss": Slot("loss", "wasserstein", role="adversarial"),
     }
     phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {"gradient_penalty": {"weight": 10.0}}
+    # The EMA of G as in the authors' code: Gs starts as a copy of G and follows it with a constant
+    # beta = G_smoothing = 0.999 (no warm-up).
+    regularisers: ClassVar[dict[str, dict[str, Any]]] = {
+        "gradient_penalty": {"weight": 10.0},
+        "ema": {"decay": 0.999, "warmup": False},
+    }
+
+    @classmethod
+    def regularisers_for(cls, options: ProGANOptions) -> dict[str, dict[str, Any]]:
+        """The paper's regularisers; the EMA of G only with ``ema: true`` (the default)."""
+        return {n: dict(o) for n, o in cls.regularisers.items() if n != "ema" or options.ema}
 
     def __init__(self, options: ProGANOptions):
         self.options = options

@@ -154,7 +154,7 @@ def test_resume_mid_fade_restores_stage_and_alpha_and_continues_exactly(tmp_path
     assert rv.stage() == (1, pytest.approx(0.3))
     resumed.fit()
     assert rv.stage() == (1, pytest.approx(0.7))
-    for name in ("generator", "critic"):
+    for name in ("generator", "critic", "generator_ema"):  # the EMA of G is on by default
         a, b = straight.plain[name].state_dict(), resumed.plain[name].state_dict()
         assert a.keys() == b.keys()
         for k in a:
@@ -328,3 +328,38 @@ def test_spectral_norm_normalises_every_weight_of_the_equalised_networks(registr
     m = Modules(b.model.modules)
     batch = Batch(torch.randn(8, 1, 8, 8), torch.full((8,), -1))
     assert all(torch.isfinite(phase.step(batch, m).loss) for phase in b.model.phases)
+
+
+def test_samples_come_from_the_ema_of_the_generator_by_default(tmp_path, registry, run_cli):
+    """Karras et al. report every result from an EMA of G (G_smoothing 0.999, no warm-up): progan
+    adds the ema regulariser by default, visibly (genfw list, config.yaml), and ema: false drops it."""
+    import safetensors.torch
+    import yaml
+
+    cfg = resolve(progan_raw(3), registry)
+    ema = cfg.regularisers["ema"].options
+    assert (ema.decay, ema.warmup) == (0.999, False)
+    t = Trainer(cfg, tmp_path / "r")
+    t.fit()
+    assert t.plain.generator_ema.updates.item() == 3 and "generator_ema" in t.built.model.export
+    recorded = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert recorded["regularisers"]["ema"] == {"decay": 0.999, "warmup": False}
+    assert recorded["variant"]["ema"] is True
+    weights = safetensors.torch.load_file(str(tmp_path / "r" / "generator.safetensors"))
+    assert any(k.startswith("generator_ema.average.") for k in weights)
+    # Samples are the average's (at the training stage), not the live generator's.
+    torch.manual_seed(3)
+    z = torch.randn(4, 8)
+    torch.manual_seed(3)
+    s = t.built.model.sample(t.plain, 4, None)
+    torch.testing.assert_close(
+        s, F.interpolate(t.plain.generator_ema.average(z, stage=0, alpha=1.0), scale_factor=2)
+    )
+    assert not torch.allclose(s, F.interpolate(t.plain.generator(z, stage=0, alpha=1.0), scale_factor=2))
+    code, out, _ = run_cli("list", "variant")
+    assert code == 0
+    progan = out.split("\n  progan - ")[1].split("\n  sagan - ")[0]
+    assert "\n      regularisers: gradient_penalty, ema\n" in progan
+    assert "\n      --plugin.ema bool = True" in progan
+    off = resolve(progan_raw(1, ema=False), registry)
+    assert set(off.regularisers) == {"gradient_penalty"}
