@@ -454,19 +454,32 @@ class ReplayBuffer(nn.Module):
         self.count.copy_((self.count + n).clamp_max(capacity))
 
 
+def replayed(batch: int, share: float) -> int:
+    """How many of a critic batch of ``batch`` fakes come from the buffer: ``round(share * batch)``,
+    kept within ``1 .. batch - 1`` so that both old and new fakes are in every batch."""
+    if batch < 2:
+        raise GenfwError(
+            f"experience_replay needs batches of at least 2 fakes (past and new ones), got {batch}; "
+            f"raise --batch-size"
+        )
+    return min(max(round(share * batch), 1), batch - 1)
+
+
 class Replaying:
-    """The generator as the critic phase sees it: a share of each batch of fakes is replaced by
-    past fakes from the buffer, and the new fakes are stored."""
+    """The generator as the critic phase sees it: of each batch of ``b`` fakes, the first
+    ``k = replayed(b, share)`` are swapped for past fakes drawn from the buffer (the first batch,
+    with the buffer empty, stays new), then the ``b - k`` new fakes the critic scores replace
+    random buffer entries (into free slots first): Shrivastava et al.'s rule, b/2 and b/2."""
 
     def __init__(self, generator: Any, buffer: ReplayBuffer, share: float) -> None:
         self.generator, self.buffer, self.share = generator, buffer, share
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         fake = self.generator(*args, **kwargs)  # (B, *shape)
-        k = round(self.share * fake.shape[0])
+        k = replayed(fake.shape[0], self.share)
         stored = self.buffer.count > 0  # a tensor: no device sync
         old = torch.where(stored, self.buffer.draw(k).to(fake.dtype), fake[:k])  # the first batch: none yet
-        self.buffer.push(fake)
+        self.buffer.push(fake[k:])
         return torch.cat([old, fake[k:]])
 
     def __getattr__(self, name: str) -> Any:
@@ -478,16 +491,20 @@ class ExperienceReplayOptions:
     """Options of experience replay."""
 
     capacity: int = attrs.field(default=1024, validator=check.at_least(1))  # past fakes kept
-    share: float = attrs.field(default=0.5, validator=check.in_interval(0, 1))  # of each fake batch
+    # Of each critic batch of fakes, the share drawn from the buffer; the rest are new and then
+    # replace buffer entries (0.5: the paper's b/2 and b/2).
+    share: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, low_open=True, high_open=True))
 
 
 class ExperienceReplay:
     """Experience replay (Shrivastava et al. 2017, section 2.3; Pfau & Vinyals 2016).
 
-    In each critic step a ``share`` of the fake batch (half, as in the paper) is drawn from a
-    buffer of past fakes; the new fakes then enter the buffer, into free slots and then over
-    random old ones. The buffer is the module ``experience_replay``. Unconditional generators only
-    (a replayed fake would not match the batch's labels).
+    In each critic step a ``share`` of the ``b`` fakes (b/2, as in the paper) is drawn from a
+    buffer of past fakes; after it, the new fakes of the step (the other b/2) replace random
+    buffer entries, into free slots first: "we randomly replace b/2 samples in the buffer with the
+    newly generated refined images" (section 2.3), not all ``b``. The buffer is the module
+    ``experience_replay``. Unconditional generators only (a replayed fake would not match the
+    batch's labels).
     """
 
     phases: tuple[str, ...] = ("critic",)

@@ -269,7 +269,30 @@ def test_replaying_generator_mixes_past_fakes():
     second = g(None)
     assert torch.equal(second[:2], torch.zeros(2, 2))  # half replayed from the first batch
     assert torch.equal(second[2:], torch.ones(2, 2))
-    assert buf.count.item() == 8
+    assert buf.count.item() == 4  # b/2 new fakes stored per critic step
+
+
+def test_experience_replay_replaces_half_a_batch_per_critic_step():
+    """Shrivastava et al. (section 2.3): the critic's b fakes are b/2 new and b/2 from the buffer,
+    and after the step b/2 buffer entries are replaced with the new fakes it scored, not all b."""
+    buf = ReplayBuffer(capacity=6, shape=(1,))
+    batches = iter(torch.arange(float(10 * i), 10 * i + 4).view(4, 1) for i in range(3))
+    g = Replaying(lambda z: next(batches), buf, share=0.5)
+    assert g(None).flatten().tolist() == [0, 1, 2, 3]  # the buffer is empty: all new
+    assert buf.count.item() == 2 and buf.samples[:2].flatten().tolist() == [2, 3]
+    second = g(None).flatten().tolist()
+    assert set(second[:2]) <= {2, 3} and second[2:] == [12, 13]
+    assert buf.count.item() == 4 and buf.samples[:4].flatten().tolist() == [2, 3, 12, 13]
+    torch.manual_seed(0)
+    g(None)  # two free slots left: 22 and 23 go there, nothing is overwritten yet
+    assert buf.samples.flatten().tolist() == [2, 3, 12, 13, 22, 23] and buf.count.item() == 6
+    # Batch sizes where a share would round to no old or no new fakes keep one of each.
+    from genfw_plugins.tricks import replayed
+
+    assert [replayed(b, 0.5) for b in (2, 3, 16)] == [1, 2, 8]
+    assert replayed(4, 0.05) == 1 and replayed(4, 0.95) == 3
+    with pytest.raises(GenfwError, match="at least 2 fakes"):
+        replayed(1, 0.5)
 
 
 def test_experience_replay_refuses_conditional_generators(registry):
