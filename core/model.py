@@ -105,6 +105,9 @@ class Phase:
     ``provides`` lists the context keys regularisers may ask for. ``optimizer_epoch``, where
     given, returns an int before each step; whenever it changes, the loop clears the optimiser's
     state (moments), as ProGAN does when a new resolution fades in. Checkpoints carry its last value.
+    ``lr_scale``, where given, returns a float before each step: the optimiser's learning rate is
+    then ``optim.lr`` times it (a decay such as BEGAN's; it must be a host value, and derived from
+    module buffers so that ``--resume`` gives the same).
     """
 
     name: str
@@ -115,6 +118,7 @@ class Phase:
     fresh_batch: bool = True
     provides: frozenset[str] = frozenset()
     optimizer_epoch: Callable[[], int] | None = None
+    lr_scale: Callable[[], float] | None = None
 
 
 @attrs.define

@@ -455,6 +455,9 @@ class Trainer:
             for _ in range(phase.repeats):
                 if phase.optimizer_epoch is not None:
                     self._new_epoch(phase)
+                if phase.lr_scale is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = phase.optim.lr * phase.lr_scale()
                 if phase.fresh_batch or batch is None:
                     batch = next(self.loader)
                 with self._autocast():

@@ -22,7 +22,9 @@ the generator step's own energy, on its noise ``z_G``. ``k_t`` is a buffer of th
 (checkpoints and ``--resume`` carry it); ``D(x)`` lives only from the critic step to the generator
 step of one training step, so a checkpoint (taken between training steps) needs no more. The
 convergence measure ``M = D(x) + |gamma D(x) - D(G(z_G))|`` is logged as ``generator/convergence``;
-``critic/k`` is the ``k_t`` the critic step used.
+``critic/k`` is the ``k_t`` the critic step used. With ``lr_decay`` both learning rates halve when M
+stalls (or on a fixed period): the state is the module ``lr_decay`` (:class:`LRDecay`), the factor
+is logged as ``generator/lr_scale``.
 
 Every input of the critic goes through ``m.critic(...)`` (the module's ``forward``, which gives
 the codes too with ``codes=True``), so wrappers such as instance noise reach both phases.
@@ -128,6 +130,13 @@ class BEGANOptions(EnergyOptions):
     gamma: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, low_open=True))
     lambda_k: float = attrs.field(default=1e-3, validator=check.non_negative)
     k_init: float = attrs.field(default=0.0, validator=check.in_interval(0, 1))
+    # Halving both learning rates (the paper: "decaying by a factor of 2 when the measure of
+    # convergence stalls"). stall: at the end of each window of lr_decay_steps training steps,
+    # halve when the window's mean M is not 1% below the previous window's (the rule left in a
+    # comment of carpedm20/BEGAN-tensorflow); every: halve every lr_decay_steps steps (what that
+    # code runs, with 100000); none: constant.
+    lr_decay: str = attrs.field(default="none", validator=check.one_of("none", "stall", "every"))
+    lr_decay_steps: int = attrs.field(default=100_000, validator=check.at_least(1))
 
 
 class EnergyGAN:
@@ -224,6 +233,59 @@ class EBGAN(EnergyGAN):
         )
 
 
+STALL = 0.99  # a window's mean M must be below 0.99 times the previous window's, or the lr halves
+
+
+class LRDecay(nn.Module):
+    """BEGAN's learning-rate decay: buffers ``scale`` (the factor on both learning rates),
+    ``steps`` (training steps seen), ``total`` (sum of M over the current window) and ``previous``
+    (the previous window's mean M; -1 before the first), with host mirrors so that the loop reads
+    the factor without a device sync (re-read from the buffers when weights are loaded)."""
+
+    def __init__(self, mode: str, window: int) -> None:
+        super().__init__()
+        self.mode, self.window = mode, window
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("total", torch.zeros(()))
+        self.register_buffer("previous", torch.full((), -1.0))
+        self.register_load_state_dict_post_hook(_reread_decay)
+        self.value, self.n, self.last = 1.0, 0, -1.0  # mirrors of scale, steps, previous
+
+    @torch.no_grad()
+    def observe(self, convergence: Tensor) -> None:
+        """Count one training step with convergence measure ``M`` (a scalar tensor); at the end of
+        a window, decide (one device read per window, averaged over processes)."""
+        self.n += 1
+        self.steps.fill_(self.n)
+        if self.mode == "stall":
+            self.total.add_(convergence.float())
+        if self.n % self.window:
+            return
+        if self.mode == "every":
+            self.halve()
+            return
+        mean = self.total / self.window
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():  # one decision for every process
+            dist.all_reduce(mean)
+            mean = mean / dist.get_world_size()
+        mean = float(mean)
+        if self.last >= 0 and mean > STALL * self.last:
+            self.halve()
+        self.last = mean
+        self.previous.fill_(mean)
+        self.total.zero_()
+
+    def halve(self) -> None:
+        self.value *= 0.5
+        self.scale.fill_(self.value)
+
+
+def _reread_decay(module: nn.Module, incompatible: Any) -> None:
+    module.value, module.n, module.last = float(module.scale), int(module.steps), float(module.previous)
+
+
 class BEGAN(EnergyGAN):
     """BEGAN (Berthelot et al. 2017): L1 autoencoder critic with equilibrium control of k_t."""
 
@@ -237,9 +299,20 @@ class BEGAN(EnergyGAN):
         # D(x) of the last critic step, for the k update after the generator step of the same
         # training step (then cleared).
         self.real_energy: Tensor | None = None
+        self.decay: LRDecay | None = None  # with lr_decay: the learning rates' factor (build)
 
     def init_critic(self, critic: AutoencoderCritic) -> None:
         critic.k.fill_(self.options.k_init)
+
+    def build(self, ctx: BuildContext) -> Model:
+        model = super().build(ctx)
+        o = self.options
+        if o.lr_decay != "none":  # both players' learning rates, times the decay's factor
+            self.decay = LRDecay(o.lr_decay, o.lr_decay_steps)
+            model.modules["lr_decay"] = self.decay
+            for phase in model.phases:
+                phase.lr_scale = lambda: self.decay.value
+        return model
 
     def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
         with torch.no_grad():
@@ -267,6 +340,9 @@ class BEGAN(EnergyGAN):
                 gen_e = fake_e.detach()
                 state.k.copy_(began_k_update(state.k, real_e, gen_e, o.gamma, o.lambda_k))
                 logs["convergence"] = real_e + (o.gamma * real_e - gen_e).abs()
+            if self.decay is not None:
+                logs["lr_scale"] = fake_e.new_full((), self.decay.value).detach()  # used by this step
+                self.decay.observe(logs["convergence"])
         return PhaseOutput(
             fake_e, context={"fake": fake, "critic": self.energy_fn(m), "labels": None}, logs=logs
         )

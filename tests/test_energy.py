@@ -3,6 +3,8 @@ hand-computed values; the autoencoder critic built from network plugins; k_t in 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -192,3 +194,81 @@ def test_began_k_stays_in_unit_interval_and_is_checkpointed(tmp_path, registry) 
         read_run(tmp_path / "run", registry, [("train.steps", 7)]), tmp_path / "run", resume=True
     )
     assert resumed.plain.critic.k.item() == k_end  # k_t travels with the checkpoint
+
+
+# --- BEGAN's learning-rate decay --------------------------------------------------------------------
+
+
+def test_began_lr_decay_halves_when_the_convergence_measure_stalls() -> None:
+    """``stall``: at the end of each window, halve unless the window's mean M fell below 0.99 times
+    the previous window's; ``every``: halve at the end of each window."""
+    from genfw_plugins.energy import LRDecay
+
+    decay = LRDecay("stall", window=2)
+    seen = []
+    for m in [1.0, 1.0, 0.5, 0.5, 0.5, 0.496, 0.2, 0.2, 0.3, 0.3]:
+        decay.observe(torch.tensor(m))
+        seen.append(decay.value)
+    # windows: 1.0 (the first: nothing to compare), 0.5 (fell), 0.498 (> 0.99 * 0.5: stalled),
+    # 0.2 (fell), 0.3 (rose: stalled)
+    assert seen == [1, 1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.25]
+    assert decay.scale.item() == 0.25 and decay.steps.item() == 10
+    assert decay.previous.item() == pytest.approx(0.3) and decay.total.item() == 0.0
+    every = LRDecay("every", window=3)
+    for _ in range(7):
+        every.observe(torch.tensor(1.0))
+    assert every.value == 0.25 and every.scale.item() == 0.25
+    # The host mirrors are re-read when weights are loaded.
+    fresh = LRDecay("stall", window=2)
+    fresh.load_state_dict(decay.state_dict())
+    assert (fresh.value, fresh.n, fresh.last) == (0.25, 10, pytest.approx(0.3))
+
+
+def test_began_lr_decay_sets_both_players_learning_rates(tmp_path, registry) -> None:
+    r = raw("began", steps=5)
+    r["variant"] = {"name": "began", "lr_decay": "every", "lr_decay_steps": 2}
+    t = Trainer(resolve(r, registry), tmp_path / "run")
+    lrs = {"critic": [], "generator": []}
+    for name, opt in t._hot_optimizers.items():
+        real_step = opt.step
+
+        def step(*args, _real=real_step, _opt=opt, _name=name, **kwargs):
+            lrs[_name].append([g["lr"] for g in _opt.param_groups])
+            return _real(*args, **kwargs)
+
+        opt.step = step
+    t.fit()
+    expected = [[1e-4 * s] for s in (1, 1, 0.5, 0.5, 0.25)]
+    assert lrs == {"critic": expected, "generator": expected}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["generator/lr_scale"] for r in rows if "generator/lr_scale" in r] == [1, 1, 0.5, 0.5, 0.25]
+    # Off by default: no decay module, no factor on the learning rates.
+    b = build(resolve(raw("began"), registry))
+    assert "lr_decay" not in b.model.modules and all(p.lr_scale is None for p in b.model.phases)
+
+
+def test_began_lr_decay_on_a_stall_resumes_exactly(tmp_path, registry) -> None:
+    def run(path, steps, **train):
+        r = raw("began", steps=steps)
+        r["variant"] = {"name": "began", "lr_decay": "stall", "lr_decay_steps": 2, "lr_generator": 1e-3}
+        r["train"].update(train)
+        t = Trainer(resolve(r, registry), path)
+        t.fit()
+        return t
+
+    straight = run(tmp_path / "straight", 8, checkpoint_every=3)
+    run(tmp_path / "split", 3)  # stops in the middle of the second window
+    resumed = Trainer(
+        read_run(tmp_path / "split", registry, [("train.steps", 8)]), tmp_path / "split", resume=True
+    )
+    assert resumed.plain.lr_decay.n == 3
+    resumed.fit()
+    assert straight.plain.lr_decay.value < 1.0  # M stalled at least once in 8 steps
+    for name in ("critic", "generator", "lr_decay"):
+        a, b = straight.plain[name].state_dict(), resumed.plain[name].state_dict()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resume"
+    for name in ("critic", "generator"):
+        assert [g["lr"] for g in straight.optimizers[name].param_groups] == [
+            g["lr"] for g in resumed.optimizers[name].param_groups
+        ]
