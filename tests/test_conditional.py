@@ -215,6 +215,29 @@ def test_conditional_variants_train_on_digits(tmp_path, registry, variant):
 
 
 def test_cgan_with_a_gradient_penalty_scores_interpolates_with_labels(tmp_path, registry):
+    """``x_hat_i = eps_i x_i + (1 - eps_i) G(z_i, y_i)`` is scored as ``D(x_hat_i, y_i)``: the penalty
+    equals one taken example by example, each with its own label; labels in another order give
+    another value (the conditional critic's gradient depends on the label)."""
     raw = config("cgan", steps=2, regularisers={"gradient_penalty": {"weight": 1.0}})
+    b = build(resolve(raw, registry))
+    x, y = b.dataset.tensors
+    batch = Batch(x[:8].float(), y[:8])
+    assert y[:8].unique().numel() == 8
+    out = b.model.phases[0].step(batch, Modules(b.model.modules))
+    [(_, gp)] = b.regularisers["critic"]
+    torch.manual_seed(1)
+    penalty = gp.penalty(out.context)
+    torch.manual_seed(1)
+    eps = torch.rand(8, 1, 1, 1)  # the penalty's draw: one per example
+    critic, fake = b.model.modules["critic"], out.context["fake"]
+    norms = []
+    for i in range(8):
+        x_hat = (eps[i] * batch.x[i] + (1 - eps[i]) * fake[i]).unsqueeze(0).requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x_hat, batch.y[i : i + 1]).sum(), x_hat)
+        norms.append(grad.norm())
+    torch.testing.assert_close(penalty, ((torch.stack(norms) - 1) ** 2).mean())
+    torch.manual_seed(1)
+    shuffled = gp.penalty({**out.context, "labels": batch.y.roll(1)})
+    assert not torch.isclose(shuffled, penalty, rtol=1e-3)
     result = Trainer(resolve(raw, registry), tmp_path / "run").fit()
     assert math.isfinite(result.last_logs["critic/gradient_penalty"])

@@ -5,6 +5,7 @@ losses. EBGAN/BEGAN, SAGAN and MAD-GAN have their own test files for their formu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -152,12 +153,37 @@ def test_variant_trains_on_toy2d(tmp_path, registry, variant) -> None:
     _check_finite(t, t.fit())
 
 
-@pytest.mark.parametrize("variant", ["wgan", "dragan", "lsgan", "ebgan", "began", "sagan", "madgan"])
+def readme_gan_papers() -> dict[str, str]:
+    """The README's table of the GAN family: variant -> the paper it cites ("Arjovsky et al. 2017")."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    table = text.split("### The GAN family")[1].split("\n\n")[1]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()[2:]]
+    return {cells[0].strip("`"): cells[1] for cells in rows}
+
+
+GAN_PAPERS = readme_gan_papers()
+
+
+def test_the_readme_table_lists_every_gan_variant(registry) -> None:
+    gans = {
+        c.name
+        for c in registry.all("variant").values()
+        if c.plugin.dist == "genfw" and {"critic", "generator"} <= set(getattr(c.factory, "phases", ()))
+    }
+    assert gans == set(GAN_PAPERS)
+
+
+@pytest.mark.parametrize("variant", sorted(GAN_PAPERS))
 def test_variant_is_documented(run_cli, variant) -> None:
+    """``genfw list variant`` names the paper the README cites for the variant (authors and year)
+    and no other variant's paper: a generic help text, or one copied from another variant, fails."""
     code, out, _ = run_cli("list", "variant")
     assert code == 0
-    line = next(line for line in out.splitlines() if line.strip().startswith(f"{variant} - "))
-    assert len(line.split(" - ", 1)[1].strip()) > 20
+    line = next(line for line in out.splitlines() if line.startswith(f"  {variant} - "))
+    help_text = line.split(" - ", 1)[1].rsplit("  (plugin ", 1)[0]
+    paper = GAN_PAPERS[variant]
+    assert paper in help_text, f"{variant}: help {help_text!r} does not name {paper}"
+    assert not [p for p in set(GAN_PAPERS.values()) - {paper} if p in help_text]
 
 
 # --- relativistic losses reach every adversarial variant -------------------------------------------

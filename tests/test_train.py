@@ -131,11 +131,33 @@ def test_wae_objective(registry):
 
 
 def test_n_critic_steps_per_generator_step(tmp_path, registry):
+    """wgan-gp: 5 critic updates per generator update, each on the loader's next batch (none
+    repeated, none skipped), and the generator update on the batch of the last of them."""
     cfg = resolve(
         small("wgan-gp") | {"train": {"steps": 3, "batch_size": 16, "progress": False, "grid": 4}}, registry
     )
     t = Trainer(cfg, tmp_path / "run")
-    t.fit()
+    drawn, seen = [], {"critic": [], "generator": []}
+    loader = t.loader
+
+    def recording():
+        while True:
+            drawn.append(next(loader))
+            yield drawn[-1]
+
+    t.loader = recording()
+    for phase in t.phases:
+
+        def spy(batch, m, _step=phase.step, _name=phase.name):
+            seen[_name].append(batch)
+            return _step(batch, m)
+
+        phase.step = spy
+    for _ in range(3):
+        t.train_step()
+    assert len(drawn) == 15 and [id(b) for b in seen["critic"]] == [id(b) for b in drawn]
+    assert [id(b) for b in seen["generator"]] == [id(drawn[i]) for i in (4, 9, 14)]
+    assert all(not torch.equal(a.x, b.x) for i, a in enumerate(drawn[:5]) for b in drawn[i + 1 : 5])
     steps = {
         name: next(iter(opt.state_dict()["state"].values()))["step"].item()
         for name, opt in t.optimizers.items()
