@@ -143,8 +143,12 @@ class Trainer:
                 f"check the launcher's settings (accelerate config, --nproc_per_node)"
             )
         check_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
-        set_seed(self.opts.seed, device_specific=True)  # seed + rank: each process its own noise
+        # Every process builds the same modules, also those DDP does not synchronise (EMA weights,
+        # historical means); then seed + rank: each process its own noise.
+        set_seed(self.opts.seed)
         self.built = build(cfg)  # bad data paths and the like fail here, before anything is written
+        if acc.num_processes > 1:
+            set_seed(self.opts.seed, device_specific=True)
         acc.wait_for_everyone()  # every rank has checked the folder before the main one changes it
         if acc.is_main_process:
             create_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
