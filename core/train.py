@@ -108,6 +108,13 @@ class Result:
     metrics: dict[str, float]
 
 
+def seed_process(seed: int, rank: int) -> None:
+    """Seed Python, numpy and torch with ``seed + rank`` (each process its own noise), wrapped into
+    numpy's 0 .. 2**32 - 1: ``train.seed`` may be 2**32 - 1 on several processes, and a resume at
+    another world size adds 7919 per step."""
+    set_seed((seed + rank) % 2**32)
+
+
 def _close_process_group() -> None:
     """Tear the process group down, together, before the interpreter exits. A rank that exits while
     another's gloo threads still listen to it makes that rank abort ("terminate called without an
@@ -148,7 +155,7 @@ class Trainer:
         set_seed(self.opts.seed)
         self.built = build(cfg)  # bad data paths and the like fail here, before anything is written
         if acc.num_processes > 1:
-            set_seed(self.opts.seed, device_specific=True)
+            seed_process(self.opts.seed, acc.process_index)
         acc.wait_for_everyone()  # every rank has checked the folder before the main one changes it
         if acc.is_main_process:
             create_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
@@ -350,7 +357,7 @@ class Trainer:
             if "cuda" in state["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state(state["rng"]["cuda"])
         else:  # another world size: fresh, deterministic streams per process
-            set_seed(self.opts.seed + 7919 * step, device_specific=True)
+            seed_process(self.opts.seed + 7919 * step, self.accelerator.process_index)
         self.step = step
 
     def _check_state(self, path: Path, state: dict[str, Any]) -> None:

@@ -316,3 +316,17 @@ def test_vae_with_bernoulli_likelihood_samples_in_data_space(registry, output):
     x = batch_of(b, n=4).x
     mu, _ = m.encoder(x).chunk(2, dim=1)
     assert torch.allclose(b.model.reconstruct(m, x, None), 2 * torch.sigmoid(m.generator(mu)) - 1)
+
+
+def test_process_seeds_wrap_into_numpys_range():
+    """seed + rank (and a resume's seed + 7919 * step) past 2**32 - 1 wraps rather than crashing
+    numpy: train.seed 2**32 - 1 on rank 1 seeds as 0 does."""
+    from accelerate.utils import set_seed
+
+    from genfw.train import seed_process
+
+    seed_process(2**32 - 1, 1)
+    wrapped = torch.rand(3)
+    set_seed(0)
+    assert torch.equal(wrapped, torch.rand(3))
+    seed_process(0, 7919 * 600_000)  # a resume at another world size, far into training
