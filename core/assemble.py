@@ -11,9 +11,11 @@ import attrs
 import torch
 from torch import nn
 
+from genfw.callbacks import Callbacks
 from genfw.config import RunConfig
+from genfw.contracts import ALWAYS_PROVIDED, VariantInfo
 from genfw.errors import GenfwError
-from genfw.model import BuildContext, GenDataset, Model, Optim
+from genfw.model import BuildContext, DataInfo, GenDataset, Model, Optim
 
 
 def make_optimizer(optim: Optim, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -35,28 +37,43 @@ class Built:
     model: Model
     regularisers: dict[str, list[tuple[str, Any]]]  # phase name -> [(name, regulariser)]
     metrics: dict[str, Any]
+    callbacks: Callbacks = attrs.field(factory=Callbacks)
 
 
 def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
-    """Build the data set, the variant's model, its regularisers and metrics from a config."""
+    """Build the data set, the variant's model with its callbacks, its regularisers and metrics."""
     dataset = cfg.dataset.build() if dataset is None else dataset
-    ctx = BuildContext(components=cfg.slots, data=dataset.info)
-    model = cfg.variant.build().build(ctx)
+    model, ctx = build_model(cfg, dataset.info)
     regs = attach_regularisers(cfg, model, ctx)
     metrics = {name: spec.build() for name, spec in cfg.metrics.items()}
-    return Built(cfg=cfg, dataset=dataset, model=model, regularisers=regs, metrics=metrics)
+    return Built(
+        cfg=cfg, dataset=dataset, model=model, regularisers=regs, metrics=metrics, callbacks=ctx.events
+    )
+
+
+def variant_info(cfg: RunConfig) -> VariantInfo:
+    return VariantInfo(cfg.variant.name, cfg.variant.component.factory, cfg.variant.options)
+
+
+def build_model(cfg: RunConfig, data: DataInfo) -> tuple[Model, BuildContext]:
+    """The variant's model for data of ``data``'s shape, with the run's callbacks attached (in
+    their declared order) and their ``on_model_built`` applied; ``ctx.events`` fires their events."""
+    ctx = BuildContext(components=cfg.slots, data=data, events=Callbacks())
+    model = cfg.variant.build().build(ctx)
+    ctx.events.attach([(name, spec.build()) for name, spec in cfg.callbacks.items()])
+    ctx.events.model_built(model, variant_info(cfg), ctx)
+    return model, ctx
 
 
 def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict[str, list[tuple[str, Any]]]:
-    """Build the run's regularisers, check that the model's phases fit them, and let each one's
-    optional ``setup(model, ctx)`` change the model (wrap modules or phase steps, add modules such
-    as EMA weights) before anything is prepared or loaded. Phase name -> ``[(name, regulariser)]``.
+    """Build the run's regularisers, check that the model's phases fit them, and run each one's
+    optional ``setup(model, ctx)`` (which may add state modules, after every callback changed the
+    model). Phase name -> ``[(name, regulariser)]``.
 
     A refusal here names the variants the regulariser works with where it says so itself, with an
     optional ``fits(variant_component) -> bool`` (judged from the variant class, not by building it)."""
     phase_names = [p.name for p in model.phases]
     regs: dict[str, list[tuple[str, Any]]] = {p.name: [] for p in model.phases}
-    built: list[Any] = []
 
     def fitting(reg: Any) -> str:
         fits = getattr(reg, "fits", None)
@@ -75,7 +92,7 @@ def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict
                 f"'{cfg.variant.name}' has phases {', '.join(phase_names)}{fitting(reg)}"
             )
         for phase in targets:
-            missing = sorted(set(reg.needs) - set(phase.provides))
+            missing = sorted(set(reg.needs) - set(phase.provides) - ALWAYS_PROVIDED)
             if missing:
                 raise GenfwError(
                     f"regulariser '{name}' needs {', '.join(missing)}, which phase '{phase.name}' of "
@@ -83,10 +100,6 @@ def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict
                     f"{', '.join(sorted(phase.provides)) or 'nothing'}){fitting(reg)}"
                 )
             regs[phase.name].append((name, reg))
-        built.append(reg)
-    # Setups run by ``setup_order`` (default 0), then in config order: those that copy or track
-    # parameters (EMA, historical averaging) come last, so they see the final modules.
-    for reg in sorted(built, key=lambda r: getattr(r, "setup_order", 0)):
         if hasattr(reg, "setup"):
             reg.setup(model, ctx)
     return regs

@@ -531,11 +531,13 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
                 print(f"      regularisers: {', '.join(r['regularisers'])}")
             for data_kind, preset in r["presets"].items():
                 print(f"      preset for {data_kind} data: {json.dumps(preset)}")
-        # The flag that sets each option: --plugin.X for variants, --regulariser.NAME.X and
-        # --metric.NAME.X for the kinds a run holds several of, --KIND.X (the slot) otherwise.
+        # The flag that sets each option: --plugin.X for variants, --regulariser.NAME.X (every
+        # remedy, callbacks too) and --metric.NAME.X for the kinds a run holds several of,
+        # --KIND.X (the slot) otherwise.
         prefix = {
             "variant": "plugin",
             "regulariser": f"regulariser.{r['name']}",
+            "callback": f"regulariser.{r['name']}",
             "metric": f"metric.{r['name']}",
         }
         flag = prefix.get(r["kind"], r["kind"])

@@ -6,7 +6,8 @@ The config is a mapping. Component keys hold a name, or a name with options::
     variant: {name: wae, latent_dim: 8}
     dataset: digits
     prior: {name: spike_slab, alpha: 0.3}
-    regularisers: {mmd: {weight: 10.0}}   # name -> options; the variant's own are merged in
+    regularisers: {mmd: {weight: 10.0}}   # remedies: regularisers and callbacks, name -> options;
+                                          # the variant's own are merged in
     metrics: {mode_coverage: {}}
     train: {steps: 3000, batch_size: 64, seed: 0}
 
@@ -85,6 +86,8 @@ class RunConfig:
     regularisers: dict[str, ComponentSpec]
     metrics: dict[str, ComponentSpec]
     train: TrainOptions
+    # Callbacks (model transforms, schedules), given like regularisers: ``--regulariser ema``.
+    callbacks: dict[str, ComponentSpec] = attrs.field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data; :func:`resolve` of it gives this config back."""
@@ -94,7 +97,9 @@ class RunConfig:
 
         out: dict[str, Any] = {"variant": entry(self.variant), "dataset": entry(self.dataset)}
         out.update({slot: entry(spec) for slot, spec in self.slots.items()})
-        out["regularisers"] = {n: converter.unstructure(s.options) for n, s in self.regularisers.items()}
+        # Every remedy under one key, as the user gives them: regularisers, then callbacks.
+        remedies = {**self.regularisers, **self.callbacks}
+        out["regularisers"] = {n: converter.unstructure(s.options) for n, s in remedies.items()}
         out["metrics"] = {n: converter.unstructure(s.options) for n, s in self.metrics.items()}
         out["train"] = converter.unstructure(self.train)
         return out
@@ -313,8 +318,16 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
     for name, opts in _named_map(raw.get("regularisers"), "regularisers").items():
         regs_raw.setdefault(name, {}).update(opts)
     phases: tuple[str, ...] = tuple(getattr(vcls, "phases", ()))
-    regularisers = {}
+    regularisers, callbacks = {}, {}
     for name, opts in regs_raw.items():
+        if name in registry.all("callback"):  # one spelling for every remedy: see remedy_kind
+            callbacks[name] = registry.spec("callback", name, opts, where=f"regularisers.{name}")
+            continue
+        if name not in registry.all("regulariser"):
+            raise GenfwError(
+                f"unknown remedy '{name}' for regularisers; registered regularisers: "
+                f"{choices(registry.all('regulariser'))}; callbacks: {choices(registry.all('callback'))}"
+            )
         spec = registry.spec("regulariser", name, opts, where=f"regularisers.{name}")
         applies = tuple(getattr(spec.component.factory, "phases", ()))
         if phases and applies and not set(applies) & set(phases):
@@ -344,6 +357,7 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
         dataset=dataset,
         slots=chosen,
         regularisers=regularisers,
+        callbacks=callbacks,
         metrics=metrics,
         train=train,
     )

@@ -172,7 +172,12 @@ class VariantInfo:
 
     @property
     def players(self) -> Players:
-        return self.factory.players
+        players = getattr(self.factory, "players", None)
+        if isinstance(players, Players):
+            return players
+        # A variant class written before players were declared: the modules named by convention.
+        phases = getattr(self.factory, "phases", ())
+        return Players(generators=("generator",), critics=("critic",) if "critic" in phases else ())
 
     @property
     def phases(self) -> Mapping[str, PhaseSpec]:
@@ -186,6 +191,24 @@ class VariantInfo:
 # --- callbacks ------------------------------------------------------------------------------------
 
 
+@attrs.define
+class LoopState:
+    """What the loop hands callbacks at its events.
+
+    ``step``: training steps completed (within a step: those before it); ``modules``: the modules
+    as the phases see them (possibly DDP-wrapped); ``plain``: the same, unwrapped (update weights
+    in place through these); ``optimizers``: by phase name (Accelerate's wrappers: their
+    ``param_groups`` and ``state`` are torch's); ``stage``: the model's stage (``Model.stage()``),
+    0 for a model without stages.
+    """
+
+    step: int
+    modules: Modules
+    plain: Modules
+    optimizers: Mapping[str, torch.optim.Optimizer]
+    stage: int = 0
+
+
 class Callback:
     """Base class of callbacks: react to the loop's named events and keep state in checkpoints.
 
@@ -196,11 +219,14 @@ class Callback:
 
     Order is declared: ``after`` names the callbacks whose events must run before this one's
     (when both are attached), ``before`` those that must run after it. The host sorts them
-    topologically; config order breaks ties; a cycle is a one-line error.
+    topologically; config order breaks ties; a cycle is a one-line error. Every callback's
+    ``on_model_built`` runs before any regulariser's ``setup``.
+
+    On the command line and in config files a callback is attached like a regulariser
+    (``--regulariser NAME``, ``regularisers: {NAME: {...}}``): a user need not know which kind a
+    remedy is.
     """
 
-    #: Phases it acts in (``()``: it acts on the model, not on a phase's objective).
-    phases: ClassVar[tuple[str, ...]] = ()
     #: Callbacks that must run before this one, and those that must run after it.
     after: ClassVar[tuple[str, ...]] = ()
     before: ClassVar[tuple[str, ...]] = ()
@@ -216,34 +242,41 @@ class Callback:
 
     # -- events, in the order the loop fires them --
     def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
-        """Once, after the variant built ``model`` and before anything is prepared or loaded:
-        replace or wrap modules of the declared players (``model.modules[name] = ...``), add
-        modules (averaged weights: their parameters and buffers ride in checkpoints), extend
-        ``model.export``. Applies to every player it claims or raises ``GenfwError`` in one line."""
+        """Once, after the variant built ``model`` and before anything is prepared or loaded
+        (also when ``genfw sample``/``eval`` rebuild a run): replace or wrap modules of the
+        declared players (``model.modules[name] = Wrapped(...)``), add modules (averaged weights:
+        their parameters and buffers ride in checkpoints). Applies to every player it claims or
+        raises ``GenfwError`` in one line."""
+
+    def on_stage_change(self, state: LoopState) -> None:
+        """Before the first phase repeat that sees a new ``Model.stage()`` (a new resolution fades
+        in, a curriculum moves on)."""
 
     def on_fakes(self, phase: str, fakes: Tensor) -> Tensor:
-        """Fired by the shared adversarial step with the fakes a critic phase is about to score;
-        returns the fakes to score (experience replay swaps some for past ones)."""
+        """Fired by the shared adversarial step with the fakes ``(B, *shape)`` a critic phase is
+        about to score; returns the fakes to score (experience replay swaps some for past ones)."""
         return fakes
 
-    def on_phase_end(self, phase: str, modules: Modules, output: PhaseOutput) -> None:
+    def on_phase_output(self, phase: str, output: PhaseOutput, state: LoopState) -> None:
+        """After ``phase`` computed its objective, before its regularisers read ``output.context``:
+        a callback may put an equivalent view of context entries there (packing gives packs)."""
+
+    def on_phase_end(self, phase: str, output: PhaseOutput, state: LoopState) -> None:
         """After the optimiser step (and constraints) of each repeat of ``phase``."""
 
-    def on_step_end(self, step: int, modules: Modules) -> None:
-        """After every phase of a training step; ``step`` counts completed steps."""
-
-    def on_stage_change(self, stage: int, optimizers: Mapping[str, torch.optim.Optimizer]) -> None:
-        """When ``Model.stage()`` changes (a new resolution fades in, a curriculum moves on),
-        before the first phase of the new stage runs; ``optimizers`` by phase name."""
+    def on_step_end(self, state: LoopState) -> None:
+        """After every phase of a training step; ``state.step`` counts it."""
 
     def sampler(self, modules: Modules) -> Modules:
-        """The modules samples are drawn with (grids, metrics, ``genfw sample``, the export):
-        EMA swaps its averaged generator in. Return ``modules`` unchanged otherwise."""
+        """The modules samples are drawn with (grids, metrics, ``genfw sample``, and what
+        ``generator.safetensors`` holds under ``Model.export``'s names): EMA swaps its averaged
+        generators in. Return ``modules`` unchanged otherwise."""
         return modules
 
     # -- state --
     def state_dict(self) -> dict[str, Any]:
-        """State kept outside modules (ints, floats, strings, tensors), saved in checkpoints."""
+        """State kept outside modules (ints, floats, strings, tensors), saved in checkpoints under
+        ``callbacks.NAME``. State in modules the callback added rides with the modules."""
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -378,7 +411,15 @@ _LOSS_MEMBERS: Mapping[str, tuple[str, ...]] = {
     "adversarial": ("critic_loss", "generator_loss"),
     "reconstruction": ("__call__",),
 }
-_EVENTS = ("on_model_built", "on_fakes", "on_phase_end", "on_step_end", "on_stage_change", "sampler")
+_EVENTS = (
+    "on_model_built",
+    "on_stage_change",
+    "on_fakes",
+    "on_phase_output",
+    "on_phase_end",
+    "on_step_end",
+    "sampler",
+)
 
 
 def _is_str_tuple(value: Any) -> bool:
@@ -432,7 +473,7 @@ def check_factory(kind: str, factory: Any) -> str | None:
     if kind == "callback":
         if not issubclass(factory, Callback):
             return "a callback is a subclass of genfw.contracts.Callback"
-        for attr in ("after", "before", "phases"):
+        for attr in ("after", "before"):
             if not _is_str_tuple(getattr(factory, attr)):
                 return f"'{attr}' must be a tuple of names"
         return None
@@ -478,6 +519,7 @@ __all__ = [
     "Encoder",
     "Extractor",
     "Generator",
+    "LoopState",
     "Metric",
     "PhaseSpec",
     "Players",

@@ -167,6 +167,21 @@ def genfw_register_metrics(register: Register) -> None:
     """
 
 
+@hookspec
+def genfw_register_callbacks(register: Register) -> None:
+    """Register callbacks: model transforms, schedules and anything else that reacts to training.
+
+    The factory is a subclass of :class:`genfw.contracts.Callback`, called as ``factory(options)``.
+    The loop fires its named events (model built, stage change, fakes, phase output, phase end,
+    step end, sampler chosen) on the attached callbacks in their declared order
+    (``after``/``before``), and saves each one's ``state_dict()`` in checkpoints. Users attach a
+    callback exactly as a regulariser: ``--regulariser NAME``. Its name must not also be a
+    regulariser's.
+
+    :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # Recipes and data
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +250,7 @@ KINDS: dict[str, str] = {
     "prior": "genfw_register_priors",
     "loss": "genfw_register_losses",
     "regulariser": "genfw_register_regularisers",
+    "callback": "genfw_register_callbacks",
     "metric": "genfw_register_metrics",
     "extractor": "genfw_register_extractors",
 }

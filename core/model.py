@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
+    from genfw.callbacks import Callbacks
     from genfw.registry import ComponentSpec
 
 
@@ -102,10 +103,8 @@ class Phase:
     phase's optimiser updates. ``repeats`` runs the phase several times per training step (e.g.
     ``n_critic = 5``), each on a fresh batch when ``fresh_batch`` is true; a phase that only needs
     the batch size and labels (a generator step) sets ``fresh_batch=False`` and reuses the last.
-    ``provides`` lists the context keys regularisers may ask for. ``optimizer_epoch``, where
-    given, returns an int before each step; whenever it changes, the loop clears the optimiser's
-    state (moments), as ProGAN does when a new resolution fades in. Checkpoints carry its last value.
-    ``lr_scale``, where given, returns a float before each step: the optimiser's learning rate is
+    ``provides`` lists the context keys regularisers may ask for (the loop adds ``phase`` and
+    ``step``: :data:`genfw.contracts.PHASE_CONTEXT`). ``lr_scale``, where given, returns a float before each step: the optimiser's learning rate is
     then ``optim.lr`` times it (a decay such as BEGAN's; it must be a host value, and derived from
     module buffers so that ``--resume`` gives the same).
     """
@@ -117,7 +116,6 @@ class Phase:
     repeats: int = 1
     fresh_batch: bool = True
     provides: frozenset[str] = frozenset()
-    optimizer_epoch: Callable[[], int] | None = None
     lr_scale: Callable[[], float] | None = None
 
 
@@ -132,6 +130,9 @@ class Model:
     ignores ``y``; ``K > 0`` means ``sample`` draws class ``y[i]`` in ``0..K-1`` for sample ``i``
     (the data set's classes for cgan/acgan, the categorical code's values for infogan). The loop
     then saves sample grids with one row per class, and ``genfw sample --label k`` is allowed.
+    ``stage()``, where given, returns the model's current stage (an int: a resolution of a growing
+    model, a curriculum's step), read before each phase repeat; when it changes the loop fires
+    callbacks' ``on_stage_change`` (ProGAN resets its optimisers then), and checkpoints keep it.
     """
 
     modules: dict[str, nn.Module]
@@ -140,6 +141,7 @@ class Model:
     export: tuple[str, ...] = ("generator",)
     reconstruct: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
     num_classes: int = 0
+    stage: Callable[[], int] | None = None
     # Autoencoders: ``encode(m, x, y) -> z (B, d)`` (the code used to reconstruct: the posterior
     # mean of a stochastic encoder), ``decode(m, z, y) -> x`` in data space, and the latent prior
     # object; for latent plots, traversals and latent metrics.
@@ -170,9 +172,18 @@ class BuildContext:
 
     components: Mapping[str, ComponentSpec]
     data: DataInfo
+    # The run's callbacks: a variant keeps it to fire ``events.fakes(phase, fakes)`` from its
+    # adversarial step (:class:`genfw.callbacks.Callbacks`; empty until the model is built).
+    events: Callbacks = attrs.field(factory=lambda: _callbacks())
 
     def __getitem__(self, slot: str) -> ComponentSpec:
         return self.components[slot]
+
+
+def _callbacks() -> Callbacks:
+    from genfw.callbacks import Callbacks
+
+    return Callbacks()
 
 
 class GenDataset(torch.utils.data.Dataset):

@@ -80,6 +80,9 @@ class ComponentSpec:
             raise GenfwError(f"{self.component.kind} '{self.name}' cannot be built here: {exc}") from None
 
 
+# Remedies: regularisers and callbacks share one namespace (users attach both with --regulariser).
+REMEDY_KINDS = {"regulariser": "callback", "callback": "regulariser"}
+
 # Kinds whose factories take shapes or sizes and may refuse them with ValueError.
 SHAPED_KINDS = frozenset({"generator", "critic", "encoder", "prior"})
 
@@ -113,6 +116,9 @@ class Registry:
                     f"{where} registered {kind} '{name}' with options {options!r}, which is not an attrs class"
                 )
             existing = self._table[kind].get(name)
+            other = REMEDY_KINDS.get(kind)
+            if existing is None and other is not None:  # one spelling for both: --regulariser NAME
+                existing = self._table[other].get(name)
             if existing is not None:
                 raise GenfwError(
                     f"{kind} '{name}' is registered twice: by {existing.plugin.describe()} and by {where}; "

@@ -7,17 +7,20 @@ import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 from torch import nn
 
+import genfw
 from genfw import checkpoint
-from genfw.assemble import Built, attach_regularisers, build
+from genfw.assemble import Built, build, build_model
 from genfw.config import RunConfig
 from genfw.errors import GenfwError
-from genfw.model import BuildContext, Model, Modules
+from genfw.model import Model, Modules
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -117,18 +120,25 @@ def flat_config(cfg: RunConfig) -> dict[str, Any]:
 def write_hparams(writer: Any, cfg: RunConfig, final: dict[str, float], step: int) -> None:
     """Hyper-parameters and final metrics into the run's own TensorBoard folder (the HParams
     view), the metrics as ``hparam/KEY`` scalars so they do not join the training curves."""
-    from torch.utils.tensorboard.summary import hparams
-
     # torch's hparams() stores a bool as a number (bool is an int): give TensorBoard "true"/"false".
     hp = {
         k: "none" if v is None else (str(v).lower() if isinstance(v, bool) else v)
         for k, v in flat_config(cfg).items()
     }
     metrics = {f"hparam/{k}": float(v) for k, v in final.items() if k != "time" and math.isfinite(v)}
-    for summary in hparams(hp, metrics):
-        writer._get_file_writer().add_summary(summary, step)
-    for k, v in metrics.items():
-        writer.add_scalar(k, v, step)
+    # run_name ".": the run's own folder (add_hparams would otherwise open a sub-run per call).
+    writer.add_hparams(hp, metrics, run_name=".", global_step=step)
+
+
+def write_run_json(run_dir: Path, built: Built, processes: int) -> None:
+    """``run.json``: genfw's version, the data's shape, the number of processes, the command."""
+    record = {
+        "genfw": genfw.__version__,
+        "data": attrs.asdict(built.dataset.info),
+        "processes": processes,
+        "command": sys.argv,
+    }
+    (run_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
 
 
 def read_run(run_dir: Path, registry: Any, overrides: list[tuple[str, Any]] | None = None) -> RunConfig:
@@ -148,7 +158,8 @@ def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built
     """Rebuild a run's model and load its weights.
 
     With ``with_data`` the data set is built too and every module is loaded from the latest
-    checkpoint (for metrics and reconstructions); without, only the exported sampling modules are
+    checkpoint (for metrics and reconstructions) and the modules returned are those samples are
+    drawn with (the callbacks' choice: EMA weights); without, only the exported sampling modules are
     loaded from ``generator.safetensors`` and the data set is not needed.
     """
     from genfw.model import DataInfo
@@ -164,15 +175,15 @@ def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built
         check_finite({"modules": modules}, f"checkpoint {path}", checkpoint.others(path))
         for name, mod in model.modules.items():
             checkpoint.load_state(mod, modules[name], f"checkpoint {path} [{name}]")
-        return built, model, Modules(model.modules)
+        return built, model, built.callbacks.sampler(Modules(model.modules))
     try:
         info = json.loads((run_dir / RUN_FILE).read_text())["data"]
         data = DataInfo(shape=tuple(info["shape"]), num_classes=info["num_classes"], kind=info["kind"])
     except (OSError, ValueError, KeyError) as exc:
         raise GenfwError(f"{run_dir}/{RUN_FILE} is missing or unreadable ({exc})") from None
-    ctx = BuildContext(components=cfg.slots, data=data)
-    model = cfg.variant.build().build(ctx)
-    attach_regularisers(cfg, model, ctx)  # their setup may change the exported modules (EMA weights)
+    # The callbacks shape the modules (spectral norm, EMA copies); generator.safetensors holds the
+    # sampling weights (the callbacks' sampler's choice) under the export names.
+    model, _ = build_model(cfg, data)
     export = {n: model.modules[n] for n in model.export}
     checkpoint.load_weights(run_dir / EXPORT_FILE, export)
     weights = {f"{n}.{k}": v for n, mod in export.items() for k, v in mod.state_dict().items()}  # its keys

@@ -472,28 +472,29 @@ def small_run(
 def run_phase(
     run: SmallRun, phase: Any, *, step: bool = True
 ) -> tuple[Tensor, dict[str, Any], dict[str, Tensor]]:
-    """One step of ``phase`` as the loop runs it: objective plus attached penalties, backward,
-    optimiser step, post-step constraints. Returns ``(objective, context, penalties)``."""
+    """One step of ``phase`` as the loop runs it: objective plus attached penalties (the loop's
+    :func:`genfw.train.phase_objective`), the callbacks' events, backward, optimiser step,
+    post-step constraints. Returns ``(objective, context, penalties)``."""
     from genfw import train as train_mod
+    from genfw.contracts import LoopState
 
     params = list({id(p): p for n in phase.modules for p in run.modules[n].parameters()}.values())
     opt = train_mod.make_optimizer(phase.optim, params)
+    events, state = run.built.callbacks, LoopState(0, run.modules, run.modules, {phase.name: opt})
     out = phase.step(run.batch, run.modules)
-    out.context["phase"] = phase.name  # as the loop does, for regularisers on several phases
-    loss = out.loss
-    terms = {}
-    for name, reg in run.built.regularisers[phase.name]:
-        penalty = reg.penalty(out.context)
-        if penalty is not None:
-            loss = loss + penalty
-            terms[name] = penalty
+    out.context.update(phase=phase.name, step=0)  # as the loop does
+    events.phase_output(phase.name, out, state)
+    regs = run.built.regularisers[phase.name]
+    replaces = any(getattr(r, "replaces_loss", False) for _, r in regs)
+    loss, terms = train_mod.phase_objective(out, regs, replaces=replaces)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if step:
         opt.step()
-        for _, reg in run.built.regularisers[phase.name]:
+        for _, reg in regs:
             if hasattr(reg, "after_step"):
-                reg.after_step([run.modules[n] for n in phase.modules])
+                reg.after_step([run.modules[n] for n in phase.modules], phase.name)
+        events.phase_end(phase.name, out, state)
     return loss, out.context, terms
 
 
@@ -645,6 +646,57 @@ def _try_small_run(variant: str, reg: str, options: Any, registry: Registry) -> 
         return small_run(variant, registry=registry, extra={"regularisers": {reg: dict(options or {})}})
     except AssertionError:
         return None
+
+
+# --- callbacks ----------------------------------------------------------------------------------
+
+
+def check_callback(
+    name: str, *, registry: Registry | None = None, options: Any = None, variant: str | None = None
+) -> None:
+    """The callback contract: a subclass of :class:`genfw.contracts.Callback`; attached to
+    ``variant`` (or the first registered variant it ``fits``), two training steps of every phase
+    run with its events and stay finite, and its ``state_dict()`` (JSON values or tensors) is
+    restored by ``load_state_dict``."""
+    from genfw.contracts import Callback, LoopState
+
+    component = _component("callback", name, registry)
+    where = _where(component)
+    registry = default_registry() if registry is None else registry
+    check_options("callback", name, registry=registry, options=options)
+    if not (isinstance(component.factory, type) and issubclass(component.factory, Callback)):
+        raise _fail(where, "a callback is a subclass of genfw.contracts.Callback")
+    tried = []
+    for v in [variant] if variant else registry.names("variant"):
+        if not component.factory.fits(registry.get("variant", v)):
+            tried.append(v)
+            continue
+        run = _try_small_run(v, name, options, registry)
+        if run is None:
+            tried.append(v)
+            continue
+        at = f"{where} on variant '{v}'"
+        for step in range(2):
+            for phase in run.built.model.phases:
+                loss, _, _ = run_phase(run, phase)
+                if not torch.isfinite(loss):
+                    raise _fail(at, f"phase '{phase.name}' with it has a non-finite objective: {loss}")
+            run.built.callbacks.step_end(LoopState(step + 1, run.modules, run.modules, {}))
+        attached = dict(run.built.callbacks)[name]
+        state = attached.state_dict()
+        if not isinstance(state, dict) or not all(
+            isinstance(x, (Tensor, int, float, str, bool, list, dict)) or x is None for x in state.values()
+        ):
+            raise _fail(at, f"state_dict() must map names to tensors or JSON values, got {state!r}")
+        attached.load_state_dict(state)
+        again = attached.state_dict()
+        if again.keys() != state.keys() or any(
+            not (torch.equal(a, b) if isinstance(a, Tensor) else a == b)
+            for a, b in zip(state.values(), again.values(), strict=True)
+        ):
+            raise _fail(at, "load_state_dict(state_dict()) does not restore the state")
+        return
+    raise _fail(where, f"it fits no registered variant (tried {', '.join(tried) or 'none'}); pass variant=...")
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -865,6 +917,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "loss": check_loss,
     "prior": check_prior,
     "regulariser": check_regulariser,
+    "callback": check_callback,
     "metric": check_metric,
     "variant": check_variant,
     "dataset": check_dataset,

@@ -34,14 +34,14 @@ from typing import Any
 import attrs
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 
-import genfw
 from genfw import checkpoint, images
 from genfw.assemble import Built, attach_regularisers, build, make_optimizer
 from genfw.config import RunConfig
+from genfw.contracts import LoopState
 from genfw.data import TensorLoader, held_out_examples, holdout_split, make_loader, real_examples
 from genfw.errors import GenfwError
 from genfw.model import Batch, Modules, Phase
@@ -60,6 +60,7 @@ from genfw.rundir import (
     read_run,
     write_config,
     write_hparams,
+    write_run_json,
 )
 from genfw.sampling import GRID_SEED, class_rows, evaluate, forked, generate, sample_labels
 
@@ -83,6 +84,7 @@ __all__ = [  # the run API: what scripts, benchmarks and tests import from genfw
     "load_model",
     "make_loader",
     "make_optimizer",
+    "phase_objective",
     "read_run",
     "sample_labels",
     "train",
@@ -108,6 +110,48 @@ class Result:
     metrics: dict[str, float]
 
 
+def phase_objective(
+    out: Any, regs: list[tuple[str, Any]], *, replaces: bool
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """A phase's objective: its loss plus its regularisers' penalties, and the terms to log. Where
+    a regulariser ``replaces_loss`` (feature matching's paper form) the objective is the penalties
+    alone, and the phase's own loss is logged as ``replaced_loss``."""
+    loss, terms = out.loss, {}
+    if replaces:
+        terms["replaced_loss"] = out.loss.detach()
+        loss = out.loss.new_zeros(())
+    for name, reg in regs:
+        penalty = reg.penalty(out.context)
+        if penalty is not None:
+            loss = loss + penalty
+            terms[name] = penalty
+    return loss, terms
+
+
+def make_accelerator(opts: Any) -> Accelerator:
+    """The run's Accelerator, checked against the launcher's world size."""
+    # Under torchrun on a machine without a GPU, Accelerate starts no process group unless told
+    # to use the CPU (gloo); each process would then train alone and race on the run folder.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = opts.cpu or (world > 1 and not torch.cuda.is_available())
+    # Accelerate keeps its settings in a process-wide singleton; a second run in one process
+    # (tests, benchmarks, notebooks) with another precision needs fresh settings, same processes.
+    # Accelerate has no public way to change them: `_reset_state` is what its own test utilities
+    # call (accelerate.test_utils), and its state says which precision it holds.
+    if is_initialized() and AcceleratorState().mixed_precision != opts.mixed_precision:
+        AcceleratorState._reset_state()
+    acc = Accelerator(cpu=cpu, mixed_precision=opts.mixed_precision)
+    if world > 1:
+        atexit.unregister(_close_process_group)  # once per process, however many runs it makes
+        atexit.register(_close_process_group)
+    if acc.num_processes != world:
+        raise GenfwError(
+            f"launched as {world} processes but Accelerate formed a group of {acc.num_processes}; "
+            f"check the launcher's settings (accelerate config, --nproc_per_node)"
+        )
+    return acc
+
+
 def seed_process(seed: int, rank: int) -> None:
     """Seed Python, numpy and torch with ``seed + rank`` (each process its own noise), wrapped into
     numpy's 0 .. 2**32 - 1: ``train.seed`` may be 2**32 - 1 on several processes, and a resume at
@@ -125,30 +169,15 @@ def _close_process_group() -> None:
 
 
 class Trainer:
-    """One run: builds, prepares with Accelerate, trains, and writes the run folder."""
+    """One run: assembles it, prepares it with Accelerate, trains it, and writes the run folder.
+
+    Read :meth:`fit` (the loop) and :meth:`train_step` (one step of every phase) first; the rest
+    sets up, checkpoints and logs around them.
+    """
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False):
         self.cfg, self.run_dir, self.opts = cfg, Path(run_dir), cfg.train
-        # Under torchrun on a machine without a GPU, Accelerate starts no process group unless told
-        # to use the CPU (gloo); each process would then train alone and race on the run folder.
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        cpu = self.opts.cpu or (world > 1 and not torch.cuda.is_available())
-        # Accelerate keeps its settings in a process-wide singleton; a second run in one process
-        # (tests, benchmarks, notebooks) with another precision gets fresh settings, same processes.
-        if AcceleratorState._shared_state.get("_mixed_precision", self.opts.mixed_precision) != (
-            self.opts.mixed_precision
-        ):
-            AcceleratorState._reset_state()
-        self.accelerator = Accelerator(cpu=cpu, mixed_precision=self.opts.mixed_precision)
-        acc = self.accelerator
-        if world > 1:
-            atexit.unregister(_close_process_group)  # once per process, however many runs it makes
-            atexit.register(_close_process_group)
-        if acc.num_processes != world:
-            raise GenfwError(
-                f"launched as {world} processes but Accelerate formed a group of {acc.num_processes}; "
-                f"check the launcher's settings (accelerate config, --nproc_per_node)"
-            )
+        acc = self.accelerator = make_accelerator(self.opts)
         check_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         # Every process builds the same modules, also those DDP does not synchronise (EMA weights,
         # historical means); then seed + rank: each process its own noise.
@@ -160,7 +189,34 @@ class Trainer:
         if acc.is_main_process:
             create_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         acc.wait_for_everyone()
+
         model = self.built.model
+        self.phases: list[Phase] = model.phases
+        self.callbacks = self.built.callbacks
+        self._prepare(model)
+        self.loader = make_loader(
+            self.built.dataset, self.opts.batch_size, self.opts.seed, acc, holdout=self.opts.holdout
+        )
+        self._hot_path()
+        self.step = 0
+        self._stage = model.stage() if model.stage is not None else 0
+        self.state_view = LoopState(self.step, self.m, self.plain, self.optimizers, self._stage)
+        if resume:
+            self._resume_or_restart()
+        self.writer = None
+        if acc.is_main_process:
+            write_config(self.run_dir, cfg)
+            write_run_json(self.run_dir, self.built, acc.num_processes)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self._real_cache: Tensor | None = None
+
+    # -- setting up -------------------------------------------------------------------------------
+    def _prepare(self, model: Any) -> None:
+        """Optimisers per phase; modules and optimisers through Accelerate (DDP on several
+        processes); ``self.m`` the modules the phases see, ``self.plain`` the same unwrapped."""
+        acc = self.accelerator
         if self.opts.sync_batch_norm and acc.num_processes > 1:
             if acc.device.type == "cpu":
                 raise GenfwError(
@@ -170,47 +226,48 @@ class Trainer:
             model.modules = {
                 n: nn.SyncBatchNorm.convert_sync_batchnorm(mod) for n, mod in model.modules.items()
             }
-        self.phases: list[Phase] = model.phases
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        optimizers = {}
         for phase in self.phases:
             params = list({id(p): p for n in phase.modules for p in model.modules[n].parameters()}.values())
-            self.optimizers[phase.name] = make_optimizer(phase.optim, params)
-
-        # Accelerate wraps modules (DDP on several processes) and optimisers. Modules with nothing
-        # to train (EMA weights, buffers of tricks) are only moved: DDP refuses them.
+            optimizers[phase.name] = make_optimizer(phase.optim, params)
+        # Modules with nothing to train (EMA weights, state of callbacks) are only moved: DDP refuses them.
         names = [n for n, mod in model.modules.items() if any(p.requires_grad for p in mod.parameters())]
-        prepared = acc.prepare(*(model.modules[n] for n in names), *self.optimizers.values())
-        if len(names) + len(self.optimizers) == 1:
+        prepared = acc.prepare(*(model.modules[n] for n in names), *optimizers.values())
+        if len(names) + len(optimizers) == 1:
             prepared = (prepared,)
         wrapped = dict(zip(names, prepared[: len(names)], strict=True))
-        self.m = Modules(
-            {n: wrapped[n] if n in wrapped else mod.to(acc.device) for n, mod in model.modules.items()}
+        self.m = Modules({n: wrapped.get(n) or mod.to(acc.device) for n, mod in model.modules.items()})
+        self.optimizers: dict[str, torch.optim.Optimizer] = dict(
+            zip(optimizers, prepared[len(names) :], strict=True)
         )
-        self.optimizers = dict(zip(self.optimizers, prepared[len(names) :], strict=True))
-        # Sampling and metrics run on the main process alone: use unwrapped modules (a DDP forward
-        # on one rank would wait for the others).
+        # Sampling and metrics run on the main process alone: unwrapped modules (a DDP forward on
+        # one rank would wait for the others).
         self.plain = Modules({n: acc.unwrap_model(mod) for n, mod in self.m.items()})
         if self.opts.compile:
             check_compiler(acc.device)
             for mod in self.plain.values():
                 mod.compile()  # in place: the DDP wrapper and state_dict keys stay as they are
-        self.loader = make_loader(
-            self.built.dataset, self.opts.batch_size, self.opts.seed, acc, holdout=self.opts.holdout
-        )
-        # Per phase: attached regularisers, post-step constraints and the modules they constrain.
-        self._regs = {p.name: self.built.regularisers[p.name] for p in self.phases}
+
+    def _hot_path(self) -> None:
+        """What :meth:`train_step` reads per phase, resolved once.
+
+        Accelerate's optimizer wrapper and backward only add work (a loss division, a signature
+        inspection per zero_grad) unless there is a gradient scaler, gradient accumulation or an
+        engine such as DeepSpeed; without those, torch is called directly. fp16: one gradient scaler
+        per phase (each player's loss has its own scale; Accelerate keeps one for all optimisers);
+        bf16 needs none. Autocast is torch's own, since Accelerate enters no fp16 autocast on the CPU.
+        """
+        acc = self.accelerator
+        regs = self.built.regularisers
+        self._regs = {p.name: regs[p.name] for p in self.phases}
         self._constraints = {
-            p.name: [r.after_step for _, r in self._regs[p.name] if hasattr(r, "after_step")]
-            for p in self.phases
+            p.name: [r.after_step for _, r in regs[p.name] if hasattr(r, "after_step")] for p in self.phases
         }
         self._constrained = {p.name: [self.plain[n] for n in p.modules] for p in self.phases}
+        self._replaces = {
+            p.name: any(getattr(r, "replaces_loss", False) for _, r in regs[p.name]) for p in self.phases
+        }
         self.pending: dict[str, list[Tensor]] = {}  # scalars since the last log, synced when logged
-        # The hot path. Accelerate's optimizer wrapper and backward only add work (a loss division,
-        # a signature inspection per zero_grad) unless there is a gradient scaler, gradient
-        # accumulation or an engine such as DeepSpeed; without those, call torch directly.
-        # fp16: one gradient scaler per phase (each player's loss has its own scale; Accelerate
-        # keeps one for all optimisers). bf16 needs none. Autocast is torch's own, since
-        # Accelerate enters no fp16 autocast on the CPU.
         self._scalers: dict[str, torch.amp.GradScaler] = {}
         self._one = torch.ones((), device=acc.device)
         if acc.mixed_precision == "fp16":
@@ -229,46 +286,210 @@ class Trainer:
             self._autocast = functools.partial(torch.autocast, acc.device.type, dtype=dtype)
         self._batch: Batch | None = None
         self._log_keys = {p.name: {"loss": f"{p.name}/loss"} for p in self.phases}  # "phase/name"
-        # Phases whose optimiser state is cleared when their epoch changes, and its last value.
-        self._epochs = {p.name: p.optimizer_epoch() for p in self.phases if p.optimizer_epoch is not None}
+        self._on_output = self.callbacks.wants("on_phase_output")
+        self._on_phase_end = self.callbacks.wants("on_phase_end")
+        self._on_step_end = self.callbacks.wants("on_step_end")
 
-        self.step = 0
-        if resume and is_empty_run(self.run_dir):
+    def _resume_or_restart(self) -> None:
+        if is_empty_run(self.run_dir):
             # A run that stopped before its first checkpoint (killed, a bad image): it starts again
             # from step 0 with its recorded config, as the same command would have.
-            if acc.is_main_process:
+            if self.accelerator.is_main_process:
                 print(
                     f"genfw: note: {self.run_dir} has no checkpoint yet; starting it from step 0 "
                     f"with its {CONFIG_FILE}",
                     file=sys.stderr,
                 )
-        elif resume:
-            self._resume()
-            if self.step >= self.opts.steps:
-                raise GenfwError(
-                    f"{self.run_dir} is already at step {self.step} (train.steps {self.opts.steps}); "
-                    f"nothing to do: give --steps above {self.step} to train it further"
-                )
-        self.writer = None
-        if acc.is_main_process:
-            write_config(self.run_dir, cfg)
-            (self.run_dir / RUN_FILE).write_text(
-                json.dumps(
-                    {
-                        "genfw": genfw.__version__,
-                        "data": attrs.asdict(self.built.dataset.info),
-                        "processes": acc.num_processes,
-                        "command": sys.argv,
-                    },
-                    indent=1,
-                )
+            return
+        self._resume()
+        if self.step >= self.opts.steps:
+            raise GenfwError(
+                f"{self.run_dir} is already at step {self.step} (train.steps {self.opts.steps}); "
+                f"nothing to do: give --steps above {self.step} to train it further"
             )
-            from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
-        self._real_cache: Tensor | None = None
+    # -- training -------------------------------------------------------------------------------
+    def fit(self) -> Result:
+        """The loop: train steps; log, sample, evaluate and checkpoint on their schedules."""
+        opts, is_main = self.opts, self.accelerator.is_main_process
+        last: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        bar = self._progress_bar()
+        t0 = time.perf_counter()
+        while self.step < opts.steps:
+            self._guarded_step()
+            final = self.step == opts.steps
+            if self.step % opts.log_every == 0 or final:
+                last = self.flush_logs()
+                if is_main:
+                    self.log({**last, "time": time.perf_counter() - t0})
+                    if bar is not None:
+                        bar.set_postfix(
+                            {k: f"{v:.3g}" for k, v in last.items() if k.endswith("/loss")}, refresh=False
+                        )
+                bad = [k for k, v in last.items() if not math.isfinite(v)]
+                if bad:
+                    raise self._divergence(bad)
+            if bar is not None:
+                bar.update(1)
+            if is_main and ((opts.sample_every and self.step % opts.sample_every == 0) or final):
+                self.sample_grid()
+            if is_main and ((opts.eval_every and self.step % opts.eval_every == 0) or final):
+                metrics = self.evaluate()
+                if metrics:
+                    self.log(metrics)
+            if (opts.checkpoint_every and self.step % opts.checkpoint_every == 0) or final:
+                self.save()
+        if bar is not None:
+            bar.close()
+        if self.writer is not None:
+            write_hparams(self.writer, self.cfg, {**last, **metrics}, self.step)
+            self.writer.close()
+        self.accelerator.wait_for_everyone()
+        return Result(run_dir=self.run_dir, step=self.step, last_logs=last, metrics=metrics)
 
-    # -- checkpoints --------------------------------------------------------------------------
+    def train_step(self) -> None:
+        """One training step: every phase, ``repeats`` times, then ``self.step += 1``.
+
+        Each repeat: the phase's objective, its regularisers' penalties, backward, the optimiser
+        step, post-step constraints, with the callbacks' events around them. Logged scalars stay
+        tensors in ``self.pending``: nothing here waits for the device.
+        """
+        m, pending, backward, events, state = (
+            self.m,
+            self.pending,
+            self._backward,
+            self.callbacks,
+            self.state_view,
+        )
+        state.step, batch = self.step, self._batch
+        for phase in self.phases:
+            opt, scaler = self._hot_optimizers[phase.name], self._scalers.get(phase.name)
+            regs, constraints = self._regs[phase.name], self._constraints[phase.name]
+            for _ in range(phase.repeats):
+                self._check_stage()
+                if phase.lr_scale is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = phase.optim.lr * phase.lr_scale()
+                if phase.fresh_batch or batch is None:
+                    batch = next(self.loader)
+                with self._autocast():
+                    out = phase.step(batch, m)
+                    out.context["phase"], out.context["step"] = phase.name, self.step
+                    if scaler is not None:  # fp16: the loss scale, for penalties on gradients
+                        out.context["grad_scale"] = scaler.scale(self._one)
+                    if self._on_output:
+                        events.phase_output(phase.name, out, state)
+                    loss, terms = self._objective(phase.name, out, regs)
+                opt.zero_grad(set_to_none=True)
+                if scaler is None:
+                    backward(loss)
+                    opt.step()
+                else:  # fp16: the scaler skips the step when a gradient overflowed
+                    backward(scaler.scale(loss))
+                    scaler.step(opt)
+                    scaler.update()
+                for constrain in constraints:
+                    constrain(self._constrained[phase.name], phase.name)
+                if self._on_phase_end:
+                    events.phase_end(phase.name, out, state)
+            # Log the last repeat of each phase: its whole objective, penalties and extra scalars
+            # (detached where they still carry a graph; most logs already do not).
+            keys = self._log_keys[phase.name]
+            pending.setdefault(keys["loss"], []).append(loss.detach())
+            for items in (terms.items(), out.logs.items()):
+                for name, value in items:
+                    key = keys.get(name) or keys.setdefault(name, f"{phase.name}/{name}")
+                    pending.setdefault(key, []).append(value.detach() if value.requires_grad else value)
+        self._batch = batch
+        self.step += 1
+        if self._on_step_end:
+            state.step = self.step
+            events.step_end(state)
+
+    def _objective(
+        self, phase: str, out: Any, regs: list[tuple[str, Any]]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        return phase_objective(out, regs, replaces=self._replaces[phase])
+
+    def _check_stage(self) -> None:
+        """Fire ``on_stage_change`` when the model's stage moved on (ProGAN: a fade starts or ends)."""
+        stage_of = self.built.model.stage
+        if stage_of is not None:
+            stage = stage_of()
+            if stage != self._stage:
+                self._stage = self.state_view.stage = stage
+                self.callbacks.stage_change(self.state_view)
+
+    def _guarded_step(self) -> None:
+        try:
+            self.train_step()
+        except RuntimeError as exc:
+            if self.opts.compile and ("double backward" in str(exc) or "create_graph" in str(exc)):
+                raise GenfwError(
+                    "train.compile: torch.compile does not support the double backward of a gradient "
+                    f"penalty (regularisers: {', '.join(self.cfg.regularisers) or 'none'}); drop --compile"
+                ) from None
+            raise
+
+    def flush_logs(self) -> dict[str, float]:
+        """Means of the scalars logged since the last flush, averaged over processes: one device
+        sync (and, on several processes, one all-reduce) for all of them. Every process calls it."""
+        keys = list(self.pending)
+        means = []
+        if keys:
+            stacked = torch.stack([torch.stack(self.pending[k]).float().mean() for k in keys])
+            if self.accelerator.num_processes > 1:
+                stacked = self.accelerator.reduce(stacked, "mean")
+            means = stacked.tolist()
+        self.pending.clear()
+        return dict(zip(keys, means, strict=True))
+
+    # -- sampling, metrics and logs (main process) ------------------------------------------------
+    def sampling_modules(self) -> Modules:
+        """The modules samples are drawn with: the callbacks' choice (EMA weights) over the live ones."""
+        return self.callbacks.sampler(self.plain)
+
+    def sample_grid(self) -> None:
+        data, model = self.built.dataset, self.built.model
+        n, labels = (2000 if data.kind == "points" else self.opts.grid), None
+        if model.num_classes and data.kind != "points":
+            # A conditional model: one row per class, about `grid` samples in all.
+            labels = class_rows(model.num_classes, math.ceil(self.opts.grid / model.num_classes))
+            n = len(labels)
+        modules = self.sampling_modules()
+        samples = forked(
+            GRID_SEED, self.accelerator.device, lambda: generate(model, modules, n, labels=labels)
+        )
+        real = None
+        if data.kind == "points":
+            if self._real_cache is None:
+                self._real_cache = real_examples(data, 2000)
+            real = self._real_cache
+        picture = images.render(samples, data.kind, real, labels=labels)
+        images.save_png(picture, self.run_dir / "samples" / f"step_{self.step:07d}.png")
+        if self.writer is not None:
+            self.writer.add_image("samples", picture, self.step, dataformats="HWC")
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.built, self.sampling_modules(), self.accelerator.device)
+
+    def log(self, record: dict[str, float]) -> None:
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(json_safe({"step": self.step, **record})) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if k != "time" and math.isfinite(v):
+                    self.writer.add_scalar(k, v, self.step)
+
+    def _progress_bar(self) -> Any:
+        if not (self.accelerator.is_main_process and self.opts.progress):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.opts.steps, initial=self.step, dynamic_ncols=True, file=sys.stderr)
+
+    # -- checkpoints ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "modules": {n: mod.state_dict() for n, mod in self.plain.items()},
@@ -283,8 +504,11 @@ class Trainer:
             state["loader"] = self.loader.state_dict()
         if self._scalers:
             state["scalers"] = {n: s.state_dict() for n, s in self._scalers.items()}
-        if self._epochs:
-            state["optimizer_epochs"] = dict(self._epochs)
+        if self.built.model.stage is not None:
+            state["stage"] = self._stage
+        callbacks = self.callbacks.state_dict()
+        if callbacks:
+            state["callbacks"] = callbacks
         return state
 
     def save(self) -> None:
@@ -309,7 +533,8 @@ class Trainer:
             raise self._divergence(bad)
         if acc.is_main_process:
             checkpoint.save(self.run_dir / "checkpoints", self.step, state, keep=self.opts.keep_checkpoints)
-            export = {n: self.plain[n] for n in self.built.model.export}
+            sampling = self.sampling_modules()
+            export = {n: sampling[n] for n in self.built.model.export}
             checkpoint.save_weights(self.run_dir / EXPORT_FILE, export)
         acc.wait_for_everyone()
 
@@ -349,9 +574,9 @@ class Trainer:
         for name, scaler_state in state.get("scalers", {}).items():
             if name in self._scalers:
                 self._scalers[name].load_state_dict(scaler_state)
-        for name, epoch in state.get("optimizer_epochs", {}).items():
-            if name in self._epochs:
-                self._epochs[name] = epoch
+        if "stage" in state:
+            self._stage = self.state_view.stage = state["stage"]
+        self.callbacks.load_state_dict(state.get("callbacks", {}))
         if state.get("world") == 1 and self.accelerator.num_processes == 1:
             torch.set_rng_state(state["rng"]["cpu"])
             if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -401,185 +626,25 @@ class Trainer:
             and 0 <= loader["pos"] <= self.loader.x.shape[0]
         ):
             raise fail(f"'loader' must hold an epoch and a position in 0..{self.loader.x.shape[0]}")
-        for key, want in (("scalers", self._scalers), ("optimizer_epochs", self._epochs)):
-            got = state.get(key, {})
-            if not isinstance(got, dict):
-                raise fail(f"'{key}' must be a mapping by phase")
-            for name in set(got) & set(want):
-                value = got[name]
-                ok = (
-                    is_int(value)
-                    if key == "optimizer_epochs"
-                    else isinstance(value, dict)
-                    and set(value) == set(want[name].state_dict())
-                    and all(isinstance(v, (int, float)) for v in value.values())
-                )
-                if not ok:
-                    raise fail(f"{key}/{name} is {value!r}")
+        scalers = state.get("scalers", {})
+        if not isinstance(scalers, dict):
+            raise fail("'scalers' must be a mapping by phase")
+        for name in set(scalers) & set(self._scalers):
+            value = scalers[name]
+            if not (
+                isinstance(value, dict)
+                and set(value) == set(self._scalers[name].state_dict())
+                and all(isinstance(v, (int, float)) for v in value.values())
+            ):
+                raise fail(f"scalers/{name} is {value!r}")
+        if "stage" in state and not is_int(state["stage"]):
+            raise fail(f"stage is {state['stage']!r}, not a whole number")
+        callbacks = state.get("callbacks", {})
+        if not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values()):
+            raise fail("'callbacks' must be a mapping by callback name of their states")
         check_finite(
             {"modules": modules, "optimizers": optimizers}, f"checkpoint {path}", checkpoint.others(path)
         )
-
-    # -- sampling and metrics (main process) ---------------------------------------------------
-    def sample_grid(self) -> None:
-        data, model = self.built.dataset, self.built.model
-        n, labels = (2000 if data.kind == "points" else self.opts.grid), None
-        if model.num_classes and data.kind != "points":
-            # A conditional model: one row per class, about `grid` samples in all.
-            labels = class_rows(model.num_classes, math.ceil(self.opts.grid / model.num_classes))
-            n = len(labels)
-        samples = forked(
-            GRID_SEED, self.accelerator.device, lambda: generate(model, self.plain, n, labels=labels)
-        )
-        real = None
-        if data.kind == "points":
-            if self._real_cache is None:
-                self._real_cache = real_examples(data, 2000)
-            real = self._real_cache
-        picture = images.render(samples, data.kind, real, labels=labels)
-        images.save_png(picture, self.run_dir / "samples" / f"step_{self.step:07d}.png")
-        if self.writer is not None:
-            self.writer.add_image("samples", picture, self.step, dataformats="HWC")
-
-    def evaluate(self) -> dict[str, float]:
-        return evaluate(self.built, self.plain, self.accelerator.device)
-
-    def log(self, record: dict[str, float]) -> None:
-        with open(self.run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(json_safe({"step": self.step, **record})) + "\n")
-        if self.writer is not None:
-            for k, v in record.items():
-                if k != "time" and math.isfinite(v):
-                    self.writer.add_scalar(k, v, self.step)
-
-    # -- training -----------------------------------------------------------------------------
-    def train_step(self) -> None:
-        """One training step: every phase, ``repeats`` times, then ``self.step += 1``.
-
-        Logged scalars are kept as tensors in ``self.pending``; nothing here waits for the device.
-        """
-        m, pending, backward = self.m, self.pending, self._backward
-        batch = self._batch
-        for phase in self.phases:
-            opt, scaler = self._hot_optimizers[phase.name], self._scalers.get(phase.name)
-            regs, constraints = self._regs[phase.name], self._constraints[phase.name]
-            for _ in range(phase.repeats):
-                if phase.optimizer_epoch is not None:
-                    self._new_epoch(phase)
-                if phase.lr_scale is not None:
-                    for group in opt.param_groups:
-                        group["lr"] = phase.optim.lr * phase.lr_scale()
-                if phase.fresh_batch or batch is None:
-                    batch = next(self.loader)
-                with self._autocast():
-                    out = phase.step(batch, m)
-                    out.context["phase"] = phase.name  # for regularisers attached to several phases
-                    if scaler is not None:  # fp16: the loss scale, for penalties on gradients
-                        out.context["grad_scale"] = scaler.scale(self._one)
-                    loss = out.loss
-                    terms = {}
-                    for name, reg in regs:
-                        penalty = reg.penalty(out.context)
-                        if penalty is not None:
-                            loss = loss + penalty
-                            terms[name] = penalty
-                opt.zero_grad(set_to_none=True)
-                if scaler is None:
-                    backward(loss)
-                    opt.step()
-                else:  # fp16: the scaler skips the step when a gradient overflowed
-                    backward(scaler.scale(loss))
-                    scaler.step(opt)
-                    scaler.update()
-                for constrain in constraints:
-                    constrain(self._constrained[phase.name])
-            # Log the last repeat of each phase: its whole objective, penalties and extra scalars
-            # (detached where they still carry a graph; most logs already do not).
-            keys = self._log_keys[phase.name]
-            pending.setdefault(keys["loss"], []).append(loss.detach())
-            for items in (terms.items(), out.logs.items()):
-                for name, value in items:
-                    key = keys.get(name) or keys.setdefault(name, f"{phase.name}/{name}")
-                    pending.setdefault(key, []).append(value.detach() if value.requires_grad else value)
-        self._batch = batch
-        self.step += 1
-
-    def _new_epoch(self, phase: Phase) -> None:
-        """Clear the phase's optimiser state (Adam's moments and step count) if its epoch changed."""
-        epoch = phase.optimizer_epoch()
-        if epoch != self._epochs[phase.name]:
-            self._epochs[phase.name] = epoch
-            opt = self.optimizers[phase.name]
-            getattr(opt, "optimizer", opt).state.clear()
-
-    def flush_logs(self) -> dict[str, float]:
-        """Means of the scalars logged since the last flush, averaged over processes: one device
-        sync (and, on several processes, one all-reduce) for all of them. Every process calls it."""
-        keys = list(self.pending)
-        means = []
-        if keys:
-            stacked = torch.stack([torch.stack(self.pending[k]).float().mean() for k in keys])
-            if self.accelerator.num_processes > 1:
-                stacked = self.accelerator.reduce(stacked, "mean")
-            means = stacked.tolist()
-        self.pending.clear()
-        return dict(zip(keys, means, strict=True))
-
-    def fit(self) -> Result:
-        acc, opts = self.accelerator, self.opts
-        is_main = acc.is_main_process
-        last: dict[str, float] = {}
-        metrics: dict[str, float] = {}
-        bar = None
-        if is_main and opts.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=opts.steps, initial=self.step, dynamic_ncols=True, file=sys.stderr)
-        t0 = time.perf_counter()
-
-        while self.step < opts.steps:
-            try:
-                self.train_step()
-            except RuntimeError as exc:
-                if opts.compile and ("double backward" in str(exc) or "create_graph" in str(exc)):
-                    raise GenfwError(
-                        "train.compile: torch.compile does not support the double backward of a gradient "
-                        f"penalty (regularisers: {', '.join(self.cfg.regularisers) or 'none'}); drop --compile"
-                    ) from None
-                raise
-
-            final = self.step == opts.steps
-            if self.step % opts.log_every == 0 or final:
-                last = self.flush_logs()
-                if not all(math.isfinite(v) for v in last.values()):
-                    bad = [k for k, v in last.items() if not math.isfinite(v)]
-                    if is_main:
-                        self.log({**last, "time": time.perf_counter() - t0})
-                    raise self._divergence(bad)
-                if is_main:
-                    self.log({**last, "time": time.perf_counter() - t0})
-                    if bar is not None:
-                        bar.set_postfix(
-                            {k: f"{v:.3g}" for k, v in last.items() if k.endswith("/loss")}, refresh=False
-                        )
-            if bar is not None:
-                bar.update(1)
-            if is_main and ((opts.sample_every and self.step % opts.sample_every == 0) or final):
-                self.sample_grid()
-            if is_main and ((opts.eval_every and self.step % opts.eval_every == 0) or final):
-                metrics = self.evaluate()
-                if metrics:
-                    self.log(metrics)
-            if (opts.checkpoint_every and self.step % opts.checkpoint_every == 0) or final:
-                self.save()
-
-        if bar is not None:
-            bar.close()
-        if self.writer is not None:
-            write_hparams(self.writer, self.cfg, {**last, **metrics}, self.step)
-            self.writer.close()
-        acc.wait_for_everyone()
-        return Result(run_dir=self.run_dir, step=self.step, last_logs=last, metrics=metrics)
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Result:

@@ -163,6 +163,7 @@ class EnergyGAN:
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
+        self.events = ctx.events
         shape = ctx.data.shape
         generator = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=shape, num_classes=0)
         encoder = ctx["critic_encoder"].build(in_shape=shape, out_dim=o.code_dim, num_classes=0)
@@ -211,6 +212,7 @@ class EBGAN(EnergyGAN):
     def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
         with torch.no_grad():
             fake = m.generator(self.noise(len(batch), batch.x.device))
+        fake = self.events.fakes("critic", fake)  # callbacks may swap some (experience replay)
         energy = m.critic(torch.cat([batch.x, fake])).squeeze(1)  # (2B,)
         real_e, fake_e = energy[: len(batch)], energy[len(batch) :]
         loss = ebgan_critic_loss(real_e, fake_e, self.options.margin)
@@ -317,6 +319,7 @@ class BEGAN(EnergyGAN):
     def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
         with torch.no_grad():
             fake = m.generator(self.noise(len(batch), batch.x.device))
+        fake = self.events.fakes("critic", fake)  # callbacks may swap some (experience replay)
         energy = m.critic(torch.cat([batch.x, fake])).squeeze(1)  # (2B,)
         real_e, fake_e = energy[: len(batch)].mean(), energy[len(batch) :].mean()
         k = _unwrap(m.critic).k.clone()  # k_t: the generator step updates the buffer in place

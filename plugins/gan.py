@@ -62,6 +62,7 @@ class GAN:
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
+        self.events = ctx.events
         self.num_classes = self.classes(ctx)
         generator, critic = self.networks(ctx)
         self.prior = ctx["prior"].build(dim=o.latent_dim)
@@ -110,6 +111,7 @@ class GAN:
         labels = self.labels(batch)  # fakes are drawn for the real batch's classes
         with torch.no_grad():
             fake = m.generator(self.noise(len(batch), batch.x.device), labels)
+        fake = self.events.fakes("critic", fake)  # callbacks may swap some (experience replay)
 
         def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
             return m.critic(x, y).squeeze(1)  # (B,)

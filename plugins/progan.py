@@ -38,6 +38,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot, device_of
 from genfw import validators as check
+from genfw.contracts import Callback, LoopState
 from genfw_plugins._layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, pixel_norm
 from genfw_plugins.gan import adversarial_phases, generator_objective
 
@@ -308,8 +309,12 @@ class ProGAN:
 
     @classmethod
     def regularisers_for(cls, options: ProGANOptions) -> dict[str, dict[str, Any]]:
-        """The paper's regularisers; the EMA of G only with ``ema: true`` (the default)."""
-        return {n: dict(o) for n, o in cls.regularisers.items() if n != "ema" or options.ema}
+        """The paper's remedies: the gradient penalty; the EMA of G with ``ema: true`` (the
+        default); the optimisers' reset at each change of regime with ``reset_optimizers: true``."""
+        own = {n: dict(o) for n, o in cls.regularisers.items() if n != "ema" or options.ema}
+        if options.reset_optimizers:
+            own["optimizer_reset"] = {}
+        return own
 
     def __init__(self, options: ProGANOptions):
         self.options = options
@@ -339,14 +344,14 @@ class ProGAN:
             critic_provides={"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
             generator_provides={"fake", "critic", "labels", "fake_scores"},
         )
-        if o.reset_optimizers:
-            for phase in phases:
-                phase.optimizer_epoch = lambda: optimizer_epoch(*self.stage())
         self._world = 0  # processes, read once at the first step (the group exists by then)
         return Model(
             modules={"generator": self.generator, "critic": critic},
             phases=phases,
             sample=self.sample,
+            # The schedule's regime (``optimizer_epoch``): the optimiser_reset callback, one of
+            # this variant's remedies with reset_optimizers, clears Adam whenever it changes.
+            stage=lambda: optimizer_epoch(*self.stage()),
         )
 
     def progress(self, images: int) -> tuple[int, float]:
@@ -417,6 +422,21 @@ class ProGAN:
         g, (stage, alpha) = m.generator, self.stage()
         out = g(self.prior.sample(n, device=device_of(g)), stage=stage, alpha=alpha)
         return upsample(out, self.side)
+
+
+class OptimizerReset(Callback):
+    """Clears every optimiser's state (Adam's moments and step count) when the model's stage
+    changes: ProGAN's ``reset_opt_for_new_lod`` (Karras et al.'s code), when a fade-in starts and
+    when it ends."""
+
+    def on_stage_change(self, state: LoopState) -> None:
+        for opt in state.optimizers.values():
+            opt.state.clear()  # Accelerate's wrapper gives the torch optimiser's state
+
+
+@genfw.hookimpl
+def genfw_register_callbacks(register):
+    register("optimizer_reset", OptimizerReset)
 
 
 @genfw.hookimpl

@@ -3,7 +3,7 @@
 
 A regulariser declares the ``phases`` it attaches to and the context keys it ``needs``;
 ``penalty(ctx)`` returns the weighted scalar to add to the phase's loss (``None`` for a pure
-constraint) and ``after_step(modules)``, where defined, runs after the phase's optimiser step.
+constraint) and ``after_step(modules, phase)``, where defined, runs after the phase's optimiser step.
 The MMD estimators are plain functions (:func:`mmd_imq`, :func:`mmd_rbf`) for reuse by metrics.
 """
 
@@ -308,7 +308,7 @@ class WeightClipping:
         return None
 
     @torch.no_grad()
-    def after_step(self, modules: list[nn.Module]) -> None:
+    def after_step(self, modules: list[nn.Module], phase: str = "") -> None:
         for module in modules:
             for p in module.parameters():
                 p.clamp_(-self.clip, self.clip)

@@ -1,39 +1,41 @@
-"""GAN remedies and tricks, as regularisers usable with any GAN variant where they make sense.
+"""GAN remedies and tricks: regularisers and callbacks usable with any variant where they make sense.
 
-Each is picked with ``--regulariser NAME`` and they combine:
+Each is picked with ``--regulariser NAME`` whatever its kind, and they combine:
 ``genfw train --plugin gan --regulariser feature_matching --regulariser instance_noise``.
 
-=========================== ====================================================================
-``feature_matching``        G matches the mean critic features of real and fake (Salimans et al. 2016)
-``historical_averaging``    each player pays ``||theta - mean of past theta||^2`` (Salimans et al. 2016)
-``minibatch_discrimination`` a layer before the critic's head sees the whole minibatch (Salimans et al. 2016)
-``minibatch_stddev``        ProGAN's minibatch standard-deviation feature before the head (Karras et al. 2018)
-``label_smoothing``         one-sided: the critic's real target is 0.9 (Salimans et al. 2016)
-``experience_replay``       the critic also sees past fakes from a buffer (Shrivastava et al. 2017)
-``instance_noise``          Gaussian noise on the critic's inputs, annealed to 0 (Sønderby et al. 2017)
-``spectral_norm``           spectral normalisation of the critic's layers (Miyato et al. 2018)
-``ema``                     samples from an exponential moving average of G's weights (Yazici et al. 2019)
-``packing``                 the critic judges packs of m samples at once (PacGAN, Lin et al. 2018)
-=========================== ====================================================================
+=========================== ============ =========================================================
+``feature_matching``        regulariser  G matches the mean critic features of real and fake (Salimans et al. 2016)
+``historical_averaging``    regulariser  each player pays ``||theta - mean of past theta||^2`` (Salimans et al. 2016)
+``label_smoothing``         regulariser  one-sided: the critic's real target is 0.9 (Salimans et al. 2016)
+``minibatch_discrimination`` callback    a layer before each critic's head sees the whole minibatch (Salimans et al. 2016)
+``minibatch_stddev``        callback     ProGAN's minibatch standard-deviation feature before each critic's head
+``experience_replay``       callback     the critic also sees past fakes from a buffer (Shrivastava et al. 2017)
+``instance_noise``          callback     Gaussian noise on every critic's inputs, annealed to 0 (Sønderby et al. 2017)
+``spectral_norm``           callback     spectral normalisation of every critic's layers (Miyato et al. 2018)
+``ema``                     callback     samples from an exponential moving average of each generator (Yazici et al. 2019)
+``packing``                 callback     each critic judges packs of m samples at once (PacGAN, Lin et al. 2018)
+=========================== ============ =========================================================
 
-Most of them change the model rather than add a term: they do it in ``setup(model, ctx)`` (see the
-regulariser hook in ``genfw.hookspecs``), before Accelerate prepares anything. Whatever they keep
-across steps (EMA weights, running means, the replay buffer, the noise schedule's step) lives in
-buffers of a module they add to ``model.modules``, so checkpoints and ``--resume`` carry it.
+The model transforms are callbacks (:class:`genfw.contracts.Callback`): they change the modules of
+the players the variant declares (``Variant.players``: every critic, every generator) in
+``on_model_built``, before Accelerate prepares anything, and react to the loop's events. Their
+order is declared (``after``): packing rebuilds the critics before the minibatch layers widen their
+heads, spectral norm normalises the final layers, instance noise wraps the result, and EMA copies
+the generators last. Whatever they keep across steps (EMA weights, the replay buffer, the noise
+schedule's step) lives in buffers of modules in ``model.modules``, so checkpoints and ``--resume``
+carry it.
 
 Critic-side layers rely on the critic convention of the critic hook: ``features(x, y)`` and a
 linear ``head`` with ``forward(x, y) == head(features(x, y))`` (the ``mlp`` and ``dcgan`` critics).
 
-A trick that can refuse a variant declares ``fits(variant) -> bool``: whether it works with that
-registered variant and its default components, judged from what the variant class declares
-(``phases``, ``slots``, ``provides`` per phase, ``replayable``) without building it. Refusals
-name the variants it fits (``core/train.py`` does so for a phase that lacks what a trick needs).
+A remedy that can refuse a variant declares ``fits(variant) -> bool``: whether it works with that
+registered variant, judged from what the variant class declares (``players``, ``phases`` with what
+each provides, ``replayable``) without building it. Refusals name the variants it fits.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -46,6 +48,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm as LegacySpectralNorm
 import genfw
 from genfw import BuildContext, GenfwError, Model, Modules, Phase, PhaseOutput
 from genfw import validators as check
+from genfw.contracts import Callback, LoopState, VariantInfo
 from genfw.hookspecs import Register
 from genfw.plugins import get_registry
 from genfw.plugins import variants_where as fitting_variants
@@ -61,21 +64,45 @@ from genfw_plugins.losses import MinimaxLoss
 # --- shared pieces ------------------------------------------------------------------------------
 
 
-def module_of(model: Model, name: str, trick: str) -> nn.Module:
-    """``model.modules[name]``, or a one-line error saying the trick needs it."""
-    try:
-        return model.modules[name]
-    except KeyError:
-        raise GenfwError(
-            f"{trick} needs a module named '{name}'; this model has {', '.join(model.modules)}"
-        ) from None
-
-
 def add_module(model: Model, name: str, module: nn.Module) -> None:
-    """Add a trick's state module to the model (checkpointed with it)."""
+    """Add a callback's state module to the model (checkpointed with it)."""
     if name in model.modules:
         raise GenfwError(f"module name '{name}' is already taken in this model; it cannot be added twice")
     model.modules[name] = module
+
+
+def players(model: Model, names: tuple[str, ...], trick: str, what: str, variant: VariantInfo) -> list[str]:
+    """The declared players ``names`` (checked against the built model), or a one-line refusal
+    naming the variants that declare such players when the variant declares none."""
+    if not names:
+        kind = "generators" if what == "generators" else "critics"
+        fits = has_generators if kind == "generators" else has_critics
+        raise GenfwError(
+            f"{trick} acts on {what}; variant '{variant.name}' declares none; variants it applies to: "
+            f"{fitting_variants(fits)}"
+        )
+    missing = [n for n in names if n not in model.modules]
+    if missing:
+        raise GenfwError(
+            f"variant '{variant.name}' declares {what} {', '.join(missing)}, which its model does not have "
+            f"(modules: {', '.join(model.modules)})"
+        )
+    return list(names)
+
+
+def critics(variant: VariantInfo) -> tuple[str, ...]:
+    """Every module that scores samples or codes: the critic-side tricks act on all of them."""
+    p = variant.players
+    return (*p.critics, *p.latent_critics)
+
+
+def has_critics(variant: Any) -> bool:
+    """``fits`` of the tricks that act on every critic: the variant declares at least one."""
+    return bool(critics(VariantInfo(variant.name, variant.factory)))
+
+
+def has_generators(variant: Any) -> bool:
+    return bool(VariantInfo(variant.name, variant.factory).players.generators)
 
 
 def declares(variant: Any, phase: str, keys: tuple[str, ...]) -> bool:
@@ -100,17 +127,9 @@ def phases_of(model: Model, names: tuple[str, ...]) -> list[Phase]:
     return [p for p in model.phases if p.name in names]
 
 
-def swap_in_step(phase: Phase, name: str, wrap: Callable[[Any], Any]) -> None:
-    """Make ``phase.step`` see ``wrap(m[name])`` in place of the module ``m[name]``.
-
-    The module itself (its weights, its DDP wrapper) is untouched: only the phase's view of it.
-    """
-    step = phase.step
-
-    def wrapped(batch: genfw.Batch, m: Modules) -> PhaseOutput:
-        return step(batch, Modules({**m, name: wrap(m[name])}))
-
-    phase.step = wrapped
+def phases_training(model: Model, modules: list[str]) -> list[str]:
+    """The names of the phases whose optimisers update any of ``modules``."""
+    return [p.name for p in model.phases if set(p.modules) & set(modules)]
 
 
 def insert_before_head(critic: nn.Module, layer: nn.Module, extra: int, trick: str) -> None:
@@ -177,8 +196,9 @@ class FeatureMatching:
     """Feature matching (Salimans et al. 2016, section 3.1).
 
     The generator minimises ``weight * ||E_x f(x) - E_z f(G(z))||_2^2``, ``f`` the critic's
-    intermediate features (the input of its head), means over the batch; the real features are
-    constants. With ``replace`` this is the generator's whole objective, as in the paper.
+    intermediate features (the input of its head, the phase's ``features`` context entry), means
+    over the batch; the real features are constants. With ``replace`` this is the generator's
+    whole objective, as in the paper (``replaces_loss``: the loop leaves the adversarial loss out).
     """
 
     phases: tuple[str, ...] = ("generator",)
@@ -192,23 +212,20 @@ class FeatureMatching:
         return declares(variant, "generator", FeatureMatching.needs) and has_critic_network(variant)
 
     def setup(self, model: Model, ctx: BuildContext) -> None:
-        critic = module_of(model, "critic", "feature_matching")
-        if not hasattr(critic, "features"):
-            raise GenfwError(
-                f"feature_matching needs a critic with features(x, y) (the mlp and dcgan critics have it); "
-                f"{type(critic).__name__} has none; variants it applies to: {fitting_variants(self.fits)}"
-            )
-        if self.replace:
-            for phase in phases_of(model, self.phases):
-                step = phase.step
+        """Refuse, in one line, critics (the modules the critic phase trains) without features."""
+        for phase in phases_of(model, ("critic",)):
+            for name in phase.modules:
+                if not hasattr(model.modules[name], "features"):
+                    raise GenfwError(
+                        f"feature_matching needs a critic with features(x, y) (the mlp and dcgan critics "
+                        f"have it); {type(model.modules[name]).__name__} has none; variants it applies to: "
+                        f"{fitting_variants(self.fits)}"
+                    )
 
-                def only_features(batch: genfw.Batch, m: Modules, step: Any = step) -> PhaseOutput:
-                    out = step(batch, m)
-                    out.logs["adversarial"] = out.loss.detach()
-                    out.loss = out.loss.new_zeros(())
-                    return out
-
-                phase.step = only_features
+    @property
+    def replaces_loss(self) -> bool:
+        """With ``replace`` the loop drops the phase's own objective (logged as ``replaced_loss``)."""
+        return self.replace
 
     def penalty(self, ctx: dict[str, Any]) -> Tensor:
         features, labels = ctx["features"], ctx["labels"]
@@ -253,20 +270,18 @@ class HistoricalAveraging:
 
     phases: tuple[str, ...] = ("critic", "generator")
     needs: tuple[str, ...] = ()
-    setup_order = 2  # after the tricks that add or reparametrise parameters
 
     def __init__(self, options: HistoricalAveragingOptions) -> None:
         self.weight = options.weight
 
     def setup(self, model: Model, ctx: BuildContext) -> None:
+        """Runs after every callback changed the model, so it sees the final parameters."""
         self.params: dict[str, list[nn.Parameter]] = {}
-        self.modules_of: dict[tuple[int, ...], str] = {}
         for phase in phases_of(model, self.phases):
             unique = {
                 id(p): p for n in phase.modules for p in model.modules[n].parameters() if p.requires_grad
             }
             self.params[phase.name] = list(unique.values())
-            self.modules_of[tuple(id(model.modules[n]) for n in phase.modules)] = phase.name
         self.history = ParameterHistory(self.params)
         add_module(model, "historical_averaging", self.history)
 
@@ -278,9 +293,8 @@ class HistoricalAveraging:
         )
 
     @torch.no_grad()
-    def after_step(self, modules: list[nn.Module]) -> None:
-        phase = self.modules_of.get(tuple(id(m) for m in modules))
-        if phase is None:
+    def after_step(self, modules: list[nn.Module], phase: str = "") -> None:
+        if phase not in self.params:
             return
         count = self.history._buffers[f"{phase}_count"]
         count.add_(1)
@@ -300,30 +314,25 @@ class MinibatchDiscriminationOptions:
     kernel_dim: int = attrs.field(default=5, validator=check.at_least(1))  # C
 
 
-class MinibatchDiscriminationTrick:
+class MinibatchDiscriminationTrick(Callback):
     """Minibatch discrimination (Salimans et al. 2016, section 3.2).
 
     Inserts :class:`~genfw_plugins._layers.MinibatchDiscrimination` (a learnt ``T`` of shape
-    ``(A, B, C)``; ``o(x_i)_b = sum_j exp(-||M_i,b - M_j,b||_1)``) between the critic's features
+    ``(A, B, C)``; ``o(x_i)_b = sum_j exp(-||M_i,b - M_j,b||_1)``) between each critic's features
     and its head, which is widened by ``B`` inputs. Real and fake batches are scored separately,
     so each is compared with itself, as in the paper.
     """
 
-    phases: tuple[str, ...] = ("critic",)
-    needs: tuple[str, ...] = ()
+    after = ("packing",)
     fits = staticmethod(critic_layer_fits)
 
-    def __init__(self, options: MinibatchDiscriminationOptions) -> None:
-        self.options = options
-
-    def setup(self, model: Model, ctx: BuildContext) -> None:
-        critic = module_of(model, "critic", "minibatch_discrimination")
-        width = _width(critic) if hasattr(critic, "head") else 0
-        layer = MinibatchDiscrimination(width, self.options.kernels, self.options.kernel_dim)
-        insert_before_head(critic, layer, self.options.kernels, "minibatch_discrimination")
-
-    def penalty(self, ctx: dict[str, Any]) -> None:
-        return None
+    def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
+        o = self.options
+        for name in players(model, critics(variant), "minibatch_discrimination", "critics", variant):
+            critic = model.modules[name]
+            width = _width(critic) if hasattr(critic, "head") else 0
+            layer = MinibatchDiscrimination(width, o.kernels, o.kernel_dim)
+            insert_before_head(critic, layer, o.kernels, "minibatch_discrimination")
 
 
 class StdDevFeature(nn.Module):
@@ -349,26 +358,20 @@ class MinibatchStdDevOptions:
     group_size: int = attrs.field(default=4, validator=check.at_least(1))
 
 
-class MinibatchStdDevTrick:
+class MinibatchStdDevTrick(Callback):
     """Minibatch standard deviation (Karras et al. 2018, section 3).
 
-    Appends one feature before the critic's head: for each group of ``group_size`` examples,
+    Appends one feature before each critic's head: for each group of ``group_size`` examples,
     the standard deviation of every feature over the group, averaged over features.
     """
 
-    phases: tuple[str, ...] = ("critic",)
-    needs: tuple[str, ...] = ()
+    after = ("packing",)
     fits = staticmethod(critic_layer_fits)
 
-    def __init__(self, options: MinibatchStdDevOptions) -> None:
-        self.group_size = options.group_size
-
-    def setup(self, model: Model, ctx: BuildContext) -> None:
-        critic = module_of(model, "critic", "minibatch_stddev")
-        insert_before_head(critic, StdDevFeature(self.group_size), 1, "minibatch_stddev")
-
-    def penalty(self, ctx: dict[str, Any]) -> None:
-        return None
+    def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
+        for name in players(model, critics(variant), "minibatch_stddev", "critics", variant):
+            layer = StdDevFeature(self.options.group_size)
+            insert_before_head(model.modules[name], layer, 1, "minibatch_stddev")
 
 
 # --- one-sided label smoothing ------------------------------------------------------------------
@@ -465,25 +468,16 @@ def replayed(batch: int, share: float) -> int:
     return min(max(round(share * batch), 1), batch - 1)
 
 
-class Replaying:
-    """The generator as the critic phase sees it: of each batch of ``b`` fakes, the first
-    ``k = replayed(b, share)`` are swapped for past fakes drawn from the buffer (the first batch,
-    with the buffer empty, stays new), then the ``b - k`` new fakes the critic scores replace
-    random buffer entries (into free slots first): Shrivastava et al.'s rule, b/2 and b/2."""
-
-    def __init__(self, generator: Any, buffer: ReplayBuffer, share: float) -> None:
-        self.generator, self.buffer, self.share = generator, buffer, share
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
-        fake = self.generator(*args, **kwargs)  # (B, *shape)
-        k = replayed(fake.shape[0], self.share)
-        stored = self.buffer.count > 0  # a tensor: no device sync
-        old = torch.where(stored, self.buffer.draw(k).to(fake.dtype), fake[:k])  # the first batch: none yet
-        self.buffer.push(fake[k:])
-        return torch.cat([old, fake[k:]])
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.generator, name)
+def replay(buffer: ReplayBuffer, fake: Tensor, share: float) -> Tensor:
+    """Of a critic batch of ``b`` fakes, the first ``k = replayed(b, share)`` are swapped for past
+    fakes drawn from the buffer (the first batch, with the buffer empty, stays new), then the
+    ``b - k`` new fakes the critic scores replace random buffer entries (into free slots first):
+    Shrivastava et al.'s rule, b/2 and b/2."""
+    k = replayed(fake.shape[0], share)
+    stored = buffer.count > 0  # a tensor: no device sync
+    old = torch.where(stored, buffer.draw(k).to(fake.dtype), fake[:k])  # the first batch: none yet
+    buffer.push(fake[k:])
+    return torch.cat([old, fake[k:]])
 
 
 @attrs.define
@@ -496,54 +490,49 @@ class ExperienceReplayOptions:
     share: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, low_open=True, high_open=True))
 
 
-class ExperienceReplay:
+class ExperienceReplay(Callback):
     """Experience replay (Shrivastava et al. 2017, section 2.3; Pfau & Vinyals 2016).
 
     In each critic step a ``share`` of the ``b`` fakes (b/2, as in the paper) is drawn from a
     buffer of past fakes; after it, the new fakes of the step (the other b/2) replace random
     buffer entries, into free slots first: "we randomly replace b/2 samples in the buffer with the
     newly generated refined images" (section 2.3), not all ``b``. The buffer is the module
-    ``experience_replay``. Unconditional generators only (a replayed fake would not match the
-    batch's labels).
+    ``experience_replay``; the fakes arrive through the ``on_fakes`` event of the variant's critic
+    phase. Variants that declare ``replayable`` (unconditional: a replayed fake would not match
+    the batch's labels) only.
     """
 
-    phases: tuple[str, ...] = ("critic",)
-    needs: tuple[str, ...] = ()
-
-    def __init__(self, options: ExperienceReplayOptions) -> None:
-        self.options = options
-
-    @staticmethod
-    def fits(variant: Any) -> bool:
-        """A critic and a generator phase, and a variant that declares its fakes replayable
-        (``replayable = True``: unconditional, each fake labelled only as fake)."""
+    @classmethod
+    def fits(cls, variant: Any) -> bool:
+        """A critic and a generator phase, and a variant that declares its fakes replayable."""
         phases = set(getattr(variant.factory, "phases", ()))
         return {"critic", "generator"} <= phases and getattr(variant.factory, "replayable", False)
 
-    def setup(self, model: Model, ctx: BuildContext) -> None:
+    def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
         applies = f"variants it applies to: {fitting_variants(self.fits)}"
-        if not {"critic", "generator"} <= {p.name for p in model.phases}:
-            raise GenfwError(
-                "experience_replay needs a critic that scores a generator's fakes (a critic and a generator "
-                f"phase); {applies}"
-            )
-        generator = module_of(model, "generator", "experience_replay")
-        if getattr(model, "num_classes", 0) or getattr(generator, "num_classes", 0):
+        generators = players(model, variant.players.generators, "experience_replay", "generators", variant)
+        if model.num_classes or any(getattr(model.modules[g], "num_classes", 0) for g in generators):
             raise GenfwError(
                 f"experience_replay works with unconditional generators only (a past fake has no label); {applies}"
             )
-        if not getattr(generator, "replayable", True):
-            why = getattr(generator, "replay_refusal", "its fakes cannot stand in for one another")
+        for g in generators:
+            if not getattr(model.modules[g], "replayable", True):
+                why = getattr(model.modules[g], "replay_refusal", "its fakes cannot stand in for one another")
+                raise GenfwError(
+                    f"experience_replay cannot replay the fakes of {type(model.modules[g]).__name__}: {why}; {applies}"
+                )
+        if not getattr(variant.factory, "replayable", False):
             raise GenfwError(
-                f"experience_replay cannot replay the fakes of {type(generator).__name__}: {why}; {applies}"
+                f"experience_replay needs a variant whose critic phase scores unconditional fakes it may "
+                f"swap for past ones (replayable); '{variant.name}' is not; {applies}"
             )
-        buffer = ReplayBuffer(self.options.capacity, tuple(ctx.data.shape))
-        add_module(model, "experience_replay", buffer)
-        for phase in phases_of(model, self.phases):
-            swap_in_step(phase, "generator", lambda g: Replaying(g, buffer, self.options.share))
+        self.buffer = ReplayBuffer(self.options.capacity, tuple(ctx.data.shape))
+        add_module(model, "experience_replay", self.buffer)
 
-    def penalty(self, ctx: dict[str, Any]) -> None:
-        return None
+    def on_fakes(self, phase: str, fakes: Tensor) -> Tensor:
+        if phase != "critic":
+            return fakes
+        return replay(self.buffer, fakes, self.options.share)
 
 
 # --- instance noise -----------------------------------------------------------------------------
@@ -564,23 +553,33 @@ def instance_noise_sigma(sigma: float, anneal_steps: int, step: Tensor) -> Tenso
     return sigma * (1.0 - step.float() / anneal_steps).clamp_min(0.0)
 
 
-class Noisy:
-    """The critic as the phases see it: ``x + sigma * N(0, I)`` goes in instead of ``x``."""
+class NoisyCritic(nn.Module):
+    """A critic whose every input gets ``x + sigma * N(0, I)``; ``sigma()`` is the schedule's
+    current value (a plain attribute, not a submodule: the schedule is the model's own module).
+    ``features`` and ``head`` are the inner critic's, with the same noise."""
 
-    def __init__(self, critic: Any, sigma: Tensor) -> None:
-        self.critic, self.sigma = critic, sigma
+    def __init__(self, inner: nn.Module, sigma: Any) -> None:
+        super().__init__()
+        self.inner, self.sigma = inner, sigma
 
     def noisy(self, x: Tensor) -> Tensor:
-        return x + self.sigma.to(x.dtype) * torch.randn_like(x)
+        return x + self.sigma().to(x.dtype) * torch.randn_like(x)
 
-    def __call__(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return self.critic(self.noisy(x), *args, **kwargs)
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self.inner(self.noisy(x), *args, **kwargs)
 
     def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return critic_features(self.critic, self.noisy(x), y)
+        return critic_features(self.inner, self.noisy(x), y)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.inner.head
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.critic, name)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # the inner critic's own members (an energy critic's k, encoder)
+            return getattr(self.inner, name)
 
 
 @attrs.define
@@ -592,45 +591,30 @@ class InstanceNoiseOptions:
     anneal_steps: int = attrs.field(default=2000, validator=check.at_least(0))
 
 
-class InstanceNoise:
+class InstanceNoise(Callback):
     """Instance noise (Sønderby et al. 2017, appendix C; Arjovsky & Bottou 2017).
 
-    Every input of the critic, real and fake, in both phases, gets Gaussian noise of standard
+    Every input of every critic, real and fake, in every phase, gets Gaussian noise of standard
     deviation ``sigma_t = sigma * max(0, 1 - t / anneal_steps)``, ``t`` the training step (a
-    buffer of the module ``instance_noise``, advanced after the last generator step of each
-    training step).
+    buffer of the module ``instance_noise``, advanced at the end of each training step). Each
+    critic is wrapped in :class:`NoisyCritic` after the tricks that change its layers.
     """
 
-    phases: tuple[str, ...] = ("critic", "generator")
-    needs: tuple[str, ...] = ()
+    after = ("packing", "minibatch_discrimination", "minibatch_stddev", "spectral_norm")
 
-    def __init__(self, options: InstanceNoiseOptions) -> None:
-        self.options = options
-
-    def setup(self, model: Model, ctx: BuildContext) -> None:
-        module_of(model, "critic", "instance_noise")
+    def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
+        names = players(model, critics(variant), "instance_noise", "critics", variant)
         self.schedule = NoiseSchedule()
         add_module(model, "instance_noise", self.schedule)
-        phases = phases_of(model, self.phases)
-        for phase in phases:
-            swap_in_step(phase, "critic", lambda c: Noisy(c, self.sigma()))
-        self.last = tuple(id(model.modules[n]) for n in phases[-1].modules)
-        # The last phase may repeat (n_generator): the schedule advances after its last repeat.
-        # Checkpoints fall between training steps, where this count is back at 0.
-        self.repeats, self.calls = phases[-1].repeats, 0
+        for name in names:
+            model.modules[name] = NoisyCritic(model.modules[name], self.sigma)
 
     def sigma(self) -> Tensor:
         return instance_noise_sigma(self.options.sigma, self.options.anneal_steps, self.schedule.step)
 
-    def penalty(self, ctx: dict[str, Any]) -> None:
-        return None
-
     @torch.no_grad()
-    def after_step(self, modules: list[nn.Module]) -> None:
-        if tuple(id(m) for m in modules) == self.last:
-            self.calls = (self.calls + 1) % self.repeats
-            if self.calls == 0:  # once per training step
-                self.schedule.step.add_(1)
+    def on_step_end(self, state: LoopState) -> None:
+        self.schedule.step.add_(1)
 
 
 # --- spectral normalisation ---------------------------------------------------------------------
@@ -715,28 +699,23 @@ class SpectralNormOptions:
     n_power_iterations: int = attrs.field(default=1, validator=check.at_least(1))
 
 
-class SpectralNorm:
-    """Spectral normalisation (Miyato et al. 2018): each weight ``W`` of the critic is used as
-    ``W / sigma(W)``, ``sigma`` its largest singular value estimated by power iteration
+class SpectralNorm(Callback):
+    """Spectral normalisation (Miyato et al. 2018): each weight ``W`` of every critic (and, with
+    ``generator: true``, of every generator) is used as ``W / sigma(W)``, ``sigma`` its largest
+    singular value estimated by power iteration
     (``torch.nn.utils.parametrizations.spectral_norm``): see :func:`apply_spectral_norm` for the
-    layers it covers; a critic with any other weight is refused."""
+    layers it covers; a network with any other weight is refused before any network changes."""
 
-    phases: tuple[str, ...] = ("critic",)
-    needs: tuple[str, ...] = ()
-    setup_order = 1  # after the tricks that add layers to the critic
+    after = ("packing", "minibatch_discrimination", "minibatch_stddev")
 
-    def __init__(self, options: SpectralNormOptions) -> None:
-        self.options = options
-
-    def setup(self, model: Model, ctx: BuildContext) -> None:
-        names = ["critic", "generator"] if self.options.generator else ["critic"]
-        # Every network's plan first: a refusal leaves both untouched.
-        plans = [spectral_norm_plan(module_of(model, name, "spectral_norm"), name) for name in names]
+    def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
+        names = players(model, critics(variant), "spectral_norm", "critics", variant)
+        if self.options.generator:
+            names += players(model, variant.players.generators, "spectral_norm", "generators", variant)
+        # Every network's plan first: a refusal leaves all of them untouched.
+        plans = [spectral_norm_plan(model.modules[name], name) for name in names]
         for plan in plans:
             _normalise(plan, self.options.n_power_iterations)
-
-    def penalty(self, ctx: dict[str, Any]) -> None:
-        return None
 
 
 # --- exponential moving average of the generator -------------------------------------------------
@@ -775,38 +754,31 @@ class EMAOptions:
     warmup: bool = True
 
 
-class EMA:
-    """Exponential moving average of the generator's weights (Yazici et al. 2019).
+class EMA(Callback):
+    """Exponential moving average of each generator's weights (Yazici et al. 2019).
 
-    After each generator step ``theta_ema <- decay * theta_ema + (1 - decay) * theta``. Sample
-    grids, metrics, ``genfw sample`` and the exported ``generator.safetensors`` (module
-    ``generator_ema`` beside ``generator``) use the averaged weights; training uses the live ones.
+    After each step of a phase that trains generator ``G``, ``theta_ema <- decay * theta_ema +
+    (1 - decay) * theta`` in the module ``G_ema`` (``generator_ema``). Sample grids, metrics,
+    ``genfw sample`` and ``generator.safetensors`` use the averaged weights (the ``sampler``
+    event); training uses the live ones. It copies the generators after every callback that
+    changes them.
     """
 
-    phases: tuple[str, ...] = ("generator",)
-    needs: tuple[str, ...] = ()
-    setup_order = 2  # copies the generator: after spectral_norm(generator=true)
+    after = ("spectral_norm",)
 
-    def __init__(self, options: EMAOptions) -> None:
-        self.options = options
+    def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
+        self.generators = players(model, variant.players.generators, "ema", "generators", variant)
+        self.phases = set(phases_training(model, self.generators))
+        for g in self.generators:
+            add_module(model, f"{g}_ema", AveragedGenerator(model.modules[g]))
 
-    def setup(self, model: Model, ctx: BuildContext) -> None:
-        self.generator = module_of(model, "generator", "ema")
-        self.ema = AveragedGenerator(self.generator)
-        add_module(model, "generator_ema", self.ema)
-        model.export = (*model.export, "generator_ema")
-        sample = model.sample
+    def on_phase_end(self, phase: str, output: PhaseOutput, state: LoopState) -> None:
+        if phase in self.phases:
+            for g in self.generators:
+                state.plain[f"{g}_ema"].update(state.plain[g], self.options.decay, self.options.warmup)
 
-        def averaged(m: Modules, n: int, y: Tensor | None = None) -> Tensor:
-            return sample(Modules({**m, "generator": m["generator_ema"].average}), n, y)
-
-        model.sample = averaged
-
-    def penalty(self, ctx: dict[str, Any]) -> None:
-        return None
-
-    def after_step(self, modules: list[nn.Module]) -> None:
-        self.ema.update(self.generator, self.options.decay, self.options.warmup)
+    def sampler(self, modules: Modules) -> Modules:
+        return Modules({**modules, **{g: modules[f"{g}_ema"].average for g in self.generators}})
 
 
 # --- packing (PacGAN) ---------------------------------------------------------------------------
@@ -868,68 +840,54 @@ class PackingOptions:
     m: int = attrs.field(default=4, validator=check.at_least(2))  # samples per pack (PacGAN4: 4)
 
 
-class Packing:
-    """PacGAN (Lin et al. 2018): the critic scores packs of ``m`` samples, all real or all fake,
+class Packing(Callback):
+    """PacGAN (Lin et al. 2018): each critic scores packs of ``m`` samples, all real or all fake,
     concatenated; a generator that drops modes makes packs that look alike, which a packed critic
-    sees. The critic is rebuilt from the ``critic`` slot with ``m`` times the input (points
-    ``(m d,)``; images ``(m C, H, W)``), and every critic score stands for one pack, so the losses
-    average over packs. A batch of ``B`` gives ``B / m`` packs (PacGAN draws ``m`` batches
-    instead: raise ``--batch-size`` to keep the number of packs). The packed critic is a function
-    of the whole pack, so the critic phase gives regularisers packs: ``real`` and ``fake``
-    ``(B / m, m C, ...)`` and a ``critic`` that scores packs; a gradient penalty (WGAN-GP, DRAGAN)
-    then draws one interpolation factor and takes one gradient norm per pack, the Lipschitz
-    constraint on the function the critic is. Unconditional variants with a ``critic`` slot only."""
+    sees. Each critic is rebuilt from its slot (the slot of the same name) with ``m`` times the
+    input (points ``(m d,)``; images ``(m C, H, W)``), and every critic score stands for one pack,
+    so the losses average over packs. A batch of ``B`` gives ``B / m`` packs (PacGAN draws ``m``
+    batches instead: raise ``--batch-size`` to keep the number of packs). The packed critic is a
+    function of the whole pack, so the phases that train the critics give regularisers packs
+    (``on_phase_output``): ``real`` and ``fake`` ``(B / m, m C, ...)`` and a ``critic`` that scores
+    packs; a gradient penalty (WGAN-GP, DRAGAN) then draws one interpolation factor and takes one
+    gradient norm per pack, the Lipschitz constraint on the function the critic is. Unconditional
+    variants whose critics score samples alone (``replayable``) only."""
 
-    phases: tuple[str, ...] = ("critic",)
-    needs: tuple[str, ...] = ()
-    setup_order = -1  # rebuilds the critic: before the tricks that change its layers
-
-    def __init__(self, options: PackingOptions) -> None:
-        self.options = options
-
-    @staticmethod
-    def fits(variant: Any) -> bool:
+    @classmethod
+    def fits(cls, variant: Any) -> bool:
         slots = getattr(variant.factory, "slots", {})
         return {"critic", "generator"} <= set(slots) and getattr(variant.factory, "replayable", False)
 
-    def setup(self, model: Model, ctx: BuildContext) -> None:
+    def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
         applies = f"variants it applies to: {fitting_variants(self.fits)}"
-        generator = module_of(model, "generator", "packing")
-        module_of(model, "critic", "packing")
-        if getattr(model, "num_classes", 0) or getattr(generator, "num_classes", 0):
+        names = players(model, variant.players.critics, "packing", "critics", variant)
+        generators = players(model, variant.players.generators, "packing", "generators", variant)
+        if model.num_classes or any(getattr(model.modules[g], "num_classes", 0) for g in generators):
             raise GenfwError(f"packing judges packs of unlabelled samples; {applies}")
-        if "critic" not in ctx.components or not getattr(generator, "replayable", True):
+        if not getattr(variant.factory, "replayable", False) or not all(n in ctx.components for n in names):
             raise GenfwError(
-                f"packing rebuilds a critic of the 'critic' slot that scores samples alone; {applies}"
+                f"packing rebuilds each critic from its slot, for critics that score samples alone; {applies}"
             )
         shape, m = tuple(ctx.data.shape), self.options.m
-        inner = ctx["critic"].build(in_shape=(m * shape[0], *shape[1:]), out_dim=1, num_classes=0)
-        model.modules["critic"] = PackedCritic(inner, m)
-        for phase in phases_of(model, self.phases):
-            phase.step = packed_context(phase.step, m)
+        for name in names:
+            inner = ctx[name].build(in_shape=(m * shape[0], *shape[1:]), out_dim=1, num_classes=0)
+            model.modules[name] = PackedCritic(inner, m)
+        self.phases = set(phases_training(model, names))
 
-    def penalty(self, ctx: dict[str, Any]) -> None:
-        return None
-
-
-def packed_context(step: Callable[[genfw.Batch, Modules], PhaseOutput], m: int) -> Any:
-    """``step`` with its context as the packed critic sees it: ``real`` and ``fake`` as packs
-    ``(B / m, m C, ...)`` and ``critic(packs, y)`` the phase's own critic on the unpacked samples
-    (the same scores: :func:`unpack` then :func:`pack` is the identity, and wrappers such as
-    instance noise stay in the path)."""
-
-    def packed(batch: genfw.Batch, mods: Modules) -> PhaseOutput:
-        out = step(batch, mods)
-        ctx = out.context
+    def on_phase_output(self, phase: str, output: PhaseOutput, state: LoopState) -> None:
+        """The context as the packed critic sees it: ``real`` and ``fake`` as packs and
+        ``critic(packs, y)`` the phase's own critic on the unpacked samples (the same scores:
+        :func:`unpack` then :func:`pack` is the identity, and wrappers such as instance noise stay
+        in the path)."""
+        if phase not in self.phases:
+            return
+        ctx, m = output.context, self.options.m
         for key in ("real", "fake"):
             if key in ctx:
                 ctx[key] = pack(ctx[key], m)
         if "critic" in ctx:
             critic = ctx["critic"]
             ctx["critic"] = lambda x, y=None: critic(unpack(x, m), y)
-        return out
-
-    return packed
 
 
 # --- registration -------------------------------------------------------------------------------
@@ -940,22 +898,26 @@ def genfw_register_regularisers(register: Register) -> None:
     register("feature_matching", FeatureMatching, options=FeatureMatchingOptions)
     register("historical_averaging", HistoricalAveraging, options=HistoricalAveragingOptions)
     register(
+        "label_smoothing",
+        LabelSmoothing,
+        options=LabelSmoothingOptions,
+        help="One-sided label smoothing (Salimans et al. 2016): the critic's real target is 0.9.",
+    )
+
+
+@genfw.hookimpl
+def genfw_register_callbacks(register: Register) -> None:
+    register(
         "minibatch_discrimination",
         MinibatchDiscriminationTrick,
         options=MinibatchDiscriminationOptions,
-        help="Minibatch discrimination (Salimans et al. 2016): a layer before the critic's head.",
+        help="Minibatch discrimination (Salimans et al. 2016): a layer before each critic's head.",
     )
     register(
         "minibatch_stddev",
         MinibatchStdDevTrick,
         options=MinibatchStdDevOptions,
-        help="Minibatch standard deviation (Karras et al. 2018): one feature before the critic's head.",
-    )
-    register(
-        "label_smoothing",
-        LabelSmoothing,
-        options=LabelSmoothingOptions,
-        help="One-sided label smoothing (Salimans et al. 2016): the critic's real target is 0.9.",
+        help="Minibatch standard deviation (Karras et al. 2018): one feature before each critic's head.",
     )
     register(
         "experience_replay",
@@ -968,12 +930,12 @@ def genfw_register_regularisers(register: Register) -> None:
         "spectral_norm",
         SpectralNorm,
         options=SpectralNormOptions,
-        help="Spectral normalisation (Miyato et al. 2018) of the critic (and optionally the generator).",
+        help="Spectral normalisation (Miyato et al. 2018) of every critic (and optionally generator).",
     )
     register("ema", EMA, options=EMAOptions)
     register(
         "packing",
         Packing,
         options=PackingOptions,
-        help="PacGAN (Lin et al. 2018): the critic scores packs of m samples at once.",
+        help="PacGAN (Lin et al. 2018): every critic scores packs of m samples at once.",
     )

@@ -72,7 +72,7 @@ def test_plugins_and_list(run_cli):
     code, out, _ = run_cli("list", "prior")
     assert code == 0 and "spike_slab" in out and "--prior.alpha float = 0.5" in out
     # Each option is shown as the flag that sets it.
-    code, out, _ = run_cli("list", "regulariser")
+    code, out, _ = run_cli("list", "callback")  # a callback is attached as a regulariser is
     assert code == 0 and "--regulariser.ema.decay float = 0.999" in out
     code, out, _ = run_cli("list", "metric")
     assert code == 0 and "--metric.kid.subset_size int = 1000" in out

@@ -85,8 +85,8 @@ def test_wgan_clips_after_every_critic_step(tmp_path, registry) -> None:
     calls = []
     real_after = clip.after_step
 
-    def after_step(modules):
-        real_after(modules)
+    def after_step(modules, phase):
+        real_after(modules, phase)
         calls.append(max(p.detach().abs().max().item() for p in critic.parameters()))
 
     t._constraints["critic"] = [after_step]

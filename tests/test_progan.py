@@ -212,14 +212,14 @@ def test_ema_samples_at_the_training_stage(tmp_path, registry):
     t.fit()
     variant = t.built.model.phases[0].step.__self__
     assert variant.stage() == (1, 1.0)  # 48 images: 16 at 4x4, 16 fading, then 8x8
-    s = t.built.model.sample(t.plain, 4, None)
+    s = t.built.model.sample(t.sampling_modules(), 4, None)
     # At 8x8 the samples are not 4x4 content upsampled (2x2 blocks would be constant).
     assert not torch.equal(s, s[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3))
     ema = t.plain.generator_ema.average
     torch.manual_seed(3)
     z = torch.randn(4, 8)
     torch.manual_seed(3)
-    assert torch.equal(t.built.model.sample(t.plain, 4, None), ema(z, stage=1, alpha=1.0))
+    assert torch.equal(t.built.model.sample(t.sampling_modules(), 4, None), ema(z, stage=1, alpha=1.0))
 
 
 def test_optimiser_state_is_reset_when_a_fade_starts_and_when_it_ends(tmp_path, registry):
@@ -238,7 +238,7 @@ def test_optimiser_state_is_reset_when_a_fade_starts_and_when_it_ends(tmp_path, 
         seen.append(adam_steps())
     # Step k trains on images 8(k-1)..8k-1: epochs 0, 0 | 1, 1, 1 (fading) | 2, 2 (stable 8x8).
     assert seen == [1, 2, 1, 2, 3, 1, 2]
-    assert t.state()["optimizer_epochs"] == {"critic": 2, "generator": 2}
+    assert t.state()["stage"] == 2  # the schedule's regime, kept by checkpoints
     raw["variant"]["reset_optimizers"] = False
     t = Trainer(resolve(raw, registry), tmp_path / "r2")
     for _ in range(7):
@@ -337,21 +337,23 @@ def test_samples_come_from_the_ema_of_the_generator_by_default(tmp_path, registr
     import yaml
 
     cfg = resolve(progan_raw(3), registry)
-    ema = cfg.regularisers["ema"].options
+    ema = cfg.callbacks["ema"].options
     assert (ema.decay, ema.warmup) == (0.999, False)
     t = Trainer(cfg, tmp_path / "r")
     t.fit()
-    assert t.plain.generator_ema.updates.item() == 3 and "generator_ema" in t.built.model.export
+    assert t.plain.generator_ema.updates.item() == 3
     recorded = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert recorded["regularisers"]["ema"] == {"decay": 0.999, "warmup": False}
     assert recorded["variant"]["ema"] is True
     weights = safetensors.torch.load_file(str(tmp_path / "r" / "generator.safetensors"))
-    assert any(k.startswith("generator_ema.average.") for k in weights)
+    average = t.plain.generator_ema.average.state_dict()
+    assert weights.keys() == {f"generator.{k}" for k in average}  # the average, as the generator
+    assert all(torch.equal(weights[f"generator.{k}"], v) for k, v in average.items())
     # Samples are the average's (at the training stage), not the live generator's.
     torch.manual_seed(3)
     z = torch.randn(4, 8)
     torch.manual_seed(3)
-    s = t.built.model.sample(t.plain, 4, None)
+    s = t.built.model.sample(t.sampling_modules(), 4, None)
     torch.testing.assert_close(
         s, F.interpolate(t.plain.generator_ema.average(z, stage=0, alpha=1.0), scale_factor=2)
     )

@@ -13,14 +13,16 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from genfw import Batch, GenfwError, Modules
+from genfw.assemble import variant_info
 from genfw.config import resolve
-from genfw.train import Trainer, build, load_model, read_run
+from genfw.contracts import LoopState
+from genfw.train import Trainer, build, load_model, phase_objective, read_run
 from genfw_plugins._layers import MinibatchDiscrimination, minibatch_features
 from genfw_plugins.tricks import (
     ReplayBuffer,
-    Replaying,
     StdDevFeature,
     instance_noise_sigma,
+    replay,
 )
 from tests.conftest import QUICK
 
@@ -149,8 +151,7 @@ def test_feature_matching_can_replace_the_generator_objective(registry):
     b = built(registry, {"feature_matching": {"replace": True, "weight": 2.0}})
     m, batch = Modules(b.model.modules), a_batch(b)
     out = b.model.phases[1].step(batch, m)
-    [(_, fm)] = b.regularisers["generator"]
-    total = out.loss + fm.penalty(out.context)
+    total, terms = phase_objective(out, b.regularisers["generator"], replaces=True)  # the loop's
     critic, fake = m.critic, out.context["fake"]
     expected = (
         2.0 * (critic.features(batch.x).mean(0).detach() - critic.features(fake).mean(0)).square().sum()
@@ -163,7 +164,8 @@ def test_feature_matching_can_replace_the_generator_objective(registry):
         strict=True,
     ):
         torch.testing.assert_close(got, want)
-    torch.testing.assert_close(out.logs["adversarial"], F.softplus(-critic(fake).squeeze(1)).mean())
+    torch.testing.assert_close(terms["replaced_loss"], F.softplus(-critic(fake).squeeze(1)).mean())
+    assert all(getattr(r, "replaces_loss", False) for _, r in b.regularisers["generator"])
 
 
 # --- historical averaging -----------------------------------------------------------------------
@@ -178,13 +180,13 @@ def test_historical_averaging_after_known_updates(registry):
     with torch.no_grad():
         for p, p0 in zip(critic.parameters(), theta0, strict=True):
             p.copy_(p0 + 1.0)
-    ha.after_step([critic])  # mean of theta_0, theta_0 + 1
+    ha.after_step([critic], "critic")  # mean of theta_0, theta_0 + 1
     with torch.no_grad():
         for p, p0 in zip(critic.parameters(), theta0, strict=True):
             p.copy_(p0 + 4.0)
     # Before this update is recorded: 3 parameters, each at theta_0 + 4 vs mean theta_0 + 0.5.
     assert ha.penalty({"phase": "critic"}).item() == pytest.approx(0.5 * 3 * 3.5**2, rel=1e-5)
-    ha.after_step([critic])  # mean of theta_0, +1, +4 = theta_0 + 5/3
+    ha.after_step([critic], "critic")  # mean of theta_0, +1, +4 = theta_0 + 5/3
     assert ha.penalty({"phase": "critic"}).item() == pytest.approx(0.5 * 3 * (4 - 5 / 3) ** 2, rel=1e-5)
     state = b.model.modules["historical_averaging"].state_dict()
     assert state["critic_count"].item() == 3
@@ -227,6 +229,16 @@ def test_label_smoothing_refuses_other_losses_and_double_smoothing(registry):
 # --- instance noise -----------------------------------------------------------------------------
 
 
+def step_with_events(b, i, batch, mods):
+    """Phase ``i``'s step as the loop runs it: its context then goes through the callbacks'
+    ``on_phase_output`` (packing gives packs there)."""
+    phase = b.model.phases[i]
+    out = phase.step(batch, mods)
+    out.context.update(phase=phase.name, step=0)
+    b.callbacks.phase_output(phase.name, out, LoopState(0, mods, mods, {}))
+    return out
+
+
 def test_instance_noise_sigma_schedule():
     steps = torch.tensor([0, 250, 500, 1000, 1500])
     sigmas = [instance_noise_sigma(0.2, 1000, s).item() for s in steps]
@@ -241,7 +253,7 @@ def test_instance_noise_reaches_every_critic_input(registry, tmp_path):
     assert t.plain["instance_noise"].step.item() == 3  # one per training step, not per phase
     b = t.built
     m = Modules(b.model.modules)
-    critic = b.model.modules["critic"]
+    critic = b.model.modules["critic"].inner  # the critic inside the noise
     batch = a_batch(b)
     torch.manual_seed(5)
     out = b.model.phases[0].step(batch, m)
@@ -281,7 +293,10 @@ def test_replay_buffer_contents():
 def test_replaying_generator_mixes_past_fakes():
     buf = ReplayBuffer(capacity=100, shape=(2,))
     calls = iter([torch.zeros(4, 2), torch.ones(4, 2)])
-    g = Replaying(lambda z: next(calls), buf, share=0.5)
+
+    def g(_):
+        return replay(buf, next(calls), share=0.5)
+
     first = g(None)
     assert torch.equal(first, torch.zeros(4, 2))  # nothing stored yet: all fresh
     second = g(None)
@@ -295,7 +310,10 @@ def test_experience_replay_replaces_half_a_batch_per_critic_step():
     and after the step b/2 buffer entries are replaced with the new fakes it scored, not all b."""
     buf = ReplayBuffer(capacity=6, shape=(1,))
     batches = iter(torch.arange(float(10 * i), 10 * i + 4).view(4, 1) for i in range(3))
-    g = Replaying(lambda z: next(batches), buf, share=0.5)
+
+    def g(_):
+        return replay(buf, next(batches), share=0.5)
+
     assert g(None).flatten().tolist() == [0, 1, 2, 3]  # the buffer is empty: all new
     assert buf.count.item() == 2 and buf.samples[:2].flatten().tolist() == [2, 3]
     second = g(None).flatten().tolist()
@@ -369,22 +387,25 @@ def sn_weights(net: nn.Module) -> set[int]:
 def test_ema_update_and_sampling_use_the_average(registry):
     b = built(registry, {"ema": {"decay": 0.9, "warmup": False}})
     gen, ema = b.model.modules["generator"], b.model.modules["generator_ema"]
-    [(_, reg)] = b.regularisers["generator"]
+    [(_, cb)] = list(b.callbacks)
+    m = Modules(b.model.modules)
     before = [p.detach().clone() for p in ema.average.parameters()]
     with torch.no_grad():
         for p in gen.parameters():
             p.add_(1.0)
-    reg.after_step([gen])
+    cb.on_phase_end("critic", None, LoopState(0, m, m, {}))  # not a phase that trains the generator
+    assert ema.updates.item() == 0
+    cb.on_phase_end("generator", None, LoopState(0, m, m, {}))
     for avg, old, p in zip(ema.average.parameters(), before, gen.parameters(), strict=True):
         torch.testing.assert_close(avg, 0.9 * old + 0.1 * p.detach())
         assert not avg.requires_grad
     assert ema.updates.item() == 1
-    m = Modules(b.model.modules)
+    sampling = b.callbacks.sampler(m)  # grids, metrics, sample and the export draw with it
+    assert sampling["generator"] is ema.average and m["generator"] is gen
     torch.manual_seed(1)
-    samples = b.model.sample(m, 5, None)
+    samples = b.model.sample(sampling, 5, None)
     torch.manual_seed(1)
     torch.testing.assert_close(samples, ema.average(torch.randn(5, 64)))
-    assert "generator_ema" in b.model.export
 
 
 def test_ema_warmup_decay():
@@ -415,9 +436,15 @@ def test_combined_flags_train_gan_on_toy2d(tmp_path, run_cli):
     assert code == 0, err
     code, _, err = run_cli("sample", tmp_path / "run", "-n", "7", "--out", tmp_path / "s.safetensors")
     assert code == 0, err
-    # The exported file carries the averaged generator, and sampling uses it.
+    # The exported file carries the averaged generator as the generator, and sampling uses it.
     weights = safetensors.torch.load_file(str(tmp_path / "run" / "generator.safetensors"))
-    assert any(k.startswith("generator_ema.average.") for k in weights)
+    assert weights and all(k.startswith("generator.") for k in weights)
+    state = safetensors.torch.load_file(
+        str(tmp_path / "run" / "checkpoints" / "step_0000006" / "state.safetensors")
+    )
+    prefix = "modules/generator_ema/average."
+    averaged = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    assert averaged and all(torch.equal(weights[f"generator.{k}"], v) for k, v in averaged.items())
 
 
 def test_combined_flags_train_gan_on_digits_with_dcgan(tmp_path, run_cli):
@@ -479,28 +506,29 @@ def test_sampling_a_finished_run_loads_the_averaged_generator(tmp_path, registry
     t.fit()
     _, model, modules = load_model(tmp_path / "run", read_run(tmp_path / "run", registry), with_data=False)
     for (k, a), (_, b) in zip(
-        t.plain["generator_ema"].state_dict().items(),
-        modules["generator_ema"].state_dict().items(),
+        t.plain["generator_ema"].average.state_dict().items(),
+        modules["generator"].state_dict().items(),
         strict=True,
     ):
         assert torch.equal(a, b), k
+    assert not torch.equal(next(t.plain["generator"].parameters()), next(modules["generator"].parameters()))
     torch.manual_seed(0)
     ours = model.sample(modules, 4, None)
     torch.manual_seed(0)
-    torch.testing.assert_close(ours, t.built.model.sample(t.plain, 4, None))
+    torch.testing.assert_close(ours, t.built.model.sample(t.sampling_modules(), 4, None))
 
 
 # --- refusals -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("trick", ["weight_clipping", "ema", "feature_matching", "instance_noise"])
+@pytest.mark.parametrize("trick", ["weight_clipping", "feature_matching", "instance_noise", "packing"])
 def test_a_trick_a_variant_cannot_use_is_refused_in_one_line(tmp_path, run_cli, registry, trick):
     code, _, err = run_cli(
         "train", "--plugin", "vae", "--regulariser", trick, "--steps", "2", "--out", tmp_path / "r", *QUICK
     )
     assert code == 2 and not (tmp_path / "r").exists()
     [line] = err.strip().splitlines()
-    assert f"regulariser '{trick}'" in line and "variants it applies to:" in line
+    assert f"{trick}" in line and "variants it applies to:" in line
     listed = line.split("variants it applies to:")[1]
     assert "gan" in [v.strip() for v in listed.split(",")]
     assert "vae" not in [v.strip() for v in listed.split(",")]
@@ -708,7 +736,7 @@ def test_gradient_penalties_take_one_norm_per_pack(registry, penalty):
         with torch.no_grad():
             inner.weight.copy_(torch.full((1, 8), norm / math.sqrt(8)))
             inner.bias.zero_()
-        out = b.model.phases[0].step(batch, mods)
+        out = step_with_events(b, 0, batch, mods)
         assert reg.penalty(out.context).item() == pytest.approx(expected, abs=1e-4)
         assert out.context["real"].shape == (4, 8)  # the penalty sees the 4 packs of the batch
 
@@ -717,7 +745,7 @@ def test_gradient_penalty_interpolates_whole_packs(registry):
     """WGAN-GP on a packed critic: ``x_hat = eps real_pack + (1 - eps) fake_pack`` with one eps
     per pack, and the scores of the context's critic on packs are the packed critic's."""
     b = built(registry, {"packing": {"m": 4}, "gradient_penalty": {}})
-    out = b.model.phases[0].step(a_batch(b), Modules(b.model.modules))
+    out = step_with_events(b, 0, a_batch(b), Modules(b.model.modules))
     seen = {}
     critic = out.context["critic"]
 
@@ -743,7 +771,7 @@ def test_spectral_norm_refuses_a_weight_it_cannot_normalise(registry):
     b.model.modules["critic"].extra = nn.Bilinear(2, 2, 1)
     trick = SpectralNorm(SpectralNormOptions(generator=True))
     with pytest.raises(GenfwError) as info:
-        trick.setup(b.model, None)
+        trick.on_model_built(b.model, variant_info(b.cfg), None)
     [line] = str(info.value).splitlines()
     assert "critic's weight extra.weight (Bilinear)" in line and "leave spectral_norm out" in line
     assert not sn_weights(b.model.modules["generator"]) and not sn_weights(b.model.modules["critic"])
