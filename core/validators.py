@@ -19,7 +19,7 @@ something says so with the type :data:`AnyFloat` (``max_norm: AnyFloat = math.in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from types import SimpleNamespace
 from typing import Any, NewType
 
@@ -71,12 +71,16 @@ def in_interval(low: float, high: float, *, low_open: bool = False, high_open: b
     return check
 
 
-def one_of(*choices: str) -> Validator:
-    """``value`` is one of ``choices``."""
+def one_of(*choices: Hashable) -> Validator:
+    """``value`` is one of ``choices``: strings, ints, floats, any hashable values
+    (``one_of("imq", "rbf")``, ``one_of(1, 2, 4)``). The message lists names bare when all are
+    strings, else every choice as its ``repr`` (so ``'1'`` and ``1`` stay apart)."""
+    bare = all(isinstance(c, str) for c in choices)
+    listed = ", ".join(str(c) if bare else repr(c) for c in choices)
 
-    def check(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    def check(_: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:
-            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+            raise ValueError(f"{attribute.name} must be one of {listed}, got {value!r}")
 
     return check
 

@@ -125,6 +125,38 @@ def test_one_of() -> None:
     refuses_with(validator, "IMQ", "x must be one of imq, rbf, got 'IMQ'")  # case matters
 
 
+def test_one_of_takes_any_hashable_values() -> None:
+    # Group sizes, a float schedule, a mix: each refusal is one message listing the choices.
+    ints = check.one_of(1, 2, 4)
+    assert accepts(ints, 1) and accepts(ints, 4)
+    refuses_with(ints, 3, "x must be one of 1, 2, 4, got 3")
+    refuses_with(ints, "2", "x must be one of 1, 2, 4, got '2'")
+    floats = check.one_of(0.5, 0.9, 0.999)
+    assert accepts(floats, 0.9)
+    refuses_with(floats, 0.95, "x must be one of 0.5, 0.9, 0.999, got 0.95")
+    mixed = check.one_of("auto", 0, 2.5)
+    assert accepts(mixed, "auto") and accepts(mixed, 0) and accepts(mixed, 2.5)
+    refuses_with(mixed, "1", "x must be one of 'auto', 0, 2.5, got '1'")
+    refuses_with(check.each(ints), [1, 8], "x[1] must be one of 1, 2, 4, got 8")
+
+
+def test_one_of_on_ints_is_one_line_through_the_config() -> None:
+    from genfw.errors import GenfwError
+    from genfw.registry import Component, PluginInfo, structure_options
+
+    @attrs.define
+    class Options:
+        group: int = attrs.field(default=4, validator=check.one_of(1, 2, 4))
+
+    component = Component("regulariser", "mine", Options, Options, PluginInfo("p"))
+    assert structure_options(component, {"group": 2}, where="regularisers.mine") == Options(2)
+    with pytest.raises(GenfwError) as info:
+        structure_options(component, {"group": 3}, where="regularisers.mine")
+    assert str(info.value) == (
+        "regularisers.mine: group must be one of 1, 2, 4, got 3; options of regulariser 'mine': group: int = 4"
+    )
+
+
 # --- each ----------------------------------------------------------------------------------------
 
 
