@@ -53,6 +53,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'genfw' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The lazy names too (tab completion, dir(genfw)), without importing torch.
+    return sorted({*globals(), *_FROM_MODEL})
+
+
 __all__ = [
     "Batch",
     "BuildContext",

@@ -184,3 +184,16 @@ def test_a_component_registered_twice_names_both_and_the_way_out():
     assert "GENFW_SKIP_PLUGINS=b" in msg and "\n" not in msg
     with pytest.raises(GenfwError, match=r"two plugins are named 'a': plugin 'a' \(distribution dist-a\)"):
         host.add(plugin(), PluginInfo("a", "dist-c"))
+
+
+def test_dir_of_genfw_lists_the_lazy_names_without_importing_torch():
+    import subprocess
+    import sys
+
+    # Every public name, the ones imported on first use (Model, Slot, ...) included, for
+    # dir(genfw) and tab completion; each of them resolves.
+    assert set(genfw.__all__) <= set(dir(genfw))
+    assert all(getattr(genfw, name) is not None for name in genfw.__all__)
+    code = "import sys, genfw; names = dir(genfw); print('Slot' in names, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
