@@ -60,7 +60,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from genfw.errors import GenfwError
+from genfw.errors import GenfwError, choices
 from genfw.hookspecs import KINDS
 from genfw.model import Batch, DataInfo, EvalContext, Modules
 from genfw.registry import Component, Registry, converter
@@ -441,13 +441,17 @@ def small_run(
 ) -> SmallRun:
     """Build ``variant`` (default components) on the first of ``datasets`` it accepts.
 
-    ``extra`` is merged into the raw config (e.g. ``{"regularisers": {"mmd": {}}}``).
+    ``extra`` is merged into the raw config (e.g. ``{"regularisers": {"mmd": {}}}``). A refusal
+    reaches the caller as the :class:`GenfwError` itself when every data set refuses with the same
+    message (a bad option, a regulariser the variant does not take), so a test can write
+    ``with pytest.raises(GenfwError, match=...)``; different refusals per data set are one
+    :class:`GenfwError` that gives each.
     """
     from genfw import config as config_mod
     from genfw import train as train_mod
 
     registry = default_registry() if registry is None else registry
-    errors = []
+    errors: list[tuple[str, Exception]] = []
     for data in datasets:
         if data not in registry.names("dataset"):
             continue
@@ -457,27 +461,45 @@ def small_run(
             cfg = config_mod.resolve(raw, registry)
             built = train_mod.build(cfg)
         except (GenfwError, ValueError) as exc:  # data this variant (or its networks) does not take
-            errors.append(f"on {data}: {exc}")
+            errors.append((data, exc))
             continue
         idx = torch.randperm(len(built.dataset), generator=_gen(0))[:batch_size]
         items = [built.dataset[int(i)] for i in idx]
         x = torch.stack([torch.as_tensor(item[0]) for item in items]).float()
         y = torch.tensor([int(item[1]) for item in items], dtype=torch.long)
         return SmallRun(built=built, modules=Modules(built.model.modules), batch=Batch(x, y))
-    raise AssertionError(
-        f"variant '{variant}' builds on none of the data sets {', '.join(datasets)}: {'; '.join(errors)}"
-    )
+    if not errors:
+        raise GenfwError(
+            f"none of the data sets {', '.join(datasets)} is registered; registered data sets: "
+            f"{choices(registry.names('dataset'))}"
+        )
+    first = errors[0][1]
+    if isinstance(first, GenfwError) and all(str(e) == str(first) for _, e in errors):
+        raise first
+    raise GenfwError(
+        f"variant '{variant}' builds on none of the data sets {', '.join(d for d, _ in errors)}: "
+        + "; ".join(f"on {d}: {e}" for d, e in errors)
+    ) from errors[-1][1]
 
 
 def run_phase(
     run: SmallRun, phase: Any, *, step: bool = True
 ) -> tuple[Tensor, dict[str, Any], dict[str, Tensor]]:
-    """One step of ``phase`` as the loop runs it: objective plus attached penalties (the loop's
+    """One step of ``phase`` (a :class:`genfw.Phase` of ``run``'s model, or its name such as
+    ``"critic"``) as the loop runs it: objective plus attached penalties (the loop's
     :func:`genfw.train.phase_objective`), the callbacks' events, backward, optimiser step,
     post-step constraints. Returns ``(objective, context, penalties)``."""
     from genfw import train as train_mod
     from genfw.contracts import LoopState
 
+    if isinstance(phase, str):
+        phases = {p.name: p for p in run.built.model.phases}
+        if phase not in phases:
+            raise GenfwError(
+                f"variant '{run.built.cfg.variant.name}' has no phase '{phase}'; its phases: "
+                f"{', '.join(phases)}"
+            )
+        phase = phases[phase]
     params = list({id(p): p for n in phase.modules for p in run.modules[n].parameters()}.values())
     opt = train_mod.make_optimizer(phase.optim, params)
     events, state = run.built.callbacks, LoopState(0, run.modules, run.modules, {phase.name: opt})
@@ -518,7 +540,10 @@ def check_variant(name: str, *, registry: Registry | None = None, options: Any =
                 where, f"slot '{slot}' defaults to {spec.kind} '{spec.default}', which is not registered"
             )
     extra = {"variant": {"name": name, **dict(options or {})}} if options else None
-    run = small_run(name, registry=registry, extra=extra)
+    try:
+        run = small_run(name, registry=registry, extra=extra)
+    except GenfwError as exc:
+        raise _fail(where, str(exc)) from exc
     model = run.built.model
     if not model.phases:
         raise _fail(where, "the model has no phases")
@@ -644,7 +669,7 @@ def check_regulariser(
 def _try_small_run(variant: str, reg: str, options: Any, registry: Registry) -> SmallRun | None:
     try:
         return small_run(variant, registry=registry, extra={"regularisers": {reg: dict(options or {})}})
-    except AssertionError:
+    except GenfwError:
         return None
 
 
@@ -719,7 +744,7 @@ def check_metric(name: str, *, registry: Registry | None = None, options: Any = 
             continue
         try:
             run = small_run(variant, registry=registry, datasets=(data,))
-        except AssertionError:
+        except GenfwError:
             continue
         ctx = EvalContext(
             sample=lambda n, run=run: train_mod.generate(run.built.model, run.modules, n),

@@ -130,6 +130,15 @@ class LazyGenerator(GAN):
         return genfw.PhaseOutput(0.0 * fake.sum())
 
 
+class Picky(GAN):
+    """A GAN that refuses every data set, naming its shape."""
+
+    slots: ClassVar = GAN.slots
+
+    def build(self, ctx: genfw.BuildContext) -> genfw.Model:
+        raise genfw.GenfwError(f"picky takes no data of shape {tuple(ctx.data.shape)}")
+
+
 @attrs.define
 class OddOptions:
     # The converter doubles on every structuring: unstructure then structure is not the identity.
@@ -179,6 +188,7 @@ class Broken:
     @genfw.hookimpl
     def genfw_register_variants(self, register):
         register("lazy", LazyGenerator, options=GANOptions)
+        register("picky", Picky, options=GANOptions)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +226,7 @@ def registry():
             "lazy",
             r"one step of phase 'generator' left the parameters of \('generator',\) unchanged",
         ),
+        ("variant", "picky", r"builds on none of the data sets toy2d, digits: on toy2d: picky takes no"),
     ],
 )
 def test_a_broken_component_fails_its_contract(registry, kind, name, message):
@@ -251,3 +262,42 @@ def test_the_pytest_plugin_does_not_import_torch():
 
 def test_no_options_class_is_fine(registry):
     assert registry.get("loss", "batch_mean").options is NoOptions
+
+
+def test_small_run_lets_a_refusal_reach_the_test_as_a_genfw_error(registry):
+    # The same refusal on every data set: the GenfwError itself, as the config layer raised it.
+    with pytest.raises(genfw.GenfwError, match=r"^regulariser 'mmd' applies to autoencoder phases, ") as info:
+        testing.small_run("gan", extra={"regularisers": {"mmd": {}}})
+    assert type(info.value) is genfw.GenfwError
+    with pytest.raises(genfw.GenfwError, match=r"^variant: n_critic must be at least 1, got 0; options of "):
+        testing.small_run("gan", extra={"variant": {"name": "gan", "n_critic": 0}})
+    # One data set: its refusal as it is. Several, refusing differently: one error giving each.
+    with pytest.raises(genfw.GenfwError, match=r"^picky takes no data of shape \(2,\)$"):
+        testing.small_run("picky", registry=registry, datasets=("toy2d",))
+    with pytest.raises(genfw.GenfwError) as info:
+        testing.small_run("picky", registry=registry)
+    assert str(info.value) == (
+        "variant 'picky' builds on none of the data sets toy2d, digits: on toy2d: picky takes no data "
+        "of shape (2,); on digits: picky takes no data of shape (1, 8, 8)"
+    )
+    with pytest.raises(genfw.GenfwError, match=r"^none of the data sets nope is registered; registered data"):
+        testing.small_run("gan", datasets=("nope",))
+
+
+def test_run_phase_takes_a_phase_or_its_name():
+    by_name = testing.small_run("gan", datasets=("toy2d",))
+    by_phase = testing.small_run("gan", datasets=("toy2d",))  # built from the same seed
+    critic = by_phase.built.model.phases[0]
+    assert critic.name == "critic"
+    torch.manual_seed(3)
+    loss_by_name, _, _ = testing.run_phase(by_name, "critic")
+    torch.manual_seed(3)
+    loss_by_phase, _, _ = testing.run_phase(by_phase, critic)
+    assert torch.equal(loss_by_name, loss_by_phase)
+    # The same step: both runs hold the same weights after it.
+    for name in ("critic", "generator"):
+        a, b = by_name.modules[name].state_dict(), by_phase.modules[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(genfw.GenfwError) as info:
+        testing.run_phase(by_name, "citic")
+    assert str(info.value) == "variant 'gan' has no phase 'citic'; its phases: critic, generator"
