@@ -1,6 +1,7 @@
 """The ``genfw`` command: train, sample, eval, plugins, list.
 
-User errors (:class:`genfw.GenfwError`) print one line, ``genfw: error: ...``, and exit with 2.
+User errors (:class:`genfw.GenfwError`) print one line, ``genfw: error: ...``, and exit with 2;
+with ``GENFW_DEBUG=1`` their full traceback comes first (on stderr).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +26,9 @@ from genfw.errors import GenfwError, choices, nearest, plural
 from genfw.hookspecs import KINDS
 from genfw.model import device_of
 from genfw.plugins import get_host
+
+# GENFW_DEBUG=1: a GenfwError also prints its full traceback (a plugin's own error included).
+ENV_DEBUG = "GENFW_DEBUG"
 
 # Flags that name a component in a keyed map rather than a slot.
 MAPS = {
@@ -741,6 +746,10 @@ def main(argv: list[str] | None = None) -> int:
             args.parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
         return args.func(args, extra)
     except GenfwError as exc:
+        if os.environ.get(ENV_DEBUG, "") not in ("", "0"):
+            # The whole chain, the plugin's own error (hidden by `from None`) included.
+            exc.__suppress_context__ = False
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         print(f"genfw: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -195,3 +195,54 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert proc.stderr.strip() == (
         "genfw: error: prior: alpha must be in (0, 1], got 0.0; options of prior 'spike_slab': alpha: float = 0.5"
     )
+
+
+def test_genfw_debug_prints_the_full_traceback_of_a_user_or_plugin_error(tmp_path, run_cli, monkeypatch):
+    from importlib import metadata
+
+    from genfw import cli
+    from genfw.plugins import PluginHost
+
+    monkeypatch.delenv("GENFW_DEBUG", raising=False)
+    one_line = "genfw: error: unknown variant 'nope' for variant; registered variants: "
+    code, _, err = run_cli("train", "--plugin", "nope", "--out", tmp_path / "never")
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(one_line)
+    # GENFW_DEBUG=1: the traceback first, on stderr, then the same one line; "0" is off.
+    monkeypatch.setenv("GENFW_DEBUG", "1")
+    code, out, err = run_cli("train", "--plugin", "nope", "--out", tmp_path / "never")
+    lines = err.splitlines()
+    assert code == 2 and out == "" and not (tmp_path / "never").exists()
+    assert lines[0] == "Traceback (most recent call last):" and lines[-1].startswith(one_line)
+    assert "genfw.errors.GenfwError: unknown variant 'nope'" in err and "in resolve" in err
+    monkeypatch.setenv("GENFW_DEBUG", "0")
+    assert len(run_cli("train", "--plugin", "nope", "--out", tmp_path / "never")[2].splitlines()) == 1
+
+    # A plugin that fails to import: its own frame and error, which the one line only summarises.
+    (tmp_path / "genfw_debug_broken.py").write_text(
+        "def register():\n    raise RuntimeError('boom in the plugin')\n\n\nregister()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = metadata.EntryPoint(name="broken", value="genfw_debug_broken", group="genfw")
+
+    def host() -> PluginHost:
+        h = PluginHost()
+        h.load_entry_points([ep])
+        return h
+
+    monkeypatch.setattr(cli, "get_host", host)
+    monkeypatch.delenv("GENFW_DEBUG")
+    code, _, err = run_cli("plugins")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(
+        "genfw: error: error importing plugin 'broken' (distribution (unknown)): RuntimeError: boom in the "
+        "plugin; to skip it, set GENFW_SKIP_PLUGINS=broken"
+    )
+    monkeypatch.setenv("GENFW_DEBUG", "1")
+    code, _, debug = run_cli("plugins")
+    assert code == 2 and debug.splitlines()[-1] == err.strip()
+    assert f'File "{tmp_path / "genfw_debug_broken.py"}", line 2, in register' in debug
+    assert (
+        "raise RuntimeError('boom in the plugin')" in debug
+        and "\nRuntimeError: boom in the plugin\n" in debug
+    )
+    assert "genfw.errors.GenfwError: error importing plugin 'broken'" in debug
