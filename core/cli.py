@@ -555,8 +555,8 @@ def cmd_new_plugin(args: argparse.Namespace, extra: list[str]) -> int:
     from genfw import scaffold
 
     root = scaffold.new_plugin(args.name, args.kind, args.dir)
-    module = f"genfw_{args.name}"
-    print(f"wrote {root}: pyproject.toml, README.md, src/{module}/__init__.py, tests/test_{args.name}.py")
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    print(f"wrote {root}: {', '.join(files)}")
     print(f"next: pip install -e {root} && pytest {root} && genfw plugins")
     return 0
 
@@ -708,9 +708,12 @@ def build_parser() -> argparse.ArgumentParser:
         "new-plugin",
         help="write a ready plugin package (genfw-NAME/)",
         description="Write genfw-NAME/: pyproject with the genfw entry point, one module with a documented "
-        "component, a test using genfw.testing, a README. It installs with pip install -e and passes its tests.",
+        "component, a test using genfw.testing, a README and a .gitignore. It installs with pip install -e "
+        "and passes its tests.",
     )
-    p.add_argument("name", help="the component's name, e.g. mine (lower case, digits, _)")
+    p.add_argument(
+        "name", help="the component's name, e.g. mine or MyLoss (letters, digits, _; its case is kept)"
+    )
     p.add_argument(
         "--kind",
         required=True,

@@ -3,10 +3,16 @@
 The package it writes installs with ``pip install -e`` and passes its own tests at once:
 
     genfw-NAME/
-        pyproject.toml            the ``genfw`` entry point ``NAME = "genfw_NAME"``
+        pyproject.toml            the ``genfw`` entry point ``NAME = "genfw_name"``
         README.md                 install, test, use
-        src/genfw_NAME/__init__.py  one documented component and its registration hook
-        tests/test_NAME.py        a check of its formula and genfw's contract (genfw.testing)
+        .gitignore                build/, dist/, *.egg-info/, __pycache__/, .venv/
+        src/genfw_name/__init__.py  one documented component and its registration hook
+        tests/test_name.py        a check of its formula and genfw's contract (genfw.testing)
+
+``NAME`` keeps the case it is typed in where Python allows it: the component's name, the entry
+point, the distribution and the class (``MyLoss`` gives ``--loss MyLoss``, ``genfw-MyLoss`` and
+``class MyLoss``); the module and the test file are in lower case (``genfw_myloss``), as PEP 8 has
+module names.
 
 Each kind's template is a small but working component (a loss, a prior, ...) meant to be edited
 into the author's own; its test already holds it to the contract of its kind.
@@ -20,7 +26,7 @@ from typing import Any
 
 from genfw.errors import GenfwError, choices
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 # --- the component templates, by kind ------------------------------------------------------------
 # {name} is the component name, {module} the import name, {title} a readable name.
@@ -33,7 +39,7 @@ class Options:
     weight: float = attrs.field(default=1.0, validator=check.positive)  # scales both objectives
 
 
-class Loss:
+class {cls}:
     """{title}: a non-saturating logistic GAN loss to start from; put your objective here."""
 
     # "adversarial": critic_loss / generator_loss on raw critic scores (B,).
@@ -57,12 +63,12 @@ class Loss:
 @genfw.hookimpl
 def genfw_register_losses(register: Register) -> None:
     """Called once by genfw; registers the loss under its name with its options class."""
-    register("{name}", Loss, options=Options)
+    register("{name}", {cls}, options=Options)
 '''
 
 LOSS_TEST = """
 def test_values_by_hand():
-    loss = plugin.Loss(plugin.Options(weight=2.0))
+    loss = plugin.{cls}(plugin.Options(weight=2.0))
     zero = torch.zeros(3)
     # softplus(0) = log 2 on each side
     assert loss.critic_loss(zero, zero).item() == pytest.approx(2 * 2 * math.log(2))
@@ -81,7 +87,7 @@ class Options:
     scale: float = attrs.field(default=1.0, validator=check.positive)  # standard deviation
 
 
-class Prior:
+class {cls}:
     """{title}: an isotropic Gaussian N(0, scale^2 I) to start from; put your distribution here."""
 
     def __init__(self, options: Options, *, dim: int) -> None:
@@ -112,13 +118,13 @@ class Prior:
 
 @genfw.hookimpl
 def genfw_register_priors(register: Register) -> None:
-    """Called once by genfw; genfw builds the prior as ``Prior(options, dim=latent_dim)``."""
-    register("{name}", Prior, options=Options)
+    """Called once by genfw; genfw builds the prior as ``{cls}(options, dim=latent_dim)``."""
+    register("{name}", {cls}, options=Options)
 '''
 
 PRIOR_TEST = """
 def test_values_by_hand():
-    prior = plugin.Prior(plugin.Options(scale=2.0), dim=1)
+    prior = plugin.{cls}(plugin.Options(scale=2.0), dim=1)
     zero = torch.zeros(1, 1)
     # log N(0; 0, 4) = -log 2 - log(2 pi) / 2
     assert prior.log_prob(zero).item() == pytest.approx(-math.log(2) - 0.5 * math.log(2 * math.pi))
@@ -138,7 +144,7 @@ class Options:
     weight: float = attrs.field(default=0.001, validator=check.non_negative)
 
 
-class Regulariser:
+class {cls}:
     """{title}: a drift penalty weight * E D(x)^2 on the critic (as in ProGAN) to start from."""
 
     phases = ("critic",)  # the phases it can attach to
@@ -158,12 +164,12 @@ class Regulariser:
 @genfw.hookimpl
 def genfw_register_regularisers(register: Register) -> None:
     """Called once by genfw; registers the regulariser under its name with its options class."""
-    register("{name}", Regulariser, options=Options)
+    register("{name}", {cls}, options=Options)
 '''
 
 REGULARISER_TEST = """
 def test_values_by_hand():
-    reg = plugin.Regulariser(plugin.Options(weight=0.5))
+    reg = plugin.{cls}(plugin.Options(weight=0.5))
     assert reg.penalty({{"real_scores": torch.tensor([1.0, -3.0])}}).item() == pytest.approx(0.5 * 5.0)
 
 
@@ -179,7 +185,7 @@ class Options:
     num_samples: int = attrs.field(default=1000, validator=check.at_least(2))
 
 
-class Metric:
+class {cls}:
     """{title}: distance between the means of generated and real samples, to start from."""
 
     def __init__(self, options: Options) -> None:
@@ -195,12 +201,12 @@ class Metric:
 @genfw.hookimpl
 def genfw_register_metrics(register: Register) -> None:
     """Called once by genfw; registers the metric under its name with its options class."""
-    register("{name}", Metric, options=Options)
+    register("{name}", {cls}, options=Options)
 '''
 
 METRIC_TEST = """
 def test_values_by_hand():
-    metric = plugin.Metric(plugin.Options(num_samples=2))
+    metric = plugin.{cls}(plugin.Options(num_samples=2))
     ctx = genfw.EvalContext(
         sample=lambda n: torch.tensor([[3.0, 0.0], [3.0, 0.0]]),
         real=lambda n: torch.zeros(n, 2),
@@ -221,7 +227,7 @@ class Options:
     hidden: int = attrs.field(default=128, validator=check.at_least(1))
 
 
-class Net(nn.Module):
+class {cls}(nn.Module):
     """{title}: a two-layer MLP {kind}, labels fed as one-hot vectors; put your network here."""
 
     def __init__(self, in_dim: int, out_shape: tuple[int, ...], hidden: int, num_classes: int, tanh: bool):
@@ -251,15 +257,34 @@ def genfw_register_{plural}(register: Register) -> None:
 '''
 
 NETWORK_FACTORIES = {
-    "generator": '''def build(options: Options, *, latent_dim: int, out_shape: tuple[int, ...], num_classes: int) -> Net:
+    "generator": '''def build(
+    options: Options,
+    *,
+    latent_dim: int,
+    out_shape: tuple[int, ...],
+    num_classes: int,
+) -> {cls}:
     """genfw calls this with the code size and the data's shape; images come out in [-1, 1]."""
-    return Net(latent_dim, tuple(out_shape), options.hidden, num_classes, tanh=len(out_shape) == 3)''',
-    "critic": '''def build(options: Options, *, in_shape: tuple[int, ...], out_dim: int, num_classes: int) -> Net:
+    images = len(out_shape) == 3
+    return {cls}(latent_dim, tuple(out_shape), options.hidden, num_classes, tanh=images)''',
+    "critic": '''def build(
+    options: Options,
+    *,
+    in_shape: tuple[int, ...],
+    out_dim: int,
+    num_classes: int,
+) -> {cls}:
     """genfw calls this with the data's shape; the critic returns raw scores (B, out_dim)."""
-    return Net(math.prod(in_shape), (out_dim,), options.hidden, num_classes, tanh=False)''',
-    "encoder": '''def build(options: Options, *, in_shape: tuple[int, ...], out_dim: int, num_classes: int) -> Net:
+    return {cls}(math.prod(in_shape), (out_dim,), options.hidden, num_classes, tanh=False)''',
+    "encoder": '''def build(
+    options: Options,
+    *,
+    in_shape: tuple[int, ...],
+    out_dim: int,
+    num_classes: int,
+) -> {cls}:
     """genfw calls this with the data's shape; the encoder returns codes (B, out_dim)."""
-    return Net(math.prod(in_shape), (out_dim,), options.hidden, num_classes, tanh=False)''',
+    return {cls}(math.prod(in_shape), (out_dim,), options.hidden, num_classes, tanh=False)''',
 }
 
 NETWORK_TEST = """
@@ -288,7 +313,7 @@ class Options:
     seed: int = 0
 
 
-class Dataset(genfw.GenDataset):
+class {cls}(genfw.GenDataset):
     """{title}: points on the unit circle with Gaussian noise, to start from; load your data here."""
 
     shape = (2,)
@@ -307,12 +332,12 @@ class Dataset(genfw.GenDataset):
 @genfw.hookimpl
 def genfw_register_datasets(register: Register) -> None:
     """Called once by genfw; registers the data set under its name with its options class."""
-    register("{name}", Dataset, options=Options)
+    register("{name}", {cls}, options=Options)
 '''
 
 DATASET_TEST = """
 def test_values_by_hand():
-    data = plugin.Dataset(plugin.Options(size=50, noise=0.0))
+    data = plugin.{cls}(plugin.Options(size=50, noise=0.0))
     x, y = data[0]
     assert len(data) == 50 and y == -1
     assert x.norm().item() == pytest.approx(1.0)
@@ -331,7 +356,7 @@ class Options:
     lr: float = attrs.field(default=2e-4, validator=check.positive)
 
 
-class Variant:
+class {cls}:
     """{title}: a two-phase adversarial recipe to start from; put your training scheme here."""
 
     # The components it is built from; each is swappable on the command line (--prior laplace).
@@ -392,12 +417,12 @@ class Variant:
 @genfw.hookimpl
 def genfw_register_variants(register: Register) -> None:
     """Called once by genfw; `genfw train --plugin {name}` trains it."""
-    register("{name}", Variant, options=Options)
+    register("{name}", {cls}, options=Options)
 '''
 
 VARIANT_TEST = """
 def test_two_phases():
-    assert plugin.Variant.phases == ("critic", "generator")
+    assert plugin.{cls}.phases == ("critic", "generator")
 
 
 def test_keeps_the_variant_contract():
@@ -503,6 +528,13 @@ _ = (genfw, math, pytest, torch)
 
 {body}'''
 
+GITIGNORE = """build/
+dist/
+*.egg-info/
+__pycache__/
+.venv/
+"""
+
 README = """# {dist}
 
 {title}: a [genfw](https://pypi.org/project/genfw/) {kind} plugin, registered as the {kind} `{name}`.
@@ -518,7 +550,7 @@ README = """# {dist}
     pip install pytest
     pytest
 
-`tests/test_{name}.py` checks the component's own values and runs genfw's contract for a {kind}
+`tests/{test}` checks the component's own values and runs genfw's contract for a {kind}
 (`genfw.testing.{check}`), the same checks genfw's built-in components pass.
 
 ## Use
@@ -531,7 +563,7 @@ README = """# {dist}
 
 - `pyproject.toml`: the entry point `[project.entry-points.genfw] {name} = "{module}"`.
 - `src/{module}/__init__.py`: the component, its attrs options class and the hook that registers it.
-- `tests/test_{name}.py`: the tests.
+- `tests/{test}`: the tests.
 
 Set `GENFW_SKIP_PLUGINS` to a comma list of plugin or distribution names to leave them out (e.g.
 a broken one), or `GENFW_LOAD_PLUGINS` to a comma list of plugin names to load only those.
@@ -549,15 +581,23 @@ def _registered(kind: str) -> dict[str, Any]:
         return {}
 
 
+def class_name(name: str, kind: str) -> str:
+    """The component's class: ``name`` in CamelCase, its case kept, ending in the kind
+    (``mine`` -> ``MineLoss``, ``my_loss`` -> ``MyLoss``, ``R1Penalty`` -> ``R1PenaltyRegulariser``)."""
+    camel = "".join(part[0].upper() + part[1:] for part in name.split("_") if part)
+    return camel if camel.lower().endswith(kind) else camel + kind.capitalize()
+
+
 def new_plugin(name: str, kind: str, where: Path | str = ".") -> Path:
     """Write the package ``genfw-NAME`` for a ``kind`` component named ``name`` under ``where``.
 
-    Refuses a name that is not a lower-case identifier, an unknown kind, an existing folder and a
-    name that an installed plugin already registers for that kind (the package would fail at once).
+    Refuses a name that is not an identifier, an unknown kind, an existing folder and a name that
+    an installed plugin already registers for that kind (the package would fail at once).
     """
     if not NAME_RE.match(name):
         raise GenfwError(
-            f"plugin name '{name}' is not valid; use lower case letters, digits and _, starting with a letter"
+            f"plugin name '{name}' is not valid; use letters, digits and _, starting with a letter "
+            f"(e.g. mine, my_loss or MyLoss)"
         )
     if kind not in TEMPLATES:
         raise GenfwError(f"unknown kind '{kind}' for new-plugin; valid kinds: {choices(KINDS)}")
@@ -568,14 +608,15 @@ def new_plugin(name: str, kind: str, where: Path | str = ".") -> Path:
             f"{kind} '{name}' is already registered by {c.plugin.describe()}; choose another name "
             f"(nothing was written)"
         )
-    dist, module = f"genfw-{name.replace('_', '-')}", f"genfw_{name}"
+    dist, module = f"genfw-{name.replace('_', '-')}", f"genfw_{name.lower()}"
     root = Path(where) / dist
     if root.exists():
         raise GenfwError(
             f"{root} already exists; choose another name or remove it first (nothing was written)"
         )
     body, test_body, check, usage = TEMPLATES[kind]
-    title = name.replace("_", " ").capitalize()
+    title = name.replace("_", " ")
+    title = title[0].upper() + title[1:]  # the rest as typed: "MyLoss", "My loss"
     plural = {"generator": "generators", "critic": "critics", "encoder": "encoders"}.get(kind, "")
     fields = {
         "name": name,
@@ -586,8 +627,10 @@ def new_plugin(name: str, kind: str, where: Path | str = ".") -> Path:
         "check": check,
         "usage": usage.format(name=name),
         "plural": plural,
-        "factory": NETWORK_FACTORIES.get(kind, ""),
+        "cls": class_name(name, kind),
+        "test": f"test_{name.lower()}.py",
     }
+    fields["factory"] = NETWORK_FACTORIES.get(kind, "").format(**fields)
     if kind in NETWORK_CALLS:
         call, inp, shape = NETWORK_CALLS[kind]
         fields.update(call=call, input=inp, shape=shape)
@@ -598,7 +641,8 @@ def new_plugin(name: str, kind: str, where: Path | str = ".") -> Path:
         f"src/{module}/__init__.py": MODULE.format(
             imports=imports, body=body.format(**fields).lstrip(), **fields
         ),
-        f"tests/test_{name}.py": TEST.format(body=test_body.format(**fields), **fields),
+        f"tests/{fields['test']}": TEST.format(body=test_body.format(**fields), **fields),
+        ".gitignore": GITIGNORE,
     }
     for rel, text in files.items():
         path = root / rel

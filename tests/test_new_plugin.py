@@ -64,6 +64,7 @@ def test_from_an_empty_folder_to_training_with_a_new_loss(tmp_path):
     assert proc.returncode == 0, explain(proc)
     package = author / "genfw-mine"
     assert sorted(str(p.relative_to(package)) for p in package.rglob("*") if p.is_file()) == [
+        ".gitignore",
         "README.md",
         "pyproject.toml",
         "src/genfw_mine/__init__.py",
@@ -130,6 +131,51 @@ def test_every_kind_scaffolds_a_package_whose_tests_pass(tmp_path, kind):
     finally:
         sys.modules.pop(module_name, None)
         sys.modules.pop(f"test_my_{kind}_generated", None)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "cls"),
+    [
+        ("MyLoss", "loss", "MyLoss"),
+        ("SlicedW", "metric", "SlicedWMetric"),
+        ("DualD", "variant", "DualDVariant"),
+    ],
+)
+def test_the_name_keeps_its_case_and_the_package_ignores_its_build_files(tmp_path, name, kind, cls):
+    import tomllib
+
+    from genfw.testing import registry_with
+
+    root = scaffold.new_plugin(name, kind, tmp_path)
+    lower = name.lower()  # the module and the test file: PEP 8 module names
+    assert root == tmp_path / f"genfw-{name}"
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        ".gitignore",
+        "README.md",
+        "pyproject.toml",
+        f"src/genfw_{lower}/__init__.py",
+        f"tests/test_{lower}.py",
+    ]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["name"] == f"genfw-{name}"
+    assert project["entry-points"]["genfw"] == {name: f"genfw_{lower}"}
+    assert (root / ".gitignore").read_text().split() == [
+        "build/",
+        "dist/",
+        "*.egg-info/",
+        "__pycache__/",
+        ".venv/",
+    ]
+    try:
+        plugin = _load(root / "src" / f"genfw_{lower}" / "__init__.py", f"genfw_{lower}")
+        # Registered under the name as typed, by the class named after it.
+        assert registry_with(plugin).get(kind, name).factory is getattr(plugin, cls)
+        tests = _load(root / "tests" / f"test_{lower}.py", f"test_{lower}_generated")
+        for test in [n for n in dir(tests) if n.startswith("test_")]:
+            getattr(tests, test)()
+    finally:
+        sys.modules.pop(f"genfw_{lower}", None)
+        sys.modules.pop(f"test_{lower}_generated", None)
 
 
 def test_refuses_an_existing_folder_a_bad_name_and_an_unknown_kind(tmp_path, run_cli):
