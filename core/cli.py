@@ -171,6 +171,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         overrides.append(("train.progress", False))
 
     resume = args.resume is not None
+    if resume and args.no_default_metrics:
+        raise GenfwError("--no-default-metrics is for a new run; --resume keeps the run's metrics")
     if resume:
         folder = args.resume if isinstance(args.resume, str) else args.out
         if not folder:  # Path("") would be "."
@@ -184,7 +186,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         cfg = train_mod.read_run(run_dir, registry, overrides)
     else:
         raw = config_mod.load_file(args.config) if args.config else {}
-        cfg = config_mod.resolve(config_mod.merge(raw, overrides), registry)
+        raw = config_mod.with_command_line(
+            raw, overrides, registry, default_metrics=not args.no_default_metrics
+        )
+        cfg = config_mod.resolve(raw, registry)
         if args.out:
             run_dir = Path(args.out)
         else:
@@ -194,7 +199,12 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
                 )
             run_dir = Path("runs") / f"{cfg.variant.name}-{cfg.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    result = train_mod.train(cfg, run_dir, resume=resume, overwrite=args.overwrite)
+    trainer = train_mod.Trainer(cfg, run_dir, resume=resume, overwrite=args.overwrite)
+    if _is_main():  # once the run is set up (a refusal before it stays one line)
+        when = f"every {cfg.train.eval_every} steps and at the end" if cfg.train.eval_every else "at the end"
+        names = f"{', '.join(cfg.metrics)} ({when})" if cfg.metrics else "none"
+        print(f"genfw: metrics: {names}", file=sys.stderr)
+    result = trainer.fit()
     if _is_main():
         summary = {"run": str(result.run_dir), "step": result.step, **result.last_logs, **result.metrics}
         print(json.dumps(train_mod.json_safe(summary)))
@@ -583,7 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a variant",
         description="Train a variant. Any slot, option or section can be set: --prior spike_slab, "
-        "--prior.alpha 0.3, --regulariser gradient_penalty, --train.log_every 10, --set KEY=VALUE.",
+        "--prior.alpha 0.3, --regulariser gradient_penalty, --train.log_every 10, --set KEY=VALUE. "
+        "--metric NAME adds a metric to those the run computes anyway: a config file's metrics: (exactly "
+        "those), else the defaults of the data set and the variant (mode_coverage on toy2d, autoencoding "
+        "for autoencoders on images); --no-default-metrics leaves the defaults out.",
     )
     p.add_argument("--plugin", "--variant", dest="plugin", help="the variant to train (genfw list variant)")
     p.add_argument("--config", help="a YAML or TOML config file; flags override it")
@@ -601,6 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="SyncBatchNorm over processes (GPUs; train.sync_batch_norm)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-default-metrics",
+        action="store_true",
+        help="leave out the data set's and the variant's default metrics: only those named by --metric",
+    )
     p.add_argument(
         "--fid-weights",
         metavar="PATH",
@@ -642,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="compute metrics on a trained run",
-        description="e.g. genfw eval RUN --metric mode_coverage",
+        description="e.g. genfw eval RUN --metric mode_coverage. --metric NAME computes only the metrics "
+        "named (they replace the run's); without it, the run's own.",
     )
     p.add_argument("run", nargs="?", help="the run folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -8,7 +8,7 @@ The config is a mapping. Component keys hold a name, or a name with options::
     prior: {name: spike_slab, alpha: 0.3}
     regularisers: {mmd: {weight: 10.0}}   # remedies: regularisers and callbacks, name -> options;
                                           # the variant's own are merged in
-    metrics: {mode_coverage: {}}
+    metrics: {mode_coverage: {}}          # exactly these; without the key, the defaults
     train: {steps: 3000, batch_size: 64, seed: 0}
 
 Besides ``variant``, ``dataset``, ``regularisers``, ``metrics`` and ``train``, the valid keys
@@ -260,8 +260,30 @@ def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_command_line(
+    raw: Mapping[str, Any],
+    overrides: list[tuple[str, Any]],
+    registry: Registry,
+    *,
+    default_metrics: bool = True,
+) -> dict[str, Any]:
+    """``raw`` (a config file) with the command line's ``overrides`` on top, as ``genfw train``
+    reads them. Metrics named by flags (``--metric fid``, ``--metric.fid.num_samples 500``) are
+    added to those the run computes without them: the file's ``metrics:`` where it has the key,
+    else the defaults (see :func:`resolve`). ``default_metrics=False`` (``--no-default-metrics``)
+    leaves the defaults out. ``--set metrics=...`` sets the whole list."""
+    if "metrics" not in raw and all(path != "metrics" for path, _ in overrides):
+        if not default_metrics:
+            raw = {**raw, "metrics": {}}
+        elif any(path.startswith("metrics.") for path, _ in overrides):
+            rest = [(path, value) for path, value in overrides if not path.startswith("metrics.")]
+            raw = {**raw, "metrics": resolve(merge(dict(raw), rest), registry).to_dict()["metrics"]}
+    return merge(dict(raw), overrides)
+
+
 def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
     """Validate a config mapping against the registry; fill in every default."""
+    metrics_asked = raw.get("metrics")  # a config's own metrics, before any preset: exactly those
     variant_name, variant_opts = _split(raw.get("variant"), "variant")
     variant = registry.spec("variant", variant_name or DEFAULT_VARIANT, variant_opts, where="variant")
     vcls = variant.component.factory
@@ -343,12 +365,16 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
             )
         regularisers[name] = spec
 
-    metrics_raw = raw.get("metrics")
-    if metrics_raw is None:
-        metrics_raw = list(getattr(dataset.component.factory, "default_metrics", ()))
+    # A config that names metrics gets exactly those; one that names none gets the defaults: the
+    # data set's (mode_coverage on toy2d) and the variant's preset ones (autoencoding on images).
+    if metrics_asked is None:
+        metrics_raw = {name: {} for name in getattr(dataset.component.factory, "default_metrics", ())}
+        metrics_raw.update(_named_map(raw.get("metrics"), "metrics"))
+    else:
+        metrics_raw = _named_map(metrics_asked, "metrics")
     metrics = {
         name: registry.spec("metric", name, opts, where=f"metrics.{name}")
-        for name, opts in _named_map(metrics_raw, "metrics").items()
+        for name, opts in metrics_raw.items()
     }
 
     train = structure_options(TRAIN, raw.get("train") or {}, where="train")

@@ -246,3 +246,36 @@ def test_genfw_debug_prints_the_full_traceback_of_a_user_or_plugin_error(tmp_pat
         and "\nRuntimeError: boom in the plugin\n" in debug
     )
     assert "genfw.errors.GenfwError: error importing plugin 'broken'" in debug
+
+
+def test_metric_flag_adds_to_the_data_sets_default_and_the_run_says_which(tmp_path, run_cli, monkeypatch):
+    import math
+
+    import yaml
+
+    monkeypatch.setenv("GENFW_CACHE", str(tmp_path / "cache"))
+    base = ("train", "--plugin", "gan", "--dataset", "toy2d", "--steps", "2", *TINY, *QUICK)
+    fid = ("--metric", "fid", "--metric.fid.extractor", "raw", "--metric.fid.num_samples", "200")
+    code, out, err = run_cli(*base, *fid, "--out", tmp_path / "both")
+    assert code == 0, err
+    assert "genfw: metrics: mode_coverage, fid (at the end)" in err.splitlines()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["mode_coverage/modes_total"] == 8 and math.isfinite(summary["fid/fid"])
+    config = yaml.safe_load((tmp_path / "both" / "config.yaml").read_text())
+    assert list(config["metrics"]) == ["mode_coverage", "fid"]
+    # --no-default-metrics: the named ones only, or none.
+    code, out, err = run_cli(*base, *fid, "--no-default-metrics", "--out", tmp_path / "fid")
+    assert code == 0, err
+    assert "genfw: metrics: fid (at the end)" in err.splitlines()
+    assert not any(k.startswith("mode_coverage/") for k in json.loads(out.strip().splitlines()[-1]))
+    code, out, err = run_cli(
+        *base, "--no-default-metrics", "--train.eval_every", "1", "--out", tmp_path / "no"
+    )
+    assert code == 0 and "genfw: metrics: none" in err.splitlines(), err
+    # A resumed run keeps its metrics: the flag is refused in one line, the run untouched.
+    before = (tmp_path / "fid" / "config.yaml").read_text()
+    code, _, err = run_cli("train", "--resume", tmp_path / "fid", "--steps", "3", "--no-default-metrics")
+    assert code == 2 and err.strip() == (
+        "genfw: error: --no-default-metrics is for a new run; --resume keeps the run's metrics"
+    )
+    assert (tmp_path / "fid" / "config.yaml").read_text() == before

@@ -6,7 +6,7 @@ import pytest
 
 from genfw import GenfwError
 from genfw.cli import parse_overrides
-from genfw.config import load_file, merge, resolve
+from genfw.config import load_file, merge, resolve, with_command_line
 
 
 def test_defaults_are_filled_and_round_trip(registry):
@@ -213,3 +213,45 @@ def test_exponent_floats_are_numbers_on_the_command_line_and_in_yaml(tmp_path, r
     path.write_text("variant: {name: gan, lr_generator: 1e-4}\n")
     cfg = resolve(merge(load_file(path), parse_overrides(["--plugin.lr_critic", "4e-4"], [])), registry)
     assert cfg.variant.options.lr_generator == 1e-4 and cfg.variant.options.lr_critic == 4e-4
+
+
+def test_a_config_that_names_metrics_gets_exactly_those(registry):
+    # Without the key: the data set's defaults and the variant's preset ones for the data.
+    assert list(resolve({"variant": "gan", "dataset": "toy2d"}, registry).metrics) == ["mode_coverage"]
+    assert list(resolve({"variant": "vae"}, registry).metrics) == ["autoencoding"]  # its image preset
+    # With it: exactly those, the preset's autoencoding included only when named.
+    assert list(resolve({"variant": "gan", "dataset": "toy2d", "metrics": {}}, registry).metrics) == []
+    assert list(resolve({"variant": "vae", "metrics": {}}, registry).metrics) == []
+    assert list(resolve({"variant": "vae", "metrics": ["fid"]}, registry).metrics) == ["fid"]
+    cfg = resolve({"variant": "vae", "metrics": {"autoencoding": {"importance_samples": 8}}}, registry)
+    assert cfg.metrics["autoencoding"].options.importance_samples == 8
+    # So the resolved config.yaml replays to the same metrics.
+    assert resolve(cfg.to_dict(), registry).to_dict() == cfg.to_dict()
+
+
+def test_metric_flags_add_to_the_metrics_the_run_computes_anyway(tmp_path, registry):
+    def metrics(flags, raw=None, sets=(), default_metrics=True):
+        overrides = parse_overrides(flags, list(sets))
+        cfg = resolve(
+            with_command_line(raw or {}, overrides, registry, default_metrics=default_metrics), registry
+        )
+        return {name: spec.options for name, spec in cfg.metrics.items()}
+
+    toy = ["--dataset", "toy2d"]
+    assert list(metrics([*toy, "--metric", "fid"])) == ["mode_coverage", "fid"]  # not fid alone
+    assert list(metrics(["--plugin", "vae", "--metric", "fid"])) == ["autoencoding", "fid"]
+    # An option of a default metric keeps the others' defaults.
+    coverage = metrics([*toy, "--metric.mode_coverage.num_samples", "500"])
+    assert list(coverage) == ["mode_coverage"] and coverage["mode_coverage"].num_samples == 500
+    # --no-default-metrics: only the named ones, or none.
+    assert list(metrics([*toy, "--metric", "fid"], default_metrics=False)) == ["fid"]
+    assert list(metrics(["--plugin", "vae", "--metric", "kid"], default_metrics=False)) == ["kid"]
+    assert metrics(toy, default_metrics=False) == {}
+    # A file's metrics: exactly those, and flags add to them.
+    f = tmp_path / "run.yaml"
+    f.write_text("variant: vae\nmetrics: {fid: {num_samples: 300}}\n")
+    assert list(metrics([], load_file(f))) == ["fid"]
+    both = metrics(["--metric", "kid"], load_file(f))
+    assert list(both) == ["fid", "kid"] and both["fid"].num_samples == 300
+    # --set metrics=... sets the whole list.
+    assert list(metrics(toy, sets=["metrics=[kid]"])) == ["kid"]
