@@ -29,7 +29,7 @@ from genfw.errors import GenfwError, choices
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 # --- the component templates, by kind ------------------------------------------------------------
-# {name} is the component name, {module} the import name, {title} a readable name.
+# {name} is the component name, {cls} its class, {module} the import name, {title} a readable name.
 
 LOSS = '''
 @attrs.define
