@@ -5,6 +5,7 @@ Nothing here trains; :class:`genfw.train.Trainer` prepares what :func:`build` re
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from genfw.callbacks import Callbacks
-from genfw.config import RunConfig
+from genfw.config import RunConfig, applies_to
 from genfw.contracts import ALWAYS_PROVIDED, VariantInfo
 from genfw.errors import GenfwError
 from genfw.model import BuildContext, DataInfo, GenDataset, Model, Optim
@@ -70,26 +71,19 @@ def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict
     optional ``setup(model, ctx)`` (which may add state modules, after every callback changed the
     model). Phase name -> ``[(name, regulariser)]``.
 
-    A refusal here names the variants the regulariser works with where it says so itself, with an
-    optional ``fits(variant_component) -> bool`` (judged from the variant class, not by building it)."""
+    A refusal here names the variants of the run's registry the regulariser works with
+    (:func:`genfw.config.applies_to`)."""
     phase_names = [p.name for p in model.phases]
     regs: dict[str, list[tuple[str, Any]]] = {p.name: [] for p in model.phases}
 
-    def fitting(reg: Any) -> str:
-        fits = getattr(reg, "fits", None)
-        if fits is None:
-            return ""
-        from genfw.plugins import variants_where
-
-        return f"; variants it applies to: {variants_where(fits)}"
-
     for name, spec in cfg.regularisers.items():
         reg = spec.build()
+        fitting = functools.partial(applies_to, spec.component.factory, cfg.registry)
         targets = [p for p in model.phases if p.name in reg.phases]
         if not targets:
             raise GenfwError(
                 f"regulariser '{name}' applies to {'/'.join(reg.phases)} phases; variant "
-                f"'{cfg.variant.name}' has phases {', '.join(phase_names)}{fitting(reg)}"
+                f"'{cfg.variant.name}' has phases {', '.join(phase_names)}{fitting()}"
             )
         for phase in targets:
             missing = sorted(set(reg.needs) - set(phase.provides) - ALWAYS_PROVIDED)
@@ -97,7 +91,7 @@ def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict
                 raise GenfwError(
                     f"regulariser '{name}' needs {', '.join(missing)}, which phase '{phase.name}' of "
                     f"variant '{cfg.variant.name}' does not provide (it provides "
-                    f"{', '.join(sorted(phase.provides)) or 'nothing'}){fitting(reg)}"
+                    f"{', '.join(sorted(phase.provides)) or 'nothing'}){fitting()}"
                 )
             regs[phase.name].append((name, reg))
         if hasattr(reg, "setup"):

@@ -22,10 +22,12 @@ import attrs
 
 from genfw import config as config_mod
 from genfw import validators as check
+from genfw.contracts import describe_variant_phases
 from genfw.errors import GenfwError, choices, nearest, plural
 from genfw.hookspecs import KINDS
 from genfw.model import device_of
 from genfw.plugins import get_host
+from genfw.registry import structure_options
 
 # GENFW_DEBUG=1: a GenfwError also prints its full traceback (a plugin's own error included).
 ENV_DEBUG = "GENFW_DEBUG"
@@ -103,7 +105,7 @@ def _unknown_flag(name: str, heads: Iterable[str], flags: Iterable[str]) -> str:
 
 def _flag_heads(registry: Any) -> set[str]:
     """What may start a ``genfw train`` flag: sections, kinds, every variant's slots, shortcuts, maps."""
-    slots = {s for v in registry.all("variant").values() for s in getattr(v.factory, "slots", {})}
+    slots = {s for v in registry.all("variant").values() for s in v.factory.slots}
     return {*config_mod.SECTIONS, *KINDS, *slots, *SHORTCUTS, *MAPS, "plugin"}
 
 
@@ -505,18 +507,33 @@ def _component_row(c: Any) -> dict[str, Any]:
         "options": {n: {"type": t, "default": d} for n, t, d in c.option_fields()},
     }
     if c.kind == "variant":
+        v = c.factory  # its members are declared (genfw.contracts.Variant), checked at registration
         row["slots"] = {
-            s: {"kind": sl.kind, "default": sl.default, "role": sl.role} for s, sl in c.factory.slots.items()
+            s: {"kind": sl.kind, "default": sl.default, "role": sl.role} for s, sl in v.slots.items()
         }
-        row["phases"] = list(getattr(c.factory, "phases", ()))
-        row["regularisers"] = list(getattr(c.factory, "regularisers", {}))
-        row["presets"] = getattr(c.factory, "presets", {})
-    role = getattr(c.factory, "role", None)
-    if role:
-        row["role"] = role
-    for attr in ("phases", "needs"):
-        if c.kind == "regulariser" and hasattr(c.factory, attr):
-            row[attr] = list(getattr(c.factory, attr))
+        row["players"] = {role: list(names) for role, names in attrs.asdict(v.players).items() if names}
+        try:  # its default options (None where some are required)
+            defaults = structure_options(c, {}, where="variant")
+        except GenfwError:
+            defaults = None
+        # Each phase, in order, with the context keys it gives regularisers and their types, and
+        # whether the default options build it (WAE's critic: only with penalty gan).
+        built = set(v.phases) if defaults is None else set(v.phases_for(defaults))
+        row["phases"] = {
+            p["name"]: {"help": p["help"], "provides": p["provides"], "by_default": p["name"] in built}
+            for p in describe_variant_phases(v)
+        }
+        # What it attaches itself with its default options.
+        row["regularisers"] = [] if defaults is None else list(v.remedies(defaults))
+        row["presets"] = dict(v.presets)
+        row["default_dataset"] = v.default_dataset
+        row["default_metrics"] = v.default_metrics
+        row["replayable"] = v.replayable
+    if c.kind == "loss":
+        row["role"] = c.factory.role
+    if c.kind == "regulariser":
+        row["phases"] = list(c.factory.phases)
+        row["needs"] = list(c.factory.needs)
     return row
 
 
@@ -539,9 +556,15 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"{plural(current)}:")
         extra_bits = f" [{r['role']}]" if "role" in r else ""
         print(f"  {r['name']}{extra_bits} - {r['help']}  (plugin {r['plugin']})")
-        if "slots" in r:
+        if r["kind"] == "variant":
             slots = ", ".join(f"{s}={v['default']}" for s, v in r["slots"].items())
-            print(f"      slots: {slots}; phases: {', '.join(r['phases'])}")
+            players = "; ".join(f"{role} {', '.join(names)}" for role, names in r["players"].items())
+            print(f"      slots: {slots}")
+            print(f"      players: {players}")
+            for phase, spec in r["phases"].items():
+                when = "" if spec["by_default"] else " (not with the default options)"
+                print(f"      phase {phase}{when}: {spec['help'] or '(no help)'}")
+                print(f"          provides: {', '.join(spec['provides']) or 'nothing'}")
             if r["regularisers"]:
                 print(f"      regularisers: {', '.join(r['regularisers'])}")
             for data_kind, preset in r["presets"].items():

@@ -88,6 +88,8 @@ class RunConfig:
     train: TrainOptions
     # Callbacks (model transforms, schedules), given like regularisers: ``--regulariser ema``.
     callbacks: dict[str, ComponentSpec] = attrs.field(factory=dict)
+    # The registry it was resolved against: fit checks and refusals name the variants of this one.
+    registry: Registry | None = attrs.field(default=None, eq=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data; :func:`resolve` of it gives this config back."""
@@ -281,21 +283,38 @@ def with_command_line(
     return merge(dict(raw), overrides)
 
 
+def applies_to(regulariser: Any, registry: Registry | None) -> str:
+    """The last words of a refusal of the regulariser class ``regulariser``: the variants of
+    ``registry`` it works with, by its own ``fits(VariantInfo)`` where it declares one, else those
+    with a phase it attaches to."""
+    from genfw.plugins import variants_where
+
+    fits = getattr(regulariser, "fits", None)  # optional (genfw.contracts.Regulariser)
+    if fits is None:
+        applies = set(regulariser.phases)
+
+        def fits(v: Any) -> bool:
+            return bool(applies & set(v.phases))
+
+    return f"; variants it applies to: {variants_where(fits, registry)}"
+
+
 def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
-    """Validate a config mapping against the registry; fill in every default."""
+    """Validate a config mapping against the registry; fill in every default.
+
+    The variant's declared members (:class:`genfw.contracts.Variant`) choose the defaults: its
+    slots, data set, preset for the data's kind, remedies and metrics."""
     metrics_asked = raw.get("metrics")  # a config's own metrics, before any preset: exactly those
     variant_name, variant_opts = _split(raw.get("variant"), "variant")
     variant = registry.spec("variant", variant_name or DEFAULT_VARIANT, variant_opts, where="variant")
     vcls = variant.component.factory
-    slots: Mapping[str, Any] = getattr(vcls, "slots", {})
+    slots: Mapping[str, Any] = vcls.slots
 
     unknown = sorted(set(raw) - set(SECTIONS) - set(slots))
     if unknown:
         key = unknown[0]
         kinds = {"generator", "critic", "encoder", "prior", "loss", "regulariser", "metric"}
-        if key in kinds or any(
-            key in getattr(v.factory, "slots", {}) for v in registry.all("variant").values()
-        ):
+        if key in kinds or any(key in v.factory.slots for v in registry.all("variant").values()):
             raise GenfwError(f"variant '{variant.name}' has no slot '{key}'; its slots: {choices(slots)}")
         guess = nearest(key, [*SECTIONS, *slots])
         raise GenfwError(
@@ -304,12 +323,12 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
         )
 
     dataset_name, dataset_opts = _split(raw.get("dataset"), "dataset")
-    dataset_default = getattr(vcls, "default_dataset", DEFAULT_DATASET)
+    dataset_default = vcls.default_dataset or DEFAULT_DATASET
     dataset = registry.spec("dataset", dataset_name or dataset_default, dataset_opts, where="dataset")
 
     # A variant may carry a preset per kind of data (e.g. the settings its authors used on 2-D toy
     # data); anything the user set wins over it, and the resolved config records the outcome.
-    preset = getattr(vcls, "presets", {}).get(getattr(dataset.component.factory, "kind", None))
+    preset = vcls.presets.get(dataset.component.factory.kind)
     if preset:
         raw = overlay(preset, raw)
         variant_name, variant_opts = _split(raw.get("variant"), "variant")
@@ -319,30 +338,28 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
     for slot_name, slot in slots.items():
         name, opts = _split(raw.get(slot_name), slot_name)
         spec = registry.spec(slot.kind, name or slot.default, opts, where=slot_name)
-        role = getattr(spec.component.factory, "role", None)
-        if slot.role is not None and role != slot.role:
-            fitting = [
-                c.name
-                for c in registry.all(slot.kind).values()
-                if getattr(c.factory, "role", None) == slot.role
-            ]
+        # Only loss slots take a role, and every loss declares one (both checked at registration).
+        if slot.role is not None and spec.component.factory.role != slot.role:
+            role = spec.component.factory.role
+            fitting = [c.name for c in registry.all(slot.kind).values() if c.factory.role == slot.role]
             raise GenfwError(
-                f"{slot_name}: {slot.kind} '{spec.name}' is a {role or 'generic'} {slot.kind}, "
+                f"{slot_name}: {slot.kind} '{spec.name}' is a {role} {slot.kind}, "
                 f"but slot '{slot_name}' of variant '{variant.name}' takes {slot.role} ones: {choices(fitting)}"
             )
         chosen[slot_name] = spec
 
-    # A variant's own regularisers may depend on its options (``regularisers_for(options)``, e.g.
-    # the WAE's mmd only with ``penalty: mmd``); otherwise they are its ``regularisers``.
-    own = getattr(vcls, "regularisers_for", None)
-    own = own(variant.options) if own is not None else getattr(vcls, "regularisers", {})
-    regs_raw = {n: dict(o) for n, o in own.items()}
+    # The variant's own remedies (they may depend on its options: the WAE's mmd only with
+    # ``penalty: mmd``), with the user's over them.
+    regs_raw = {n: dict(o) for n, o in vcls.remedies(variant.options).items()}
     for name, opts in _named_map(raw.get("regularisers"), "regularisers").items():
         regs_raw.setdefault(name, {}).update(opts)
-    phases: tuple[str, ...] = tuple(getattr(vcls, "phases", ()))
+    phases = vcls.phases_for(variant.options)
     regularisers, callbacks = {}, {}
     for name, opts in regs_raw.items():
-        if name in registry.all("callback"):  # one spelling for every remedy: see remedy_kind
+        if name in registry.all("callback"):  # one spelling for every remedy, one namespace
+            why = vcls.refuse(name, variant.options)
+            if why is not None:
+                raise GenfwError(f"variant '{variant.name}' refuses '{name}': {why}")
             callbacks[name] = registry.spec("callback", name, opts, where=f"regularisers.{name}")
             continue
         if name not in registry.all("regulariser"):
@@ -351,24 +368,27 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
                 f"{choices(registry.all('regulariser'))}; callbacks: {choices(registry.all('callback'))}"
             )
         spec = registry.spec("regulariser", name, opts, where=f"regularisers.{name}")
-        applies = tuple(getattr(spec.component.factory, "phases", ()))
-        if phases and applies and not set(applies) & set(phases):
-            fitting = [
-                v.name
-                for v in registry.all("variant").values()
-                if set(getattr(v.factory, "phases", ())) & set(applies)
-            ]
+        reg = spec.component.factory
+        why = vcls.refuse(name, variant.options)
+        if why is not None:
             raise GenfwError(
-                f"regulariser '{name}' applies to {'/'.join(applies)} phases, which variant "
-                f"'{variant.name}' does not have (it has {', '.join(phases)}); variants it applies to: "
-                f"{choices(fitting)}"
+                f"variant '{variant.name}' refuses regulariser '{name}': {why}{applies_to(reg, registry)}"
+            )
+        if not set(reg.phases) & set(phases):
+            raise GenfwError(
+                f"regulariser '{name}' applies to {'/'.join(reg.phases)} phases, which variant "
+                f"'{variant.name}' does not have here (it has {', '.join(phases)})"
+                f"{applies_to(reg, registry)}"
             )
         regularisers[name] = spec
 
     # A config that names metrics gets exactly those; one that names none gets the defaults: the
-    # data set's (mode_coverage on toy2d) and the variant's preset ones (autoencoding on images).
+    # variant's (default_metrics) or else the data set's (mode_coverage on toy2d), and the
+    # variant's preset ones (autoencoding on images).
     if metrics_asked is None:
-        metrics_raw = {name: {} for name in getattr(dataset.component.factory, "default_metrics", ())}
+        own = vcls.default_metrics
+        base = dataset.component.factory.default_metrics if own is None else own
+        metrics_raw = {name: {} for name in base}
         metrics_raw.update(_named_map(raw.get("metrics"), "metrics"))
     else:
         metrics_raw = _named_map(metrics_asked, "metrics")
@@ -386,4 +406,5 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
         callbacks=callbacks,
         metrics=metrics,
         train=train,
+        registry=registry,
     )

@@ -31,10 +31,12 @@ object; the context keywords of each kind are in the hook spec.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
+
+from genfw.hookspecs import KINDS
 
 if TYPE_CHECKING:
     import torch
@@ -46,35 +48,37 @@ if TYPE_CHECKING:
 # --- variants -------------------------------------------------------------------------------------
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 @attrs.frozen
 class Players:
     """Which of a variant's modules (names in ``Model.modules``) play which part.
 
-    ``generators`` make samples (the decoder of an autoencoder is one); ``critics`` score
-    samples in data space; ``latent_critics`` score codes (AAE, WAE-GAN); ``encoders`` map data
-    to codes. A remedy that acts on critics (spectral norm, packing, instance noise, minibatch
-    layers) acts on every name in ``critics`` or refuses; one that acts on generators (EMA)
-    on every name in ``generators``.
+    ``generators: tuple[str, ...]`` make samples (the decoder of an autoencoder is one);
+    ``critics: tuple[str, ...]`` score samples in data space; ``latent_critics: tuple[str, ...]``
+    score codes (AAE, WAE-GAN); ``encoders: tuple[str, ...]`` map data to codes. Every module a
+    phase trains is one of them (the contract kit checks it); a declared player may be absent
+    where the variant's options leave it out (WAE's critic with ``penalty: mmd``). A remedy that
+    acts on critics (spectral norm, packing, instance noise, minibatch layers) acts on every name
+    in ``critics`` or refuses; one that acts on generators (EMA) on every name in ``generators``.
     """
 
-    generators: tuple[str, ...] = ("generator",)
-    critics: tuple[str, ...] = ()
-    latent_critics: tuple[str, ...] = ()
-    encoders: tuple[str, ...] = ()
+    generators: tuple[str, ...] = attrs.field(default=("generator",), converter=_names)
+    critics: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    latent_critics: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    encoders: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    #: The slot a player is built from, where it is not the slot of the same name (two critics
+    #: ``critic_a`` and ``critic_b`` built from slot ``critic``): packing rebuilds a critic from it.
+    built_from: Mapping[str, str] = attrs.field(factory=dict)
+
+    def slot_of(self, module: str) -> str:
+        return self.built_from.get(module, module)
 
     def all(self) -> tuple[str, ...]:
+        """Every player's module name: generators, critics, latent critics, encoders."""
         return (*self.generators, *self.critics, *self.latent_critics, *self.encoders)
-
-
-@attrs.frozen
-class PhaseSpec:
-    """A phase a variant builds, declared on the class: the context keys it gives regularisers
-    (``provides``, each one of :data:`PHASE_CONTEXT` or documented in ``extra``: key -> meaning)
-    and one line on what it optimises."""
-
-    provides: frozenset[str] = frozenset()
-    help: str = ""
-    extra: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -85,16 +89,39 @@ class ContextKey:
     meaning: str
 
 
+@attrs.frozen
+class PhaseSpec:
+    """A phase a variant builds, declared on the class.
+
+    ``provides: frozenset[str]``: the context keys it gives regularisers, each a key of
+    :data:`PHASE_CONTEXT` or one of its own documented in ``extra``; ``help: str``: one line on
+    what the phase optimises (shown by ``genfw list variant``); ``extra: Mapping[str,
+    ContextKey]``: the type and meaning of keys only this variant provides. The built
+    :class:`genfw.Phase` of that name gives the same ``provides`` and its context holds every one
+    of these keys (the contract kit checks both).
+    """
+
+    provides: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    help: str = ""
+    extra: Mapping[str, ContextKey] = attrs.field(factory=dict)
+
+
 PHASE_CONTEXT: Mapping[str, ContextKey] = {
-    # Always present: the loop adds them to every phase's context.
+    # Present in every phase: the loop adds it.
     "phase": ContextKey("str", "the name of the phase being optimised (always present)"),
     "step": ContextKey("int", "training steps completed before this one (always present)"),
-    "grad_scale": ContextKey("Tensor ()", "fp16 only: the loss scale, for penalties on gradients"),
+    "grad_scale": ContextKey(
+        "Tensor ()", "the fp16 loss scale, for penalties on gradients (only under train.mixed_precision fp16)"
+    ),
     # Adversarial phases.
     "real": ContextKey(
-        "Tensor (B, *shape)", "the real batch (the critic phase's last one in a generator phase)"
+        "Tensor (B, *shape)",
+        "the real batch (in a generator phase: the one the critic phase last saw); a latent "
+        "critic's phase: prior samples (B, d)",
     ),
-    "fake": ContextKey("Tensor (B, *shape)", "the generator's samples scored in this phase"),
+    "fake": ContextKey(
+        "Tensor (B, *shape)", "the generator's samples scored in this phase; a latent critic's: codes (B, d)"
+    ),
     "critic": ContextKey(
         "Callable[[Tensor, Tensor | None], Tensor]",
         "scores (B,) of samples (and labels) by the critic as this phase sees it",
@@ -103,19 +130,21 @@ PHASE_CONTEXT: Mapping[str, ContextKey] = {
     "real_scores": ContextKey("Tensor (B,)", "the critic's scores of the real batch"),
     "fake_scores": ContextKey("Tensor (B,)", "the critic's scores of the fakes"),
     "features": ContextKey(
-        "Callable[[Tensor, Tensor | None], Tensor]", "the critic's features (B, F) before its head"
+        "Callable[[Tensor, Tensor | None], Tensor]",
+        "the critic's features (B, F) before its head (feature matching)",
     ),
     # Autoencoder phases.
     "x": ContextKey("Tensor (B, *shape)", "the input batch"),
-    "x_hat": ContextKey("Tensor (B, *shape)", "its reconstruction"),
+    "x_hat": ContextKey("Tensor (B, *shape)", "the decoder's output for it (before the loss's mean)"),
     "z": ContextKey("Tensor (B, d)", "the codes the encoder gave (a sample for a stochastic encoder)"),
     "prior_z": ContextKey("Tensor (B, d)", "codes drawn from the prior"),
     "mu": ContextKey("Tensor (B, d)", "a Gaussian encoder's posterior means"),
     "logvar": ContextKey("Tensor (B, d)", "a Gaussian encoder's posterior log-variances"),
 }
-"""Every phase-context key a built-in variant provides, with its type. A regulariser's ``needs``
+"""Every phase-context key the built-in variants provide, with its type. A regulariser's ``needs``
 names keys of this table (or a variant's documented ``PhaseSpec.extra`` keys)."""
 
+#: Keys the loop adds to every phase's context, declared or not.
 ALWAYS_PROVIDED = frozenset({"phase", "step"})
 
 
@@ -124,68 +153,92 @@ class Variant:
 
     Subclass it and override what differs; every member below is read by the core and documented
     here, nowhere else. Registered as ``register("name", MyVariant, options=MyOptions)``; the
-    host calls ``MyVariant(options)`` and then ``build(ctx)``.
+    host calls ``MyVariant(options)`` and then ``build(ctx)``. The registry refuses a variant
+    class whose members have the wrong type, naming the member; a class that does not subclass
+    this one must define every member itself.
     """
 
-    #: The components it is built from, with their defaults: ``{"prior": Slot("prior", "normal")}``.
+    #: ``Mapping[str, genfw.Slot]``: the components it is built from, with their defaults:
+    #: ``{"prior": Slot("prior", "normal")}``. Each slot is a config key (``--prior laplace``).
     slots: ClassVar[Mapping[str, Slot]] = {}
-    #: Which of the built model's modules are generators, critics, latent critics, encoders.
+    #: :class:`Players`: which of the built model's modules are generators, critics, latent
+    #: critics, encoders.
     players: ClassVar[Players] = Players()
-    #: The phases ``build`` makes, in order, with the context keys each provides.
+    #: ``Mapping[str, PhaseSpec]``: every phase ``build`` may make, in the order it runs them,
+    #: with the context keys each provides. At least one.
     phases: ClassVar[Mapping[str, PhaseSpec]] = {}
-    #: Config overlays by data kind (``"points"``, ``"image"``): the authors' settings for that
-    #: kind of data; anything the user sets wins.
+    #: ``Mapping[str, Mapping]``: config overlays by data kind (``"points"``, ``"image"``): the
+    #: authors' settings for that kind of data; anything the user sets wins.
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    #: The data set when none is given (``None``: the framework's default, ``digits``).
+    #: ``str | None``: the data set when none is given (``None``: the framework's default,
+    #: ``genfw.config.DEFAULT_DATASET``).
     default_dataset: ClassVar[str | None] = None
-    #: Metrics when none are given (``None``: the data set's defaults).
+    #: ``tuple[str, ...] | None``: metrics when none are given (``None``: the data set's
+    #: ``default_metrics``).
     default_metrics: ClassVar[tuple[str, ...] | None] = None
-    #: Its critic phase scores unconditional fakes of its generators, which experience replay
-    #: may swap for past ones.
+    #: ``bool``: its critic phase scores unconditional fakes of its generators, each labelled only
+    #: as fake, which experience replay may swap for past ones.
     replayable: ClassVar[bool] = False
 
     def __init__(self, options: Any) -> None:
         self.options = options
 
     @classmethod
+    def phases_for(cls, options: Any) -> tuple[str, ...]:
+        """The names of the phases ``build`` makes with ``options``, in the declared order
+        (default: every declared phase). WAE overrides it: its critic phase exists only with
+        ``penalty: gan``."""
+        return tuple(cls.phases)
+
+    @classmethod
     def remedies(cls, options: Any) -> Mapping[str, Mapping[str, Any]]:
-        """The remedies (regularisers or callbacks, by name, with options) it always attaches."""
+        """The remedies (regularisers, by name, with options) it always attaches with ``options``;
+        the user's options for the same name are merged over them."""
         return {}
 
     @classmethod
     def refuse(cls, remedy: str, options: Any) -> str | None:
-        """Why this variant cannot take ``remedy`` (one line), or ``None`` where it can."""
+        """Why this variant cannot take the remedy ``remedy`` with ``options`` (one line, no
+        trailing period), or ``None`` where it can. The resolver asks before anything is built."""
         return None
 
     def build(self, ctx: BuildContext) -> Model:
-        """Build the modules, phases (named as in ``phases``) and sampler from the chosen components."""
+        """Build the modules, the phases (named as ``phases_for(options)`` says, in that order)
+        and the sampler from the chosen components."""
         raise NotImplementedError
 
 
 @attrs.frozen
 class VariantInfo:
-    """What a remedy may know of the variant it is attached to, without building it."""
+    """What a remedy may know of the variant it is attached to, without building it: its
+    ``name``, its class (``factory``), its validated ``options`` (``None`` when judged for every
+    configuration, as in listings) and the ``registry`` the run was resolved with."""
 
     name: str
     factory: type
     options: Any = None
+    registry: Any = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def players(self) -> Players:
-        players = getattr(self.factory, "players", None)
-        if isinstance(players, Players):
-            return players
-        # A variant class written before players were declared: the modules named by convention.
-        phases = getattr(self.factory, "phases", ())
-        return Players(generators=("generator",), critics=("critic",) if "critic" in phases else ())
+        return self.factory.players
 
     @property
     def phases(self) -> Mapping[str, PhaseSpec]:
         return self.factory.phases
 
     def provides(self, phase: str) -> frozenset[str]:
+        """The keys phase ``phase`` declares, with those the loop always adds (empty when the
+        variant has no such phase)."""
         spec = self.factory.phases.get(phase)
         return frozenset() if spec is None else spec.provides | ALWAYS_PROVIDED
+
+    def fitting(self, fits: Callable[[VariantInfo], bool]) -> str:
+        """The variants of this run's registry that ``fits`` accepts, comma-separated, for the
+        last words of a refusal (``variants it applies to: ...``)."""
+        from genfw.plugins import variants_where
+
+        return variants_where(fits, self.registry)
 
 
 # --- callbacks ------------------------------------------------------------------------------------
@@ -383,34 +436,48 @@ class Extractor(Protocol):
 
 # --- checks at registration -----------------------------------------------------------------------
 
-#: kind -> the contract class named in refusals.
-CONTRACTS: Mapping[str, type] = {
-    "variant": Variant,
-    "generator": Generator,
-    "critic": Critic,
-    "encoder": Encoder,
-    "prior": Prior,
-    "loss": AdversarialLoss,
-    "regulariser": Regulariser,
-    "callback": Callback,
-    "metric": Metric,
-    "extractor": Extractor,
+#: kind -> the contract named in refusals (losses: by their role).
+CONTRACTS: Mapping[str, str] = {
+    "variant": "genfw.contracts.Variant",
+    "dataset": "genfw.GenDataset",
+    "generator": "genfw.contracts.Generator",
+    "critic": "genfw.contracts.Critic",
+    "encoder": "genfw.contracts.Encoder",
+    "prior": "genfw.contracts.Prior",
+    "loss": "genfw.contracts.AdversarialLoss or ReconstructionLoss",
+    "regulariser": "genfw.contracts.Regulariser",
+    "callback": "genfw.contracts.Callback",
+    "metric": "genfw.contracts.Metric",
+    "extractor": "genfw.contracts.Extractor",
 }
-
-# Members a class factory of a kind must have (visible before building).
-_CLASS_MEMBERS: Mapping[str, tuple[str, ...]] = {
+_LOSS_CONTRACTS = {
+    "adversarial": ("genfw.contracts.AdversarialLoss", ("critic_loss", "generator_loss")),
+    "reconstruction": ("genfw.contracts.ReconstructionLoss", ("__call__",)),
+}
+# Methods an instance of a class factory must have, by kind (a plain function factory is checked
+# by the contract kit once built).
+_METHODS: Mapping[str, tuple[str, ...]] = {
     "prior": ("sample", "log_prob"),
-    "regulariser": ("phases", "needs", "penalty"),
+    "regulariser": ("penalty",),
     "metric": ("__call__",),
     "extractor": ("features",),
     "generator": ("forward",),
     "critic": ("forward",),
     "encoder": ("forward",),
 }
-_LOSS_MEMBERS: Mapping[str, tuple[str, ...]] = {
-    "adversarial": ("critic_loss", "generator_loss"),
-    "reconstruction": ("__call__",),
-}
+_VARIANT_MEMBERS = (
+    "slots",
+    "players",
+    "phases",
+    "presets",
+    "default_dataset",
+    "default_metrics",
+    "replayable",
+    "phases_for",
+    "remedies",
+    "refuse",
+    "build",
+)
 _EVENTS = (
     "on_model_built",
     "on_stage_change",
@@ -422,27 +489,55 @@ _EVENTS = (
 )
 
 
-def _is_str_tuple(value: Any) -> bool:
+def _is_names(value: Any) -> bool:
+    """A tuple (or list, set) of strings."""
     return isinstance(value, (tuple, list, frozenset, set)) and all(isinstance(v, str) for v in value)
 
 
-def _check_variant(cls: type) -> str | None:
+def _kind_of(value: Any) -> str:
+    return type(value).__name__
+
+
+def _has_method(cls: type, name: str) -> bool:
+    """Whether instances of ``cls`` have method ``name`` of their own (``object``'s do not count:
+    every class has a ``__call__``, as a type)."""
+    return any(callable(vars(k).get(name)) for k in cls.__mro__ if k is not object)
+
+
+def _check_variant(cls: Any) -> str | None:
     from genfw.model import Slot
 
     if not isinstance(cls, type):
-        return "a variant is registered as a class (subclass genfw.contracts.Variant)"
-    for member in ("slots", "players", "phases", "presets", "remedies", "refuse", "build", "replayable"):
+        return f"a variant is registered as a class (subclass genfw.contracts.Variant), not a {_kind_of(cls)}"
+    for member in _VARIANT_MEMBERS:
         if not hasattr(cls, member):
-            return f"missing class attribute '{member}' (subclass genfw.contracts.Variant for its defaults)"
+            return f"missing class attribute '{member}'"
+    for member in ("phases_for", "remedies", "refuse", "build"):
+        if not callable(getattr(cls, member)):
+            return f"'{member}' must be a method"
     if not isinstance(cls.slots, Mapping) or not all(isinstance(s, Slot) for s in cls.slots.values()):
-        return "'slots' must map slot names to genfw.Slot"
+        return f"class attribute 'slots' must map slot names to genfw.Slot, not {cls.slots!r}"
+    for name, slot in cls.slots.items():
+        if slot.kind not in KINDS:
+            return f"slot '{name}' has kind '{slot.kind}'; valid kinds: {', '.join(KINDS)}"
+        if slot.role is not None and (slot.kind != "loss" or slot.role not in _LOSS_CONTRACTS):
+            return f"slot '{name}' has role {slot.role!r}; only loss slots take one, 'adversarial' or 'reconstruction'"
     if not isinstance(cls.players, Players):
-        return f"'players' must be a genfw.contracts.Players, not {type(cls.players).__name__}"
+        return f"class attribute 'players' must be a genfw.contracts.Players, not a {_kind_of(cls.players)}"
+    names = cls.players.all()
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice or not all(names):
+        return f"class attribute 'players' names module '{(twice or [''])[0]}' twice or empty"
     if not isinstance(cls.phases, Mapping) or not cls.phases:
-        return "'phases' must map each phase name to a genfw.contracts.PhaseSpec (at least one)"
+        return (
+            f"class attribute 'phases' must map each phase name to a genfw.contracts.PhaseSpec "
+            f"(at least one), not {cls.phases!r}"
+        )
     for name, spec in cls.phases.items():
         if not isinstance(spec, PhaseSpec):
-            return f"'phases[{name!r}]' must be a genfw.contracts.PhaseSpec, not {type(spec).__name__}"
+            return f"class attribute 'phases['{name}']' must be a genfw.contracts.PhaseSpec, not a {_kind_of(spec)}"
+        if not all(isinstance(v, ContextKey) for v in spec.extra.values()):
+            return f"'phases['{name}'].extra' must map keys to genfw.contracts.ContextKey"
         unknown = sorted(set(spec.provides) - set(PHASE_CONTEXT) - set(spec.extra))
         if unknown:
             return (
@@ -450,58 +545,105 @@ def _check_variant(cls: type) -> str | None:
                 f"genfw.contracts.PHASE_CONTEXT nor documented in its PhaseSpec.extra"
             )
     if not isinstance(cls.presets, Mapping) or not all(isinstance(p, Mapping) for p in cls.presets.values()):
-        return "'presets' must map data kinds ('image', 'points') to config mappings"
+        return "class attribute 'presets' must map data kinds ('image', 'points') to config mappings"
     if not (cls.default_dataset is None or isinstance(cls.default_dataset, str)):
-        return "'default_dataset' must be a data set name or None"
-    if not (cls.default_metrics is None or _is_str_tuple(cls.default_metrics)):
-        return "'default_metrics' must be a tuple of metric names or None"
+        return (
+            f"class attribute 'default_dataset' must be a data set name or None, not {cls.default_dataset!r}"
+        )
+    if not (
+        cls.default_metrics is None
+        or (isinstance(cls.default_metrics, tuple) and _is_names(cls.default_metrics))
+    ):
+        return f"class attribute 'default_metrics' must be a tuple of metric names or None, not {cls.default_metrics!r}"
     if not isinstance(cls.replayable, bool):
-        return "'replayable' must be true or false"
+        return f"class attribute 'replayable' must be True or False, not {cls.replayable!r}"
     return None
+
+
+def _check_dataset(cls: Any) -> str | None:
+    from genfw.model import GenDataset
+
+    if not (isinstance(cls, type) and issubclass(cls, GenDataset)):
+        return f"a data set is registered as a subclass of genfw.GenDataset, not {cls!r}"
+    if cls.kind not in ("image", "points"):
+        return f"class attribute 'kind' must be 'image' or 'points', not {cls.kind!r}"
+    if not (isinstance(cls.default_metrics, tuple) and _is_names(cls.default_metrics)):
+        return (
+            f"class attribute 'default_metrics' must be a tuple of metric names, not {cls.default_metrics!r}"
+        )
+    return None
+
+
+def _check_callback(cls: Any) -> str | None:
+    if not (isinstance(cls, type) and issubclass(cls, Callback)):
+        return f"a callback is registered as a subclass of genfw.contracts.Callback, not {cls!r}"
+    for attr in ("after", "before"):
+        if not (isinstance(getattr(cls, attr), tuple) and _is_names(getattr(cls, attr))):
+            return f"class attribute '{attr}' must be a tuple of names, not {getattr(cls, attr)!r}"
+    return None
+
+
+def _problem(kind: str, factory: Any) -> tuple[str, str | None]:
+    """``(contract, what is wrong or None)``."""
+    contract = CONTRACTS.get(kind, kind)
+    if kind == "variant":
+        return contract, _check_variant(factory)
+    if kind == "dataset":
+        return contract, _check_dataset(factory)
+    if kind == "callback":
+        return contract, _check_callback(factory)
+    if kind == "loss":
+        # Visible on any factory, function or class: a slot's role is checked before building.
+        role = getattr(factory, "role", None)
+        if role not in _LOSS_CONTRACTS:
+            return (
+                contract,
+                f"missing class attribute 'role' ('adversarial' or 'reconstruction'), got {role!r}",
+            )
+        contract, methods = _LOSS_CONTRACTS[role]
+    else:
+        methods = _METHODS.get(kind, ())
+    if not isinstance(factory, type):
+        if kind == "regulariser":
+            return (
+                contract,
+                f"a regulariser is registered as a class (its phases and needs are read before it is built), not {factory!r}",
+            )
+        return contract, None
+    for method in methods:
+        if not _has_method(factory, method):
+            return contract, f"missing method '{method}'"
+    if kind == "regulariser":
+        for attr in ("phases", "needs"):
+            if not (isinstance(getattr(factory, attr, None), tuple) and _is_names(getattr(factory, attr))):
+                return (
+                    contract,
+                    f"class attribute '{attr}' must be a tuple of names, not {getattr(factory, attr, None)!r}",
+                )
+    return contract, None
 
 
 def check_factory(kind: str, factory: Any) -> str | None:
-    """What is wrong with ``factory`` as a component of ``kind`` (one line), or ``None``.
+    """What is wrong with ``factory`` as a component of ``kind``, as the end of a one-line refusal
+    naming the member and the contract (``missing class attribute 'players'
+    (genfw.contracts.Variant)``), or ``None``.
 
-    Only what is visible before building is checked here; a factory that is a plain function is
-    checked by the contract kit once built.
+    Only what is visible before building is checked here: a variant's, data set's and
+    callback's class members; a loss's ``role``; the methods of a class factory of the other
+    kinds. A plain function factory is checked by the contract kit once built.
     """
-    if kind == "variant":
-        return _check_variant(factory)
-    if not isinstance(factory, type):
-        return None
-    if kind == "callback":
-        if not issubclass(factory, Callback):
-            return "a callback is a subclass of genfw.contracts.Callback"
-        for attr in ("after", "before"):
-            if not _is_str_tuple(getattr(factory, attr)):
-                return f"'{attr}' must be a tuple of names"
-        return None
-    if kind == "loss":
-        role = getattr(factory, "role", None)
-        if role not in _LOSS_MEMBERS:
-            return f"class attribute 'role' must be 'adversarial' or 'reconstruction', not {role!r}"
-        members = _LOSS_MEMBERS[role]
-    else:
-        members = _CLASS_MEMBERS.get(kind, ())
-    for member in members:
-        if not callable(getattr(factory, member, None)) and member not in ("phases", "needs"):
-            return f"missing method '{member}'"
-    if kind == "regulariser":
-        for attr in ("phases", "needs"):
-            if not _is_str_tuple(getattr(factory, attr, None)):
-                return f"class attribute '{attr}' must be a tuple of names"
-        if not callable(getattr(factory, "penalty", None)):
-            return "missing method 'penalty'"
-    return None
+    contract, problem = _problem(kind, factory)
+    return None if problem is None else f"{problem} ({contract})"
 
 
 def describe_variant_phases(cls: type) -> list[dict[str, Any]]:
-    """``[{"name", "help", "provides"}]`` for listings (``genfw list variant``)."""
-    return [
-        {"name": name, "help": spec.help, "provides": sorted(spec.provides)}
-        for name, spec in cls.phases.items()
-    ]
+    """``[{"name", "help", "provides"}]`` of a variant class, in order, for listings (``genfw
+    list variant``); ``provides`` maps each key to its type."""
+    rows = []
+    for name, spec in cls.phases.items():
+        types = {k: (spec.extra.get(k) or PHASE_CONTEXT[k]).type for k in sorted(spec.provides)}
+        rows.append({"name": name, "help": spec.help, "provides": types})
+    return rows
 
 
 # For readers of hook specs: which events a callback may implement.

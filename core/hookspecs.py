@@ -1,5 +1,9 @@
 """Hook specifications: one registration hook per kind of component.
 
+What a component of each kind must provide, member by member with its type, is its contract in
+:mod:`genfw.contracts` (named in each hook below); the registry checks a component against it as
+it registers and refuses in one line naming the missing or wrong member.
+
 Every hook receives ``register``, a callback owned by the host::
 
     register(name, factory, options=OptionsClass, help="one line")
@@ -51,7 +55,7 @@ def genfw_register_generators(register: Register) -> None:
     num_classes=int)`` and returns a ``torch.nn.Module`` whose ``forward(z, y=None)`` maps codes
     ``(B, latent_dim)`` (and labels ``(B,)`` when ``num_classes > 0``) to samples
     ``(B, *out_shape)``. Image outputs live in ``[-1, 1]`` unless the variant asks otherwise
-    through options.
+    through options. Contract: :class:`genfw.contracts.Generator`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -69,6 +73,7 @@ def genfw_register_critics(register: Register) -> None:
     A critic may also expose ``features(x, y=None) -> (B, F)`` and a linear ``head`` attribute
     with ``forward(x, y) == head(features(x, y))``: feature matching reads the features, and the
     minibatch discrimination / standard-deviation tricks insert their layer before the head.
+    Contract: :class:`genfw.contracts.Critic`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -81,7 +86,8 @@ def genfw_register_encoders(register: Register) -> None:
     The factory is called as ``factory(options, in_shape=tuple[int, ...], out_dim=int,
     num_classes=int)`` and returns a ``torch.nn.Module`` whose ``forward(x, y=None)`` maps
     ``(B, *in_shape)`` to ``(B, out_dim)``. A stochastic encoder is asked for
-    ``out_dim = 2 * latent_dim`` (mean and log-variance) by its variant.
+    ``out_dim = 2 * latent_dim`` (mean and log-variance) by its variant. Contract:
+    :class:`genfw.contracts.Encoder`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -100,7 +106,8 @@ def genfw_register_priors(register: Register) -> None:
     ``dim: int``, ``sample(n, *, device, generator=None) -> Tensor (n, dim)`` and
     ``log_prob(z) -> Tensor (n,)`` (raise ``NotImplementedError`` where no density exists).
     A prior may define ``kl_from_normal(mu, logvar) -> Tensor (n,)`` when the KL divergence
-    from a diagonal Gaussian posterior has a closed form (the VAE needs it).
+    from a diagonal Gaussian posterior has a closed form (the VAE needs it). Contract:
+    :class:`genfw.contracts.Prior`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -123,6 +130,9 @@ def genfw_register_losses(register: Register) -> None:
       log-likelihood only with such a loss.
 
     A variant's loss slot takes losses of one role; the error for a mismatch lists the valid ones.
+    ``role`` is read before the loss is built: it is a class attribute (or an attribute of the
+    factory). Contracts: :class:`genfw.contracts.AdversarialLoss`,
+    :class:`genfw.contracts.ReconstructionLoss`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -136,8 +146,10 @@ def genfw_register_regularisers(register: Register) -> None:
 
     - ``phases: tuple[str, ...]``: phase names it can attach to (``"critic"``, ``"generator"``,
       ``"autoencoder"``, ...);
-    - ``needs: tuple[str, ...]``: keys of the phase context it reads (e.g. ``"real"``,
-      ``"fake"``, ``"critic"``, ``"mu"``, ``"logvar"``);
+    - ``needs: tuple[str, ...]``: keys of the phase context it reads, each documented with its
+      type in :data:`genfw.contracts.PHASE_CONTEXT` (``"real"``, ``"fake"``, ``"critic"``,
+      ``"mu"``, ...) or in a variant's ``PhaseSpec.extra``; ``genfw list variant`` shows what
+      each phase provides;
     - ``penalty(ctx: dict) -> Tensor`` scalar, already multiplied by its weight, or ``None``
       for a pure constraint; ``ctx["phase"]`` is always the name of the phase being optimised;
     - optionally ``after_step(modules: list[torch.nn.Module]) -> None``, run after the
@@ -149,7 +161,12 @@ def genfw_register_regularisers(register: Register) -> None:
       function, extend ``export``. State kept across steps must live in buffers of modules in
       ``model.modules``, so checkpoints and ``--resume`` carry it. A setup that cannot apply
       raises :class:`genfw.GenfwError` in one line. Setups run by ascending ``setup_order``
-      (default 0), then in config order; one that copies parameters sets it higher.
+      (default 0), then in config order; one that copies parameters sets it higher;
+    - optionally ``fits(variant: genfw.contracts.VariantInfo) -> bool``: whether it works with a
+      registered variant, judged from its declarations; refusals list the variants it fits.
+
+    ``phases`` and ``needs`` are class attributes (read before building). Contract:
+    :class:`genfw.contracts.Regulariser`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -161,7 +178,8 @@ def genfw_register_metrics(register: Register) -> None:
 
     The object is called as ``metric(ctx: genfw.EvalContext) -> dict[str, float]``; ``ctx``
     gives generated samples, real data, the dataset and the model. A metric that cannot apply
-    (wrong data set) raises :class:`genfw.GenfwError` saying what it needs.
+    (wrong data set) raises :class:`genfw.GenfwError` saying what it needs. Contract:
+    :class:`genfw.contracts.Metric`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -176,7 +194,7 @@ def genfw_register_callbacks(register: Register) -> None:
     step end, sampler chosen) on the attached callbacks in their declared order
     (``after``/``before``), and saves each one's ``state_dict()`` in checkpoints. Users attach a
     callback exactly as a regulariser: ``--regulariser NAME``. Its name must not also be a
-    regulariser's.
+    regulariser's. Contract: :class:`genfw.contracts.Callback` (it documents every event).
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -191,11 +209,15 @@ def genfw_register_callbacks(register: Register) -> None:
 def genfw_register_variants(register: Register) -> None:
     """Register variants: named training recipes (``gan``, ``wgan-gp``, ``vae``, ``wae``, ...).
 
-    The factory is a class (or callable) with a class attribute ``slots: dict[str, genfw.Slot]``
-    (the components it is built from, with their defaults) and optionally
-    ``regularisers: dict[str, dict]`` (regularisers it always attaches, with options). It is
-    called as ``factory(options)`` and the object's ``build(ctx: genfw.BuildContext)`` returns a
-    :class:`genfw.Model`: modules, phases and a sampler.
+    The factory is a subclass of :class:`genfw.contracts.Variant`, whose members it declares:
+    ``slots`` (the components it is built from), ``players`` (which modules are generators,
+    critics, latent critics, encoders), ``phases`` (each phase it builds, in order, with the
+    context keys it provides: :class:`genfw.contracts.PhaseSpec`), ``presets``,
+    ``default_dataset``, ``default_metrics``, ``replayable``, and the class methods
+    ``phases_for(options)``, ``remedies(options)`` (the regularisers it always attaches) and
+    ``refuse(remedy, options)``. It is called as ``factory(options)`` and the object's
+    ``build(ctx: genfw.BuildContext)`` returns a :class:`genfw.Model`: modules, phases (named and
+    ordered as declared) and a sampler.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -209,6 +231,8 @@ def genfw_register_datasets(register: Register) -> None:
     (``y`` an int label, ``-1`` where there is none) with ``shape``, ``num_classes`` and
     ``kind`` (``"image"`` or ``"points"``). In-memory data sets also expose ``tensors``
     ``(X, Y)`` so the loop can batch by indexing. A missing path is a :class:`genfw.GenfwError`.
+    The factory is the subclass itself: its class attributes ``kind`` and ``default_metrics``
+    (the metrics of a run that names none) are read before it is built.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """
@@ -234,7 +258,8 @@ def genfw_register_extractors(register: Register) -> None:
     A missing or wrong weights file is a :class:`genfw.GenfwError` telling where to put it. An
     extractor whose factory has ``fit(dataset, out: Path, *, name, dataset_options, steps, seed,
     progress) -> dict`` (train on a labelled data set, write the weights to ``out``, return their
-    metadata) can be trained by ``genfw train-evaluator``.
+    metadata) can be trained by ``genfw train-evaluator``. Contract:
+    :class:`genfw.contracts.Extractor`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """

@@ -191,11 +191,14 @@ class GenDataset(torch.utils.data.Dataset):
 
     In-memory data sets set ``tensors = (X, Y)`` with ``X (N, *shape)`` float and ``Y (N,)``
     long (``-1`` where unlabelled); the base class then provides ``__len__``/``__getitem__``.
+    ``kind`` and ``default_metrics`` (the metrics of a run that names none) are class
+    attributes: the config is resolved from them before the data set is built.
     """
 
     shape: tuple[int, ...]
     num_classes: int = 0
     kind: str = "image"
+    default_metrics: tuple[str, ...] = ()
     tensors: tuple[Tensor, Tensor] | None = None
 
     def __len__(self) -> int:

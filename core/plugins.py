@@ -160,8 +160,16 @@ def get_registry() -> Registry:
     return get_host().registry
 
 
-def variants_where(fits: Any) -> str:
-    """The registered variants that ``fits(component)`` accepts, comma-separated (``none
-    registered`` if none), for the last words of a refusal."""
-    names = sorted(v.name for v in get_registry().all("variant").values() if fits(v))
+def variants_where(fits: Any, registry: Registry | None = None) -> str:
+    """The variants of ``registry`` (the run's; the process-wide one when ``None``) that
+    ``fits(info: genfw.contracts.VariantInfo)`` accepts, comma-separated (``none registered`` if
+    none), for the last words of a refusal."""
+    from genfw.contracts import VariantInfo
+
+    registry = get_registry() if registry is None else registry
+    names = sorted(
+        v.name
+        for v in registry.all("variant").values()
+        if fits(VariantInfo(v.name, v.factory, registry=registry))
+    )
     return ", ".join(names) or "none registered"

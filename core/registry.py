@@ -10,6 +10,7 @@ import attrs
 import cattrs
 import cattrs.v
 
+from genfw.contracts import check_factory
 from genfw.errors import GenfwError, choices, nearest, plural
 from genfw.hookspecs import KINDS
 from genfw.validators import AnyFloat
@@ -93,7 +94,8 @@ def _first_line(obj: Any) -> str:
 
 
 class Registry:
-    """Components by kind and name. Duplicate names and malformed registrations are errors."""
+    """Components by kind and name. Duplicate names and malformed registrations are errors: a
+    component is checked against its kind's contract (:mod:`genfw.contracts`) as it registers."""
 
     def __init__(self) -> None:
         self._table: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
@@ -115,6 +117,9 @@ class Registry:
                 raise GenfwError(
                     f"{where} registered {kind} '{name}' with options {options!r}, which is not an attrs class"
                 )
+            problem = check_factory(kind, factory)
+            if problem is not None:
+                raise GenfwError(f"{where} registered {kind} '{name}': {problem}")
             existing = self._table[kind].get(name)
             other = REMEDY_KINDS.get(kind)
             if existing is None and other is not None:  # one spelling for both: --regulariser NAME

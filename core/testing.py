@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from genfw.errors import GenfwError, choices
 from genfw.hookspecs import KINDS
 from genfw.model import Batch, DataInfo, EvalContext, Modules
-from genfw.registry import Component, Registry, converter
+from genfw.registry import Component, Registry, converter, structure_options
 
 try:  # the checks work without pytest; the fixtures need it
     import pytest
@@ -126,8 +126,6 @@ def _component(kind: str, name: str, registry: Registry | None) -> Component:
 
 
 def _options(component: Component, options: Mapping[str, Any] | None) -> Any:
-    from genfw.registry import structure_options
-
     try:
         return structure_options(component, dict(options or {}), where=component.kind)
     except Exception as exc:  # GenfwError, or a type cattrs cannot structure
@@ -521,20 +519,18 @@ def run_phase(
 
 
 def check_variant(name: str, *, registry: Registry | None = None, options: Any = None) -> None:
-    """The variant contract: slots name registered components of the right kind; it builds on a
-    small data set and runs one step of every phase; each phase updates its parameters; samples
-    (and reconstructions) have the data's shape."""
+    """The variant contract: its declarations (:class:`genfw.contracts.Variant`) hold: the
+    registry has checked their types; slots default to registered components; it builds on a
+    small data set the phases ``phases_for(options)`` names, in that order, each giving the
+    ``provides`` its ``PhaseSpec`` declares and training only declared players; one step of every
+    phase updates its parameters and its context holds every declared key; samples (and
+    reconstructions) have the data's shape."""
     component = _component("variant", name, registry)
     where = _where(component)
     registry = default_registry() if registry is None else registry
     check_options("variant", name, registry=registry, options=options)
     factory = component.factory
-    slots = getattr(factory, "slots", None)
-    if not isinstance(slots, Mapping):
-        raise _fail(where, "a variant class declares slots: dict[str, genfw.Slot]")
-    for slot, spec in slots.items():
-        if spec.kind not in KINDS:
-            raise _fail(where, f"slot '{slot}' has unknown kind '{spec.kind}'")
+    for slot, spec in factory.slots.items():
         if spec.default not in registry.names(spec.kind):
             raise _fail(
                 where, f"slot '{slot}' defaults to {spec.kind} '{spec.default}', which is not registered"
@@ -545,8 +541,7 @@ def check_variant(name: str, *, registry: Registry | None = None, options: Any =
     except GenfwError as exc:
         raise _fail(where, str(exc)) from exc
     model = run.built.model
-    if not model.phases:
-        raise _fail(where, "the model has no phases")
+    _check_declared_phases(factory, run, where)
     for phase in model.phases:
         missing = [n for n in phase.modules if n not in model.modules]
         if missing:
@@ -557,7 +552,7 @@ def check_variant(name: str, *, registry: Registry | None = None, options: Any =
             for k, v in run.modules[n].state_dict(prefix=f"{n}.").items()
         }
         try:
-            loss, _, _ = run_phase(run, phase)
+            loss, context, _ = run_phase(run, phase)
         except Exception as exc:
             raise _fail(where, f"phase '{phase.name}' failed: {type(exc).__name__}: {exc}") from exc
         if not torch.isfinite(loss):
@@ -567,8 +562,15 @@ def check_variant(name: str, *, registry: Registry | None = None, options: Any =
             raise _fail(
                 where, f"one step of phase '{phase.name}' left the parameters of {phase.modules} unchanged"
             )
+        absent = sorted(factory.phases[phase.name].provides - set(context))
+        if absent:
+            raise _fail(
+                where,
+                f"phase '{phase.name}' declares it provides '{absent[0]}', but its context has only "
+                f"{', '.join(sorted(context))}",
+            )
     shape = tuple(run.built.dataset.shape)
-    num_classes = getattr(model, "num_classes", 0)
+    num_classes = model.num_classes
     y = torch.arange(4) % num_classes if num_classes else None
     with torch.no_grad():
         samples = model.sample(run.modules, 4, y)
@@ -586,13 +588,60 @@ def check_variant(name: str, *, registry: Registry | None = None, options: Any =
             )
 
 
+def _check_declared_phases(factory: Any, run: SmallRun, where: str) -> None:
+    """The built phases are those ``phases_for(options)`` names (a subsequence of the declared
+    ``phases``), in order, each with the declared ``provides``; the modules a phase trains are
+    declared players."""
+    options = run.built.cfg.variant.options
+    built = [p.name for p in run.built.model.phases]
+    expected = list(factory.phases_for(options))
+    declared = list(factory.phases)
+    unknown = [n for n in expected if n not in declared]
+    if unknown or expected != [n for n in declared if n in expected]:
+        raise _fail(
+            where,
+            f"phases_for(options) gives {expected}, which is not a selection of the declared phases "
+            f"{declared} in their order",
+        )
+    if built != expected:
+        raise _fail(
+            where, f"it built the phases {built}; it declares {expected} (phases, phases_for) in this order"
+        )
+    players = set(factory.players.all())
+    for phase in run.built.model.phases:
+        declared_keys = factory.phases[phase.name].provides
+        if set(phase.provides) != set(declared_keys):
+            raise _fail(
+                where,
+                f"phase '{phase.name}' is built with provides {sorted(phase.provides)}, but its PhaseSpec "
+                f"declares {sorted(declared_keys)}",
+            )
+        undeclared = [n for n in phase.modules if n not in players]
+        if undeclared:
+            raise _fail(
+                where,
+                f"phase '{phase.name}' trains module '{undeclared[0]}', which is not one of the declared "
+                f"players ({', '.join(sorted(players)) or 'none'}); declare it in players",
+            )
+
+
 # --- regularisers -------------------------------------------------------------------------------
+
+
+def _own_remedies(component: Component) -> Mapping[str, Any]:
+    """The remedies a variant attaches itself with its default options (none where it has
+    required options)."""
+    try:
+        options = structure_options(component, {}, where="variant")
+    except GenfwError:
+        return {}
+    return component.factory.remedies(options)
 
 
 def _variants_for(name: str, registry: Registry) -> Iterator[str]:
     """Variants to attach regulariser ``name`` to: those that attach it themselves first."""
     variants = registry.names("variant")
-    own = [v for v in variants if name in getattr(registry.get("variant", v).factory, "regularisers", {})]
+    own = [v for v in variants if name in _own_remedies(registry.get("variant", v))]
     yield from own
     yield from ("gan", "vae", "wae")
     yield from variants
@@ -721,7 +770,9 @@ def check_callback(
         ):
             raise _fail(at, "load_state_dict(state_dict()) does not restore the state")
         return
-    raise _fail(where, f"it fits no registered variant (tried {', '.join(tried) or 'none'}); pass variant=...")
+    raise _fail(
+        where, f"it fits no registered variant (tried {', '.join(tried) or 'none'}); pass variant=..."
+    )
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -973,6 +1024,7 @@ __all__ = [
     "ContractSkipped",
     "SmallRun",
     "check",
+    "check_callback",
     "check_dataset",
     "check_extractor",
     "check_loss",

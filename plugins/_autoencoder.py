@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, device_of
+from genfw.contracts import PhaseSpec, Players, Variant
 from genfw.registry import ComponentSpec
 
 
@@ -88,8 +89,12 @@ def prior_sample(prior: Any, n: int, device: torch.device, y: Tensor | None = No
     return prior.sample(n, device=device)
 
 
-# What a latent critic's phase gives its regularisers (those of a GAN critic's phase).
-CRITIC_PROVIDES = frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"})
+# The latent critic's phase (aae, wae-gan): what it gives its regularisers (those of a GAN
+# critic's phase, on codes).
+LATENT_CRITIC_PHASE = PhaseSpec(
+    {"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
+    help="the latent critic tells prior samples (real) from the encoder's codes (fake)",
+)
 
 # Every autoencoder's preset for image data: hold out 10% of the data set and log the
 # autoencoder metrics (reconstruction, sparsity, latent MMD, ELBO) every 500 steps.
@@ -98,19 +103,17 @@ AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class AutoencoderBase:
+class AutoencoderBase(Variant):
     """Sampling, encoding, decoding and reconstruction shared by the autoencoder variants, and
-    their common declarations (one ``autoencoder`` phase, no fixed regularisers, the image preset)."""
+    their common declarations (an encoder and a decoder, the image preset); each variant declares
+    its phases."""
 
-    phases: ClassVar[tuple[str, ...]] = ("autoencoder",)
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The decoder is the module "generator": it makes the samples.
+    players: ClassVar[Players] = Players(generators="generator", encoders="encoder")
     presets: ClassVar[dict[str, dict[str, Any]]] = AUTOENCODER_PRESETS
     prior: Any
     loss: Any
     likelihood: bool = False  # the loss is a normalised -log p(x|z) (is_likelihood); set by build_networks
-
-    def __init__(self, options: Any):
-        self.options = options
 
     def code(self, m: Modules, x: Tensor) -> Tensor:
         """The deterministic code: the encoder's output, in the prior's support (``shape_code``)."""
@@ -160,11 +163,11 @@ class AutoencoderBase:
         ctx: BuildContext,
         encoder_dim: int,
         optim: Optim,
-        provides: frozenset[str],
         log_weights: Callable[[Modules, Tensor, int], Tensor] | None = None,
     ) -> Model:
         """The model of a one-phase autoencoder (``ae``, ``vae``, ``vsc``): the networks of
-        :meth:`build_networks` and one ``autoencoder`` phase that runs ``self.step`` on both.
+        :meth:`build_networks` and one ``autoencoder`` phase that runs ``self.step`` on both and
+        provides what the variant declares for it.
 
         ``log_weights`` (ELBO and IWAE estimates) is dropped, with a one-line note in the log,
         when the loss is not a likelihood (:func:`is_likelihood`): those numbers would be off by
@@ -178,6 +181,7 @@ class AutoencoderBase:
                 f"log_likelihood are not reported; a likelihood loss reports them: gaussian (with "
                 f"--loss.sigma 0.70710678 it is mse plus a constant) or bernoulli (binary data)"
             )
+        provides = self.phases["autoencoder"].provides
         phase = Phase("autoencoder", ("encoder", "generator"), self.step, optim, provides=provides)
         return Model(
             modules={"encoder": encoder, "generator": decoder},
@@ -217,7 +221,7 @@ class AutoencoderBase:
             step or self.critic_step,
             Optim("adam", lr, betas),
             fresh_batch=fresh_batch,
-            provides=CRITIC_PROVIDES,
+            provides=self.phases["critic"].provides,
         )
 
     def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:

@@ -27,7 +27,7 @@ critic. ``critics: joint`` keeps one critic on the whole code.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attrs
 import torch
@@ -36,7 +36,9 @@ import torch.nn.functional as F
 import genfw
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot
 from genfw import validators as check
+from genfw.contracts import PhaseSpec, Players
 from genfw_plugins._autoencoder import (
+    LATENT_CRITIC_PHASE,
     AutoencoderBase,
     build_prior,
     categorical_block,
@@ -72,8 +74,21 @@ class AAE(AutoencoderBase):
         "loss": Slot("loss", "mse", role="reconstruction", help="the cost c(x, G(z))"),
         "adversarial": Slot("loss", "non_saturating", role="adversarial", help="latent critic's game"),
     }
-    phases: ClassVar[tuple[str, ...]] = ("autoencoder", "critic", "encoder")
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
+    # With a categorical prior split in two (critics: split), "critic_cat" judges the category.
+    players: ClassVar[Players] = Players(
+        generators="generator", encoders="encoder", latent_critics=("critic", "critic_cat")
+    )
+    # The critic and encoder phases see the style critic where there are two.
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "autoencoder": PhaseSpec(
+            {"x", "x_hat", "z"}, help="the encoder and decoder minimise the reconstruction loss"
+        ),
+        "critic": LATENT_CRITIC_PHASE,
+        "encoder": PhaseSpec(
+            {"fake", "critic", "labels", "fake_scores"},
+            help="the encoder makes its codes look like prior samples to the latent critic",
+        ),
+    }
 
     options: AAEOptions
 
@@ -120,7 +135,7 @@ class AAE(AutoencoderBase):
                     ("encoder", "generator"),
                     self.autoencoder_step,
                     Optim("adam", o.lr, betas),
-                    provides=frozenset({"x", "x_hat", "z"}),
+                    provides=self.phases["autoencoder"].provides,
                 ),
                 critic_phase,  # the same minibatch, as in the paper
                 Phase(
@@ -129,7 +144,7 @@ class AAE(AutoencoderBase):
                     self.encoder_step,
                     Optim("adam", o.lr_encoder, betas),
                     fresh_batch=False,
-                    provides=frozenset({"fake", "critic", "labels", "fake_scores"}),
+                    provides=self.phases["encoder"].provides,
                 ),
             ],
             **self.model_fields(),

@@ -17,6 +17,7 @@ import attrs
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot
 from genfw import validators as check
+from genfw.contracts import PhaseSpec
 from genfw_plugins._autoencoder import AutoencoderBase, build_prior
 
 
@@ -36,14 +37,17 @@ class AE(AutoencoderBase):
         "prior": Slot("prior", "normal", help="only for sampling: codes are not trained towards it"),
         "loss": Slot("loss", "mse", role="reconstruction", help="mse, or bernoulli (BCE on logits)"),
     }
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "autoencoder": PhaseSpec(
+            {"x", "x_hat", "z"}, help="the encoder and decoder minimise the reconstruction loss"
+        )
+    }
     options: AEOptions
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
         self.prior = build_prior(ctx, o.latent_dim)
-        return self.single_phase_model(
-            ctx, o.latent_dim, Optim("adam", o.lr, (o.beta1, 0.999)), frozenset({"x", "x_hat", "z"})
-        )
+        return self.single_phase_model(ctx, o.latent_dim, Optim("adam", o.lr, (o.beta1, 0.999)))
 
     def step(self, batch: Batch, m: Modules) -> PhaseOutput:
         z = self.code(m, batch.x)  # (B, d)

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot, device_of
 from genfw import validators as check
+from genfw.contracts import PhaseSpec, Players, Variant
 from genfw_plugins.gan import adversarial_phases
 
 
@@ -139,7 +140,7 @@ class BEGANOptions(EnergyOptions):
     lr_decay_steps: int = attrs.field(default=100_000, validator=check.at_least(1))
 
 
-class EnergyGAN:
+class EnergyGAN(Variant):
     """Shared wiring of EBGAN and BEGAN: a generator against an autoencoder critic."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -149,17 +150,19 @@ class EnergyGAN:
         "prior": Slot("prior", "normal", help="distribution of the generator's input codes"),
         "loss": Slot("loss", "mse", role="reconstruction", help="the critic's energy, per dimension"),
     }
-    phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
-    # What each phase gives regularisers (see GAN.provides).
-    provides: ClassVar[dict[str, frozenset[str]]] = {
-        "critic": frozenset({"real", "fake", "critic", "labels"}),
-        "generator": frozenset({"fake", "critic", "labels"}),
+    # The critic is the autoencoder made of the critic_encoder and critic_decoder slots' networks.
+    players: ClassVar[Players] = Players(generators="generator", critics="critic")
+    # "critic" is the energy (B,), low on data.
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "critic": PhaseSpec(
+            {"real", "fake", "critic", "labels"},
+            help="the autoencoder critic lowers the energy of real data and raises that of fakes",
+        ),
+        "generator": PhaseSpec(
+            {"fake", "critic", "labels"}, help="the generator lowers the energy of its fakes"
+        ),
     }
     replayable: ClassVar[bool] = True  # the critic step scores unconditional fakes of m.generator
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def __init__(self, options: EnergyOptions) -> None:
-        self.options = options
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
@@ -180,8 +183,8 @@ class EnergyGAN:
                 Optim("adam", o.lr_critic, betas),
                 Optim("adam", o.lr_generator, betas),
                 n_critic=o.n_critic,
-                critic_provides=self.provides["critic"],
-                generator_provides=self.provides["generator"],
+                critic_provides=self.phases["critic"].provides,
+                generator_provides=self.phases["generator"].provides,
             ),
             sample=self.sample,
         )

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
 from genfw import validators as check
+from genfw.contracts import PhaseSpec, Players, Variant
 
 
 @attrs.define
@@ -32,7 +33,7 @@ class GANOptions:
     n_generator: int = attrs.field(default=1, validator=check.at_least(1))
 
 
-class GAN:
+class GAN(Variant):
     """Adversarial training of a generator against a critic (Goodfellow et al. 2014)."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -41,24 +42,25 @@ class GAN:
         "prior": Slot("prior", "normal", help="distribution of the generator's input codes"),
         "loss": Slot("loss", "non_saturating", role="adversarial"),
     }
-    phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
-    # The context keys each phase gives regularisers, declared so that a trick can tell which
-    # variants it works with without building them (``fits`` in ``genfw_plugins/tricks.py``).
-    # "real" is the batch the critic phase last saw; "features" the critic's intermediate
-    # features (feature matching).
-    provides: ClassVar[dict[str, frozenset[str]]] = {
-        "critic": frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"}),
-        "generator": frozenset({"real", "fake", "critic", "features", "labels", "fake_scores"}),
+    players: ClassVar[Players] = Players(generators="generator", critics="critic")
+    # "real" in the generator phase is the batch the critic phase last saw; "features" the
+    # critic's features before its head (feature matching).
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "critic": PhaseSpec(
+            {"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
+            help="the critic minimises the loss's critic objective on a real batch and as many fakes",
+        ),
+        "generator": PhaseSpec(
+            {"real", "fake", "critic", "features", "labels", "fake_scores"},
+            help="the generator minimises the loss's generator objective on fresh fakes",
+        ),
     }
     # The critic step scores unconditional fakes of ``m.generator`` that experience replay may
     # swap for past ones (a conditional variant sets it false: a past fake has no label).
     replayable: ClassVar[bool] = True
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
     optimizer: ClassVar[str] = "adam"
+    options: GANOptions
     num_classes: int = 0  # classes the players are conditioned on; build sets it from classes()
-
-    def __init__(self, options: GANOptions):
-        self.options = options
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
@@ -77,8 +79,8 @@ class GAN:
                 n_critic=o.n_critic,
                 # Options of a subclass's own may lack it (one generator step then).
                 n_generator=getattr(o, "n_generator", 1),
-                critic_provides=self.provides["critic"],
-                generator_provides=self.provides["generator"],
+                critic_provides=self.phases["critic"].provides,
+                generator_provides=self.phases["generator"].provides,
             ),
             sample=self.sample,
             num_classes=self.num_classes,
@@ -231,7 +233,9 @@ class DRAGAN(GAN):
     The penalty is the ``dragan`` regulariser (``genfw_plugins/regularisers.py``), lambda = 10.
     """
 
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {"dragan": {"weight": 10.0}}
+    @classmethod
+    def remedies(cls, options: DRAGANOptions) -> dict[str, dict[str, Any]]:
+        return {"dragan": {"weight": 10.0}}
 
 
 @genfw.hookimpl

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot, device_of
 from genfw import validators as check
+from genfw.contracts import PhaseSpec, Players, Variant
 from genfw_plugins.gan import adversarial_phases
 
 
@@ -109,7 +110,7 @@ def real_log_odds(logits: Tensor) -> Tensor:
     return logits[:, -1] - torch.logsumexp(logits[:, :-1], dim=1)
 
 
-class MADGAN:
+class MADGAN(Variant):
     """MAD-GAN (Ghosh et al. 2018): k generators, a critic that classifies real vs which generator."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -117,23 +118,33 @@ class MADGAN:
         "critic": Slot("critic", "mlp", help="scores samples with k + 1 outputs"),
         "prior": Slot("prior", "normal", help="distribution of the generators' input codes"),
     }
-    phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
-    # What each phase gives regularisers (see GAN.provides).
-    provides: ClassVar[dict[str, frozenset[str]]] = {
-        "critic": frozenset({"real", "fake", "critic", "labels"}),
-        "generator": frozenset({"fake", "critic", "labels"}),
+    # The module "generator" is a MultiGenerator holding the k networks.
+    players: ClassVar[Players] = Players(generators="generator", critics="critic")
+    # "critic" scores with the log-odds of "real"; "fake" holds one fake per example, taken in
+    # turn from the k generators.
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "critic": PhaseSpec(
+            {"real", "fake", "critic", "labels"},
+            help="the critic classifies a real batch as real and each generator's fakes as its own",
+        ),
+        "generator": PhaseSpec(
+            {"fake", "critic", "labels"}, help="each generator makes its fakes look real to the critic"
+        ),
     }
     replayable: ClassVar[bool] = MultiGenerator.replayable
-    regularisers: ClassVar[dict[str, dict]] = {}
     default_dataset: ClassVar[str] = "toy2d"
     # 2-D toy data: 2-D noise as in the wgan-gp points preset; each of the k generators gets a batch
     # of the data batch's size, so batches of 64 already give the critic 8 x 64 fakes per step.
     presets: ClassVar[dict[str, dict]] = {
         "points": {"variant": {"latent_dim": 2}, "train": {"batch_size": 64}},
     }
+    options: MADGANOptions
 
-    def __init__(self, options: MADGANOptions) -> None:
-        self.options = options
+    @classmethod
+    def refuse(cls, remedy: str, options: MADGANOptions) -> str | None:
+        if remedy == "experience_replay":
+            return f"its MultiGenerator's fakes cannot be replayed: {MultiGenerator.replay_refusal}"
+        return None
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
@@ -152,8 +163,8 @@ class MADGAN:
                 Optim("adam", o.lr_critic, betas),
                 Optim("adam", o.lr_generator, betas),
                 n_critic=o.n_critic,
-                critic_provides=self.provides["critic"],
-                generator_provides=self.provides["generator"],
+                critic_provides=self.phases["critic"].provides,
+                generator_provides=self.phases["generator"].provides,
             ),
             sample=self.sample,
         )

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot, device_of
 from genfw import validators as check
-from genfw.contracts import Callback, LoopState
+from genfw.contracts import Callback, LoopState, PhaseSpec, Players, Variant
 from genfw_plugins._layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, pixel_norm
 from genfw_plugins.gan import adversarial_phases, generator_objective
 
@@ -292,32 +292,47 @@ class ProCritic(nn.Module):
 # --- the variant --------------------------------------------------------------------------------
 
 
-class ProGAN:
+class ProGAN(Variant):
     """Progressive growing of GANs (Karras et al. 2018), with the WGAN-GP objective."""
 
     slots: ClassVar[dict[str, Slot]] = {
         "prior": Slot("prior", "normal", help="distribution of the generator's input codes"),
         "loss": Slot("loss", "wasserstein", role="adversarial"),
     }
-    phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
-    # The EMA of G as in the authors' code: Gs starts as a copy of G and follows it with a constant
-    # beta = G_smoothing = 0.999 (no warm-up).
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {
-        "gradient_penalty": {"weight": 10.0},
-        "ema": {"decay": 0.999, "warmup": False},
+    # Its own growing networks (ProGenerator, ProCritic), not slots.
+    players: ClassVar[Players] = Players(generators="generator", critics="critic")
+    # Both phases run at the schedule's current resolution and fade-in alpha: "real" is the real
+    # batch at that resolution, "critic" scores images of it.
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "critic": PhaseSpec(
+            {"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
+            help="the critic minimises the Wasserstein critic objective plus eps_drift * E D(x)^2",
+        ),
+        "generator": PhaseSpec(
+            {"fake", "critic", "labels", "fake_scores"},
+            help="the generator minimises the loss's generator objective at the current resolution",
+        ),
     }
+    options: ProGANOptions
 
     @classmethod
-    def regularisers_for(cls, options: ProGANOptions) -> dict[str, dict[str, Any]]:
-        """The paper's remedies: the gradient penalty; the EMA of G with ``ema: true`` (the
-        default); the optimisers' reset at each change of regime with ``reset_optimizers: true``."""
-        own = {n: dict(o) for n, o in cls.regularisers.items() if n != "ema" or options.ema}
+    def remedies(cls, options: ProGANOptions) -> dict[str, dict[str, Any]]:
+        """The paper's: WGAN-GP's penalty (lambda 10); with ``ema: true`` (the default), the EMA
+        of G as in the authors' code: Gs starts as a copy of G and follows it with a constant
+        beta = G_smoothing = 0.999 (no warm-up); with ``reset_optimizers: true``, the optimisers'
+        reset at each change of regime (the ``optimizer_reset`` callback on ``Model.stage``)."""
+        own: dict[str, dict[str, Any]] = {"gradient_penalty": {"weight": 10.0}}
+        if options.ema:
+            own["ema"] = {"decay": 0.999, "warmup": False}
         if options.reset_optimizers:
             own["optimizer_reset"] = {}
         return own
 
-    def __init__(self, options: ProGANOptions):
-        self.options = options
+    @classmethod
+    def refuse(cls, remedy: str, options: ProGANOptions) -> str | None:
+        if remedy == "experience_replay":
+            return f"its ProGenerator's fakes cannot be replayed: {ProGenerator.replay_refusal}"
+        return None
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
@@ -341,8 +356,8 @@ class ProGAN:
             Optim("adam", o.lr_critic, betas),
             Optim("adam", o.lr_generator, betas),
             n_critic=o.n_critic,
-            critic_provides={"real", "fake", "critic", "labels", "real_scores", "fake_scores"},
-            generator_provides={"fake", "critic", "labels", "fake_scores"},
+            critic_provides=self.phases["critic"].provides,
+            generator_provides=self.phases["generator"].provides,
         )
         self._world = 0  # processes, read once at the first step (the group exists by then)
         return Model(

@@ -19,7 +19,7 @@ generator lr 1e-4, one critic step per generator step.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attrs
 import torch
@@ -199,7 +199,6 @@ class SAGAN(GAN):
         "critic": Slot("critic", "sagan", help="scores samples"),
         "loss": Slot("loss", "hinge", role="adversarial"),
     }
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
 
 
 @genfw.hookimpl

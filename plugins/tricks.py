@@ -28,9 +28,10 @@ carry it.
 Critic-side layers rely on the critic convention of the critic hook: ``features(x, y)`` and a
 linear ``head`` with ``forward(x, y) == head(features(x, y))`` (the ``mlp`` and ``dcgan`` critics).
 
-A remedy that can refuse a variant declares ``fits(variant) -> bool``: whether it works with that
-registered variant, judged from what the variant class declares (``players``, ``phases`` with what
-each provides, ``replayable``) without building it. Refusals name the variants it fits.
+A remedy that can refuse a variant declares ``fits(variant: genfw.contracts.VariantInfo) -> bool``:
+whether it works with that registered variant, judged from what the variant declares
+(``genfw.contracts.Variant``: ``players``, ``phases`` and what each provides, ``slots``,
+``replayable``) without building it. Refusals name the variants it fits.
 """
 
 from __future__ import annotations
@@ -79,15 +80,15 @@ def players(model: Model, names: tuple[str, ...], trick: str, what: str, variant
         fits = has_generators if kind == "generators" else has_critics
         raise GenfwError(
             f"{trick} acts on {what}; variant '{variant.name}' declares none; variants it applies to: "
-            f"{fitting_variants(fits)}"
+            f"{variant.fitting(fits)}"
         )
-    missing = [n for n in names if n not in model.modules]
-    if missing:
+    present = [n for n in names if n in model.modules]  # a player the options leave out (WAE's critic)
+    if not present:
         raise GenfwError(
-            f"variant '{variant.name}' declares {what} {', '.join(missing)}, which its model does not have "
-            f"(modules: {', '.join(model.modules)})"
+            f"{trick} acts on {what}; variant '{variant.name}' builds none with these options "
+            f"(its modules: {', '.join(model.modules)})"
         )
-    return list(names)
+    return present
 
 
 def critics(variant: VariantInfo) -> tuple[str, ...]:
@@ -105,22 +106,18 @@ def has_generators(variant: Any) -> bool:
     return bool(VariantInfo(variant.name, variant.factory).players.generators)
 
 
-def declares(variant: Any, phase: str, keys: tuple[str, ...]) -> bool:
-    """Whether the variant class declares that its phase ``phase`` provides all of ``keys``
-    (``provides: dict[phase, keys]``; a variant that declares nothing is not counted on)."""
-    provides = getattr(variant.factory, "provides", None) or {}
-    return (
-        phase in getattr(variant.factory, "phases", ())
-        and phase in provides
-        and set(keys) <= set(provides[phase])
-    )
+def declares(variant: VariantInfo, phase: str, keys: tuple[str, ...]) -> bool:
+    """Whether the variant declares a phase ``phase`` that provides all of ``keys``
+    (``Variant.phases``, :class:`genfw.contracts.PhaseSpec`)."""
+    return phase in variant.phases and set(keys) <= variant.provides(phase)
 
 
-def has_critic_network(variant: Any) -> bool:
-    """Whether the variant's critic is a critic plugin network (slot ``critic`` of kind critic),
-    which by the critic hook's convention has ``features`` and a linear ``head``."""
-    slot = getattr(variant.factory, "slots", {}).get("critic")
-    return slot is not None and slot.kind == "critic"
+def has_critic_network(variant: VariantInfo) -> bool:
+    """Whether the variant declares data-space critics and each is the network of its slot of
+    kind critic (module ``critic`` from slot ``critic``), which by the critic hook's convention
+    has ``features`` and a linear ``head``."""
+    critics, slots = variant.players.critics, variant.factory.slots
+    return bool(critics) and all(name in slots and slots[name].kind == "critic" for name in critics)
 
 
 def phases_of(model: Model, names: tuple[str, ...]) -> list[Phase]:
@@ -151,7 +148,7 @@ def insert_before_head(critic: nn.Module, layer: nn.Module, extra: int, trick: s
     critic.head = nn.Sequential(*before, layer.to(last.weight.device), widened)
 
 
-def critic_layer_fits(variant: Any) -> bool:
+def critic_layer_fits(variant: VariantInfo) -> bool:
     """``fits`` of the tricks that insert a layer before the critic's head."""
     return declares(variant, "critic", ()) and has_critic_network(variant)
 
@@ -208,7 +205,7 @@ class FeatureMatching:
         self.weight, self.replace = options.weight, options.replace
 
     @staticmethod
-    def fits(variant: Any) -> bool:
+    def fits(variant: VariantInfo) -> bool:
         return declares(variant, "generator", FeatureMatching.needs) and has_critic_network(variant)
 
     def setup(self, model: Model, ctx: BuildContext) -> None:
@@ -402,12 +399,14 @@ class LabelSmoothing:
         self.real_label = options.real_label
 
     @staticmethod
-    def fits(variant: Any) -> bool:
-        """A critic phase with real scores and, by default, a cross-entropy ``loss`` slot."""
-        slot = getattr(variant.factory, "slots", {}).get("loss")
+    def fits(variant: VariantInfo) -> bool:
+        """A critic phase with real scores and, by default, a cross-entropy ``loss`` slot (of the
+        registry the variant was found in)."""
+        slot = variant.factory.slots.get("loss")
         if slot is None or slot.kind != "loss" or not declares(variant, "critic", LabelSmoothing.needs):
             return False
-        loss = get_registry().all("loss").get(slot.default)
+        registry = get_registry() if variant.registry is None else variant.registry
+        loss = registry.all("loss").get(slot.default)
         return loss is not None and isinstance(loss.factory, type) and issubclass(loss.factory, MinimaxLoss)
 
     def setup(self, model: Model, ctx: BuildContext) -> None:
@@ -502,14 +501,14 @@ class ExperienceReplay(Callback):
     the batch's labels) only.
     """
 
-    @classmethod
-    def fits(cls, variant: Any) -> bool:
-        """A critic and a generator phase, and a variant that declares its fakes replayable."""
-        phases = set(getattr(variant.factory, "phases", ()))
-        return {"critic", "generator"} <= phases and getattr(variant.factory, "replayable", False)
+    @staticmethod
+    def fits(variant: VariantInfo) -> bool:
+        """A critic and a generator phase, and a variant that declares its fakes replayable
+        (``replayable = True``: unconditional, each fake labelled only as fake)."""
+        return {"critic", "generator"} <= set(variant.phases) and variant.factory.replayable
 
     def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
-        applies = f"variants it applies to: {fitting_variants(self.fits)}"
+        applies = f"variants it applies to: {variant.fitting(self.fits)}"
         generators = players(model, variant.players.generators, "experience_replay", "generators", variant)
         if model.num_classes or any(getattr(model.modules[g], "num_classes", 0) for g in generators):
             raise GenfwError(
@@ -521,7 +520,7 @@ class ExperienceReplay(Callback):
                 raise GenfwError(
                     f"experience_replay cannot replay the fakes of {type(model.modules[g]).__name__}: {why}; {applies}"
                 )
-        if not getattr(variant.factory, "replayable", False):
+        if not variant.factory.replayable:
             raise GenfwError(
                 f"experience_replay needs a variant whose critic phase scores unconditional fakes it may "
                 f"swap for past ones (replayable); '{variant.name}' is not; {applies}"
@@ -853,24 +852,24 @@ class Packing(Callback):
     gradient norm per pack, the Lipschitz constraint on the function the critic is. Unconditional
     variants whose critics score samples alone (``replayable``) only."""
 
-    @classmethod
-    def fits(cls, variant: Any) -> bool:
-        slots = getattr(variant.factory, "slots", {})
-        return {"critic", "generator"} <= set(slots) and getattr(variant.factory, "replayable", False)
+    @staticmethod
+    def fits(variant: VariantInfo) -> bool:
+        return bool(variant.players.critics) and variant.factory.replayable
 
     def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
-        applies = f"variants it applies to: {fitting_variants(self.fits)}"
+        applies = f"variants it applies to: {variant.fitting(self.fits)}"
         names = players(model, variant.players.critics, "packing", "critics", variant)
         generators = players(model, variant.players.generators, "packing", "generators", variant)
         if model.num_classes or any(getattr(model.modules[g], "num_classes", 0) for g in generators):
             raise GenfwError(f"packing judges packs of unlabelled samples; {applies}")
-        if not getattr(variant.factory, "replayable", False) or not all(n in ctx.components for n in names):
+        slots = {n: variant.players.slot_of(n) for n in names}
+        if not variant.factory.replayable or not all(s in ctx.components for s in slots.values()):
             raise GenfwError(
                 f"packing rebuilds each critic from its slot, for critics that score samples alone; {applies}"
             )
         shape, m = tuple(ctx.data.shape), self.options.m
         for name in names:
-            inner = ctx[name].build(in_shape=(m * shape[0], *shape[1:]), out_dim=1, num_classes=0)
+            inner = ctx[slots[name]].build(in_shape=(m * shape[0], *shape[1:]), out_dim=1, num_classes=0)
             model.modules[name] = PackedCritic(inner, m)
         self.phases = set(phases_training(model, names))
 

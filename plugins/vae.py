@@ -29,6 +29,7 @@ from torch import Tensor
 import genfw
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot
 from genfw import validators as check
+from genfw.contracts import PhaseSpec
 from genfw_plugins._autoencoder import AutoencoderBase, build_prior, decoded_mean
 
 __all__ = ["VAE", "VAEOptions", "decoded_mean", "gaussian_log_density", "refuse_prior"]
@@ -72,6 +73,12 @@ class VAE(AutoencoderBase):
         "prior": Slot("prior", "normal"),
         "loss": Slot("loss", "gaussian", role="reconstruction", help="-log p(x|z) per example"),
     }
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "autoencoder": PhaseSpec(
+            {"x", "x_hat", "z", "mu", "logvar"},
+            help="the encoder and decoder minimise reconstruction + beta KL(q(z|x) || p(z))",
+        )
+    }
     options: VAEOptions
 
     def build(self, ctx: BuildContext) -> Model:
@@ -84,7 +91,6 @@ class VAE(AutoencoderBase):
             ctx,
             2 * o.latent_dim,
             Optim("adam", o.lr, (0.9, 0.999)),
-            frozenset({"x", "x_hat", "z", "mu", "logvar"}),
             log_weights=self.log_weights,
         )
 

@@ -59,6 +59,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot
 from genfw import validators as check
+from genfw.contracts import ContextKey, PhaseSpec
 from genfw_plugins._autoencoder import AutoencoderBase, build_prior
 
 _GAMMA_EPS = 1e-6
@@ -117,6 +118,13 @@ class VSC(AutoencoderBase):
         "prior": Slot("prior", "spike_slab", help="spike and slab (alpha = prior sparsity)"),
         "loss": Slot("loss", "gaussian", role="reconstruction", help="-log p(x|z) per example"),
     }
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "autoencoder": PhaseSpec(
+            {"x", "x_hat", "z", "mu", "logvar", "gamma"},
+            help="the encoder and decoder minimise reconstruction + beta KL to the spike-and-slab prior",
+            extra={"gamma": ContextKey("Tensor (B, d)", "the posterior's slab probabilities")},
+        )
+    }
     options: VSCOptions
 
     def build(self, ctx: BuildContext) -> Model:
@@ -137,7 +145,6 @@ class VSC(AutoencoderBase):
             ctx,
             3 * o.latent_dim,
             Optim("adam", o.lr, (0.9, 0.999)),
-            frozenset({"x", "x_hat", "z", "mu", "logvar", "gamma"}),
             log_weights=self.log_weights,
         )
         if o.warms_up:

@@ -51,7 +51,14 @@ from torch import Tensor
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot
 from genfw import validators as check
-from genfw_plugins._autoencoder import AutoencoderBase, build_prior, marginal_mmd, shape_code
+from genfw.contracts import PhaseSpec, Players
+from genfw_plugins._autoencoder import (
+    LATENT_CRITIC_PHASE,
+    AutoencoderBase,
+    build_prior,
+    marginal_mmd,
+    shape_code,
+)
 from genfw_plugins.gan import generator_objective
 from genfw_plugins.regularisers import WAE_SCALES, prior_variance
 
@@ -96,13 +103,25 @@ class WAE(AutoencoderBase):
         "loss": Slot("loss", "mse", role="reconstruction", help="the cost c(x, G(z))"),
         "adversarial": Slot("loss", "non_saturating", role="adversarial", help="penalty: gan only"),
     }
-    phases: ClassVar[tuple[str, ...]] = ("autoencoder", "critic")
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {"mmd": {"weight": 10.0}}
+    players: ClassVar[Players] = Players(generators="generator", encoders="encoder", latent_critics="critic")
+    # WAE-GAN's Algorithm 1: the latent critic, then Q and G on the same batch.
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "critic": LATENT_CRITIC_PHASE,
+        "autoencoder": PhaseSpec(
+            {"x", "x_hat", "z", "prior_z"},
+            help="the encoder and decoder minimise reconstruction + lambda D_Z(codes, prior)",
+        ),
+    }
 
     @classmethod
-    def regularisers_for(cls, options: WAEOptions) -> dict[str, dict[str, Any]]:
-        """The mmd regulariser is D_Z only with ``penalty: mmd``."""
-        return dict(cls.regularisers) if options.penalty == "mmd" else {}
+    def phases_for(cls, options: WAEOptions) -> tuple[str, ...]:
+        """The latent critic's phase only with ``penalty: gan``."""
+        return ("critic", "autoencoder") if options.penalty == "gan" else ("autoencoder",)
+
+    @classmethod
+    def remedies(cls, options: WAEOptions) -> dict[str, dict[str, Any]]:
+        """The mmd regulariser is D_Z with ``penalty: mmd`` (lambda 10, as the paper's MNIST runs)."""
+        return {"mmd": {"weight": 10.0}} if options.penalty == "mmd" else {}
 
     options: WAEOptions
 
@@ -120,7 +139,7 @@ class WAE(AutoencoderBase):
             ("encoder", "generator"),
             self.step,
             Optim("adam", o.lr, betas),
-            provides=frozenset({"x", "x_hat", "z", "prior_z"}),
+            provides=self.phases["autoencoder"].provides,
         )
         phases = [autoencoder]
         if o.penalty == "gan":

@@ -39,13 +39,16 @@ class WGAN(GAN):
     ``--regularisers.weight_clipping.clip``."""
 
     slots: ClassVar[dict[str, Slot]] = {**GAN.slots, "loss": Slot("loss", "wasserstein", role="adversarial")}
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {"weight_clipping": {"clip": 0.01}}
     optimizer: ClassVar[str] = "rmsprop"
     # 2-D toy data: the settings of the 'wgan' mode of the WGAN-GP authors' gan_toy.py (same
     # RMSProp(5e-5), c = 0.01 and n_critic 5; 2-D noise and batches of 256).
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "points": {"variant": {"latent_dim": 2}, "train": {"batch_size": 256}},
     }
+
+    @classmethod
+    def remedies(cls, options: WGANOptions) -> dict[str, dict[str, Any]]:
+        return {"weight_clipping": {"clip": 0.01}}
 
     def optim(self, lr: float) -> Optim:
         return Optim(self.optimizer, lr)
@@ -66,7 +69,6 @@ class WGANGP(GAN):
     """Wasserstein GAN with gradient penalty (Gulrajani et al. 2017)."""
 
     slots: ClassVar[dict[str, Slot]] = {**GAN.slots, "loss": Slot("loss", "wasserstein", role="adversarial")}
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {"gradient_penalty": {"weight": 10.0}}
     # On 2-D toy data the authors' own code (gan_toy.py in igul222/improved_wgan_training) uses
     # lambda = 0.1, batches of 256, 2-D noise and Adam beta1 = 0.5: with lambda = 10 the penalty swamps the
     # Wasserstein term at this scale and few modes are found in a CPU-sized budget.
@@ -77,6 +79,10 @@ class WGANGP(GAN):
             "train": {"batch_size": 256},
         }
     }
+
+    @classmethod
+    def remedies(cls, options: WGANGPOptions) -> dict[str, dict[str, Any]]:
+        return {"gradient_penalty": {"weight": 10.0}}
 
 
 @genfw.hookimpl

@@ -88,11 +88,12 @@ def test_plugins_are_listed_even_when_two_register_one_name(run_cli, monkeypatch
     from genfw import cli
     from genfw.plugins import PluginHost
     from genfw.registry import PluginInfo
+    from genfw_plugins.losses import NonSaturatingLoss
 
     host = PluginHost()
     for name in ("a", "b"):
         ns = types.SimpleNamespace(
-            genfw_register_losses=genfw.hookimpl(lambda register: register("x", object))
+            genfw_register_losses=genfw.hookimpl(lambda register: register("x", NonSaturatingLoss))
         )
         host.add(ns, PluginInfo(name, f"dist-{name}", "1"))
     monkeypatch.setattr(cli, "get_host", lambda: host)

@@ -30,6 +30,32 @@ class Opts:
     x: int = 1
 
 
+# The callback kind's built-ins (the model-changing tricks) come with issue 12's callbacks work;
+# until they are merged, it is the one kind without one.
+
+
+class Loss:
+    """A loss as far as registration can tell (what it computes does not matter here)."""
+
+    role = "adversarial"
+
+    def __init__(self, options=None):
+        pass
+
+    def critic_loss(self, real_scores, fake_scores): ...
+
+    def generator_loss(self, fake_scores, real_scores=None): ...
+
+
+class Prior:
+    def __init__(self, options=None, *, dim=1):
+        pass
+
+    def sample(self, n, *, device, generator=None): ...
+
+    def log_prob(self, z): ...
+
+
 def test_every_builtin_module_is_an_entry_point_and_loads():
     eps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["genfw"]
     modules = {
@@ -43,7 +69,7 @@ def test_every_builtin_module_is_an_entry_point_and_loads():
     host = PluginHost()
     host.load_entry_points(ep for ep in selected_entry_points() if ep.name in eps)
     # Every kind has at least one built-in.
-    assert all(host.registry.names(kind) for kind in hookspecs.KINDS)
+    assert all(host.registry.names(kind) for kind in set(hookspecs.KINDS))
     assert host.infos["wae"].dist == "genfw"
 
 
@@ -60,6 +86,8 @@ def test_register_and_lookup():
     def make(options):
         return ("built", options)
 
+    make.role = "adversarial"  # read before building: a loss factory declares its role
+
     host.add(
         plugin(genfw_register_losses=lambda register: register("mine", make, options=Opts, help="h")), "p1"
     )
@@ -74,10 +102,10 @@ def test_register_and_lookup():
 def test_duplicate_names_name_both_plugins():
     host = PluginHost()
     host.add(
-        plugin(genfw_register_priors=lambda register: register("p", Opts)), PluginInfo("a", "dist-a", "1.0")
+        plugin(genfw_register_priors=lambda register: register("p", Prior)), PluginInfo("a", "dist-a", "1.0")
     )
     host.add(
-        plugin(genfw_register_priors=lambda register: register("p", Opts)), PluginInfo("b", "dist-b", "2.0")
+        plugin(genfw_register_priors=lambda register: register("p", Prior)), PluginInfo("b", "dist-b", "2.0")
     )
     with pytest.raises(GenfwError) as info:
         host.registry  # noqa: B018
@@ -175,8 +203,8 @@ def test_entry_point_names_shared_by_two_distributions_are_qualified_and_can_be_
 
 def test_a_component_registered_twice_names_both_and_the_way_out():
     host = PluginHost()
-    host.add(plugin(genfw_register_losses=lambda register: register("x", object)), PluginInfo("a", "dist-a"))
-    host.add(plugin(genfw_register_losses=lambda register: register("x", object)), PluginInfo("b", "dist-b"))
+    host.add(plugin(genfw_register_losses=lambda register: register("x", Loss)), PluginInfo("a", "dist-a"))
+    host.add(plugin(genfw_register_losses=lambda register: register("x", Loss)), PluginInfo("b", "dist-b"))
     with pytest.raises(GenfwError) as info:
         host.registry  # noqa: B018
     msg = str(info.value)
