@@ -8,6 +8,7 @@ from genfw.errors import GenfwError
 from genfw.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from genfw.contracts import Callback, PhaseSpec, Players, Variant, VariantInfo
     from genfw.model import (
         Batch,
         BuildContext,
@@ -45,11 +46,19 @@ _FROM_MODEL = frozenset(
 )
 
 
+# The plugin API's main names (genfw.contracts), also lazily.
+_FROM_CONTRACTS = frozenset({"Callback", "PhaseSpec", "Players", "Variant", "VariantInfo"})
+
+
 def __getattr__(name: str) -> Any:
     if name in _FROM_MODEL:
         from genfw import model
 
         return getattr(model, name)
+    if name in _FROM_CONTRACTS:
+        from genfw import contracts
+
+        return getattr(contracts, name)
     raise AttributeError(f"module 'genfw' has no attribute {name!r}")
 
 
@@ -61,6 +70,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Batch",
     "BuildContext",
+    "Callback",
     "DataInfo",
     "EvalContext",
     "GenDataset",
@@ -70,7 +80,11 @@ __all__ = [
     "Optim",
     "Phase",
     "PhaseOutput",
+    "PhaseSpec",
+    "Players",
     "Slot",
+    "Variant",
+    "VariantInfo",
     "__version__",
     "device_of",
     "hookimpl",

@@ -356,9 +356,11 @@ class Options:
     lr: float = attrs.field(default=2e-4, validator=check.positive)
 
 
-class {cls}:
+class {cls}(contracts.Variant):
     """{title}: a two-phase adversarial recipe to start from; put your training scheme here."""
 
+    # What genfw reads before building (every member is documented in genfw.contracts.Variant,
+    # with the others you may declare: presets, default_dataset, remedies, refuse, ...).
     # The components it is built from; each is swappable on the command line (--prior laplace).
     slots: ClassVar[dict[str, Slot]] = {{
         "generator": Slot("generator", "mlp"),
@@ -366,11 +368,18 @@ class {cls}:
         "prior": Slot("prior", "normal"),
         "loss": Slot("loss", "non_saturating", role="adversarial"),
     }}
-    phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {{}}  # always attached, with options
-
-    def __init__(self, options: Options) -> None:
-        self.options = options
+    # Which modules of the model play which part (tricks such as spectral_norm act on the critics).
+    players: ClassVar[contracts.Players] = contracts.Players(generators="generator", critics="critic")
+    # The phases build makes, in order, with the context keys each gives regularisers
+    # (genfw.contracts.PHASE_CONTEXT documents every key).
+    phases: ClassVar[dict[str, contracts.PhaseSpec]] = {{
+        "critic": contracts.PhaseSpec(
+            {{"real", "fake", "critic", "labels", "real_scores", "fake_scores"}},
+            help="the critic scores a real batch against as many fakes",
+        ),
+        "generator": contracts.PhaseSpec(help="the generator makes fakes the critic scores as real"),
+    }}
+    options: Options
 
     def build(self, ctx: genfw.BuildContext) -> Model:
         """Build the networks for the data's shape and return the model's modules and phases."""
@@ -380,7 +389,7 @@ class {cls}:
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
         optim = Optim("adam", o.lr, (0.5, 0.999))
-        provides = frozenset({{"real", "fake", "critic", "labels", "real_scores", "fake_scores"}})
+        provides = self.phases["critic"].provides
         return Model(
             modules={{"generator": generator, "critic": critic}},
             phases=[
@@ -422,7 +431,7 @@ def genfw_register_variants(register: Register) -> None:
 
 VARIANT_TEST = """
 def test_two_phases():
-    assert plugin.{cls}.phases == ("critic", "generator")
+    assert list(plugin.{cls}.phases) == ["critic", "generator"]
 
 
 def test_keeps_the_variant_contract():
@@ -441,8 +450,8 @@ IMPORTS = {
     "from genfw import validators as check\nfrom genfw.hookspecs import Register\nfrom torch import Tensor, nn",
     "dataset": "import math\n\nimport attrs\nimport genfw\nimport torch\n"
     "from genfw import validators as check\nfrom genfw.hookspecs import Register",
-    "variant": "from typing import Any, ClassVar\n\nimport attrs\nimport genfw\nimport torch\n"
-    "from genfw import Batch, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of\n"
+    "variant": "from typing import ClassVar\n\nimport attrs\nimport genfw\nimport torch\n"
+    "from genfw import Batch, Model, Modules, Optim, Phase, PhaseOutput, Slot, contracts, device_of\n"
     "from genfw import validators as check\nfrom genfw.hookspecs import Register\nfrom torch import Tensor",
 }
 

@@ -133,7 +133,9 @@ def test_list_shows_the_components_with_their_roles_slots_and_options(examples):
         0.7071068
     )
     bigan = rows["variant", "bigan"]
-    assert bigan["distribution"] == "genfw-bigan" and bigan["phases"] == ["critic", "generator"]
+    assert bigan["distribution"] == "genfw-bigan" and list(bigan["phases"]) == ["critic", "generator"]
+    assert bigan["phases"]["generator"]["provides"]["real"] == "Tensor (B, *shape)"
+    assert bigan["players"] == {"generators": ["generator"], "critics": ["critic"], "encoders": ["encoder"]}
     assert set(bigan["slots"]) == {"generator", "encoder", "critic", "prior", "loss"}
 
 

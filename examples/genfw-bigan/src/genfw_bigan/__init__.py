@@ -29,13 +29,14 @@ phase provides ``real``, ``fake`` (the pairs) and ``critic`` to regularisers, so
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attrs
 import genfw
 import torch
 from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
 from genfw import validators as check
+from genfw.contracts import PhaseSpec, Players, Variant
 from genfw.hookspecs import Register
 from torch import Tensor
 
@@ -53,7 +54,11 @@ class BiGANOptions:
     beta2: float = attrs.field(default=0.999, validator=check.in_interval(0, 1, high_open=True))
 
 
-class BiGAN:
+# Both phases score the same pairs: "real" is (x, E(x)) and "fake" (G(z), z), flattened.
+PAIRS = frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"})
+
+
+class BiGAN(Variant):
     """BiGAN / ALI (Donahue et al. 2017; Dumoulin et al. 2017): a critic on (x, z) pairs trains G and an encoder."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -63,11 +68,14 @@ class BiGAN:
         "prior": Slot("prior", "normal", help="distribution of the codes"),
         "loss": Slot("loss", "non_saturating", role="adversarial"),
     }
-    phases: ClassVar[tuple[str, ...]] = ("critic", "generator")
-    regularisers: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def __init__(self, options: BiGANOptions) -> None:
-        self.options = options
+    players: ClassVar[Players] = Players(generators="generator", encoders="encoder", critics="critic")
+    phases: ClassVar[dict[str, PhaseSpec]] = {
+        "critic": PhaseSpec(PAIRS, help="the critic tells data pairs (x, E(x)) from code pairs (G(z), z)"),
+        "generator": PhaseSpec(
+            PAIRS, help="G and E together, on the critic's objective with the sides swapped"
+        ),
+    }
+    options: BiGANOptions
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
@@ -79,7 +87,6 @@ class BiGAN:
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
         betas = (o.beta1, o.beta2)
-        provides = frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores"})
         return Model(
             modules={"generator": generator, "encoder": encoder, "critic": critic},
             phases=[
@@ -88,7 +95,7 @@ class BiGAN:
                     ("critic",),
                     self.critic_step,
                     Optim("adam", o.lr_critic, betas),
-                    provides=provides,
+                    provides=self.phases["critic"].provides,
                 ),
                 Phase(
                     "generator",
@@ -96,7 +103,7 @@ class BiGAN:
                     self.generator_step,
                     Optim("adam", o.lr_generator, betas),
                     fresh_batch=False,  # the same data batch as the critic's step
-                    provides=provides,
+                    provides=self.phases["generator"].provides,
                 ),
             ],
             sample=self.sample,
