@@ -78,7 +78,7 @@ def attach_regularisers(cfg: RunConfig, model: Model, ctx: BuildContext) -> dict
 
     for name, spec in cfg.regularisers.items():
         reg = spec.build()
-        fitting = functools.partial(applies_to, spec.component.factory, cfg.registry)
+        fitting = functools.partial(applies_to, name, spec.component.factory, cfg.registry)
         targets = [p for p in model.phases if p.name in reg.phases]
         if not targets:
             raise GenfwError(

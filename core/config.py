@@ -283,20 +283,26 @@ def with_command_line(
     return merge(dict(raw), overrides)
 
 
-def applies_to(regulariser: Any, registry: Registry | None) -> str:
-    """The last words of a refusal of the regulariser class ``regulariser``: the variants of
-    ``registry`` it works with, by its own ``fits(VariantInfo)`` where it declares one, else those
-    with a phase it attaches to."""
-    from genfw.plugins import variants_where
+def applies_to(name: str, regulariser: Any, registry: Registry | None) -> str:
+    """The last words of a refusal of regulariser ``name`` (its class ``regulariser``): the
+    variants of ``registry`` it works with, by its own ``fits(VariantInfo)`` where it declares one,
+    else those with a phase it attaches to; less those that refuse it with their default options."""
+    from genfw.plugins import get_registry, variants_where
 
+    registry = get_registry() if registry is None else registry
     fits = getattr(regulariser, "fits", None)  # optional (genfw.contracts.Regulariser)
-    if fits is None:
-        applies = set(regulariser.phases)
+    applies = set(regulariser.phases)
 
-        def fits(v: Any) -> bool:
-            return bool(applies & set(v.phases))
+    def takes(v: Any) -> bool:
+        if not (fits(v) if fits is not None else bool(applies & set(v.phases))):
+            return False
+        try:
+            options = registry.spec("variant", v.name, {}, where="variant").options
+        except GenfwError:  # required options: it cannot be judged without them
+            return True
+        return v.factory.refuse(name, options) is None
 
-    return f"; variants it applies to: {variants_where(fits, registry)}"
+    return f"; variants it applies to: {variants_where(takes, registry)}"
 
 
 def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
@@ -372,13 +378,13 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
         why = vcls.refuse(name, variant.options)
         if why is not None:
             raise GenfwError(
-                f"variant '{variant.name}' refuses regulariser '{name}': {why}{applies_to(reg, registry)}"
+                f"variant '{variant.name}' refuses regulariser '{name}': {why}{applies_to(name, reg, registry)}"
             )
         if not set(reg.phases) & set(phases):
             raise GenfwError(
                 f"regulariser '{name}' applies to {'/'.join(reg.phases)} phases, which variant "
                 f"'{variant.name}' does not have here (it has {', '.join(phases)})"
-                f"{applies_to(reg, registry)}"
+                f"{applies_to(name, reg, registry)}"
             )
         regularisers[name] = spec
 
