@@ -405,10 +405,13 @@ class ReconstructionLoss(Protocol):
 @runtime_checkable
 class Regulariser(Protocol):
     """A term added to the objective of the phases it attaches to, or a constraint after their
-    step. ``phases``: names it can attach to; ``needs``: context keys it reads
-    (:data:`PHASE_CONTEXT`); ``penalty(ctx) -> scalar`` already weighted, or ``None``;
-    optionally ``after_step(modules)`` (a constraint such as weight clipping) and
-    ``fits(variant: VariantInfo) -> bool``."""
+    step. Registered as a class: ``phases: tuple[str, ...]``, the phase names it can attach to,
+    and ``needs: tuple[str, ...]``, the context keys it reads (:data:`PHASE_CONTEXT`), are class
+    attributes read before it is built; ``penalty(ctx: dict[str, Any]) -> Tensor | None``, a
+    scalar already weighted, or ``None`` for a pure constraint; optionally
+    ``after_step(modules: list[nn.Module]) -> None`` (a constraint such as weight clipping) and the
+    static ``fits(variant: VariantInfo) -> bool`` (whether it works with a registered variant,
+    judged from its declarations: refusals list the variants where it is true)."""
 
     phases: tuple[str, ...]
     needs: tuple[str, ...]

@@ -1,7 +1,7 @@
 """Contract checks for genfw components, for built-ins and third-party plugins alike.
 
 Every kind of component has a check that builds it from the registry with its default options
-(or the options you give) and tests what the hook specs in :mod:`genfw.hookspecs` promise::
+(or the options you give) and tests what its contract in :mod:`genfw.contracts` promises::
 
     from genfw.testing import check_loss, check_prior
 
@@ -42,9 +42,12 @@ What each check does:
 - **metric**: a ``dict[str, float]``, identical for the same seed.
 - **generator / critic / encoder**: forward shapes for image and point data, with and without
   classes (labels ``(B,)``), gradients to every parameter that takes part.
-- **variant**: builds on a small data set and runs one step of every phase, with its own
-  regularisers; every phase changes its parameters; ``sample`` (and ``reconstruct``) give the
-  data's shape.
+- **variant**: builds on a small data set exactly the phases it declares
+  (``Variant.phases``, ``phases_for(options)``), in order, each with the declared ``provides``
+  and training only declared ``players``; runs one step of every phase, with its own
+  regularisers: every phase changes its parameters and its context holds every declared key;
+  ``sample`` (and ``reconstruct``) give the data's shape.
+- **callback**: builds from its options; ``load_state_dict(state_dict())`` keeps the state.
 - **dataset**: items ``(x, y)`` with ``x`` of the declared ``shape``, ``kind`` one of image/points,
   labels in ``-1..num_classes-1`` (the check skips a data set whose files are absent).
 - every kind: the options round-trip through cattrs (unstructure, structure, equal).
