@@ -569,6 +569,8 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
                 print(f"      regularisers: {', '.join(r['regularisers'])}")
             for data_kind, preset in r["presets"].items():
                 print(f"      preset for {data_kind} data: {json.dumps(preset)}")
+        if r["kind"] == "regulariser":
+            print(f"      phases: {', '.join(r['phases'])}; needs: {', '.join(r['needs']) or 'nothing'}")
         # The flag that sets each option: --plugin.X for variants, --regulariser.NAME.X (every
         # remedy, callbacks too) and --metric.NAME.X for the kinds a run holds several of,
         # --KIND.X (the slot) otherwise.

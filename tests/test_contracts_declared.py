@@ -213,6 +213,9 @@ def test_genfw_list_variant_shows_each_phase_and_the_keys_it_provides(run_cli):
     assert "\n          provides: critic, fake, fake_scores, features, labels, real\n" in gan
     wae = out.split("\n  wae - ")[1].split("\n  wgan - ")[0]
     assert "\n      phase critic (not with the default options): the latent critic" in wae
+    code, out, _ = run_cli("list", "regulariser")
+    gp = out.split("\n  gradient_penalty - ")[1].split("\n  historical_averaging - ")[0]
+    assert "\n      phases: critic; needs: real, fake, critic, labels\n" in gp
     code, out, _ = run_cli("list", "variant", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert list(rows["aae"]["phases"]) == ["autoencoder", "critic", "encoder"]
