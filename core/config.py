@@ -383,7 +383,7 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
         if not set(reg.phases) & set(phases):
             raise GenfwError(
                 f"regulariser '{name}' applies to {'/'.join(reg.phases)} phases, which variant "
-                f"'{variant.name}' does not have here (it has {', '.join(phases)})"
+                f"'{variant.name}' does not build with its options (it builds {', '.join(phases)})"
                 f"{applies_to(name, reg, registry)}"
             )
         regularisers[name] = spec

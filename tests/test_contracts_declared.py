@@ -302,7 +302,9 @@ def test_a_refusal_lists_the_variants_of_the_runs_registry(extra, registry):
 def test_phases_follow_the_options(registry):
     """WAE's latent critic phase exists only with ``penalty: gan``: a critic regulariser is refused at
     resolve time without it, and attaches with it."""
-    with pytest.raises(GenfwError, match=r"variant 'wae' does not have here \(it has autoencoder\)"):
+    with pytest.raises(
+        GenfwError, match=r"variant 'wae' does not build with its options \(it builds autoencoder\)"
+    ):
         resolve({"variant": "wae", "regularisers": {"gradient_penalty": {}}}, registry)
     cfg = resolve(
         {"variant": {"name": "wae", "penalty": "gan"}, "regularisers": {"gradient_penalty": {}}}, registry
