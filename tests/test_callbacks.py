@@ -28,7 +28,11 @@ class DualCritic(Variant):
         "prior": Slot("prior", "normal"),
         "loss": Slot("loss", "non_saturating", role="adversarial"),
     }
-    players = Players(generators=("generator",), critics=("critic_a", "critic_b"))
+    players = Players(
+        generators=("generator",),
+        critics=("critic_a", "critic_b"),
+        built_from={"critic_a": "critic", "critic_b": "critic"},  # both from the critic slot
+    )
     phases: ClassVar[dict[str, PhaseSpec]] = {
         "critic": PhaseSpec(provides=ADVERSARIAL, help="both critics"),
         "generator": PhaseSpec(provides=frozenset({"fake"}), help="the generator against both"),

@@ -361,7 +361,7 @@ def test_samples_come_from_the_ema_of_the_generator_by_default(tmp_path, registr
     code, out, _ = run_cli("list", "variant")
     assert code == 0
     progan = out.split("\n  progan - ")[1].split("\n  sagan - ")[0]
-    assert "\n      regularisers: gradient_penalty, ema\n" in progan
+    assert "\n      regularisers: gradient_penalty, ema, optimizer_reset\n" in progan
     assert "\n      --plugin.ema bool = True" in progan
     off = resolve(progan_raw(1, ema=False), registry)
     assert set(off.regularisers) == {"gradient_penalty"}
