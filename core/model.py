@@ -125,11 +125,13 @@ class Model:
 
     ``sample(m, n, y)`` draws ``n`` samples (labels ``y (n,)`` or ``None``) with the modules ``m``.
     ``export`` names the modules saved as ``generator.safetensors`` for sampling.
-    ``reconstruct(m, x, y)``, for autoencoders, encodes and decodes.
     ``num_classes`` says whether the model is conditional: ``0`` (the default) means ``sample``
     ignores ``y``; ``K > 0`` means ``sample`` draws class ``y[i]`` in ``0..K-1`` for sample ``i``
-    (the data set's classes for cgan/acgan, the categorical code's values for infogan). The loop
-    then saves sample grids with one row per class, and ``genfw sample --label k`` is allowed.
+    (a conditional variant's classes, or the values of a categorical code). The loop then saves
+    sample grids with one row per class, and ``genfw sample --label k`` is allowed.
+
+    A family of variants whose metrics or commands need more (an autoencoder's ``encode`` and
+    ``decode``) returns an attrs subclass with those fields; the core reads only these.
     ``stage()``, where given, returns the model's current stage (an int: a resolution of a growing
     model, a curriculum's step), read before each phase repeat; when it changes the loop fires
     callbacks' ``on_stage_change`` (ProGAN resets its optimisers then), and checkpoints keep it.
@@ -139,18 +141,8 @@ class Model:
     phases: list[Phase]
     sample: Callable[[Modules, int, Tensor | None], Tensor]
     export: tuple[str, ...] = ("generator",)
-    reconstruct: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
     num_classes: int = 0
     stage: Callable[[], int] | None = None
-    # Autoencoders: ``encode(m, x, y) -> z (B, d)`` (the code used to reconstruct: the posterior
-    # mean of a stochastic encoder), ``decode(m, z, y) -> x`` in data space, and the latent prior
-    # object; for latent plots, traversals and latent metrics.
-    encode: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
-    decode: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
-    prior: Any = None
-    # Likelihood-based autoencoders: ``log_weights(m, x, k) -> (k, B)`` importance log-weights
-    # ``log p(x, z_i) - log q(z_i | x)`` with ``z_i ~ q(z | x)`` (ELBO and IWAE estimates).
-    log_weights: Callable[[Modules, Tensor, int], Tensor] | None = None
 
 
 @attrs.frozen

@@ -46,7 +46,7 @@ What each check does:
   (``Variant.phases``, ``phases_for(options)``), in order, each with the declared ``provides``
   and training only declared ``players``; runs one step of every phase, with its own
   regularisers: every phase changes its parameters and its context holds every declared key;
-  ``sample`` (and ``reconstruct``) give the data's shape.
+  ``sample`` gives the data's shape.
 - **callback**: builds from its options; ``load_state_dict(state_dict())`` keeps the state.
 - **dataset**: items ``(x, y)`` with ``x`` of the declared ``shape``, ``kind`` one of image/points,
   labels in ``-1..num_classes-1`` (the check skips a data set whose files are absent).
@@ -421,6 +421,10 @@ def _check_kl(prior: Any, where: str) -> None:
 
 # Data sets a variant is tried on, in order: the first it builds on is used.
 DATASETS = ("toy2d", "digits")
+# Variants a regulariser or metric is tried with first (then every registered one), and the
+# (variant, data set) pairs a metric is tried on: configurable defaults of the kit.
+VARIANTS = ("gan", "vae", "wae")
+METRIC_RUNS = (("gan", "toy2d"), ("gan", "digits"), ("vae", "digits"), ("vae", "toy2d"))
 
 
 @attrs.define
@@ -526,8 +530,8 @@ def check_variant(name: str, *, registry: Registry | None = None, options: Any =
     registry has checked their types; slots default to registered components; it builds on a
     small data set the phases ``phases_for(options)`` names, in that order, each giving the
     ``provides`` its ``PhaseSpec`` declares and training only declared players; one step of every
-    phase updates its parameters and its context holds every declared key; samples (and
-    reconstructions) have the data's shape."""
+    phase updates its parameters and its context holds every declared key; samples have the data's
+    shape."""
     component = _component("variant", name, registry)
     where = _where(component)
     registry = default_registry() if registry is None else registry
@@ -582,13 +586,6 @@ def check_variant(name: str, *, registry: Registry | None = None, options: Any =
             where,
             f"sample(m, 4, y) gave {tuple(samples.shape)}, expected finite (4, {', '.join(map(str, shape))})",
         )
-    if model.reconstruct is not None:
-        with torch.no_grad():
-            rec = model.reconstruct(run.modules, run.batch.x[:4], run.batch.y[:4] if num_classes else None)
-        if tuple(rec.shape) != (4, *shape):
-            raise _fail(
-                where, f"reconstruct gave {tuple(rec.shape)}, expected (4, {', '.join(map(str, shape))})"
-            )
 
 
 def _check_declared_phases(factory: Any, run: SmallRun, where: str) -> None:
@@ -646,7 +643,7 @@ def _variants_for(name: str, registry: Registry) -> Iterator[str]:
     variants = registry.names("variant")
     own = [v for v in variants if name in _own_remedies(registry.get("variant", v))]
     yield from own
-    yield from ("gan", "vae", "wae")
+    yield from VARIANTS
     yield from variants
 
 
@@ -793,7 +790,7 @@ def check_metric(name: str, *, registry: Registry | None = None, options: Any = 
     check_options("metric", name, registry=registry, options=options)
     metric = component.factory(_options(component, options))
     reasons = []
-    for variant, data in (("gan", "toy2d"), ("gan", "digits"), ("vae", "digits"), ("vae", "toy2d")):
+    for variant, data in METRIC_RUNS:
         if variant not in registry.names("variant"):
             continue
         try:

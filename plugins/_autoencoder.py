@@ -89,6 +89,26 @@ def prior_sample(prior: Any, n: int, device: torch.device, y: Tensor | None = No
     return prior.sample(n, device=device)
 
 
+@attrs.define
+class AutoencoderModel(Model):
+    """The :class:`genfw.Model` of an autoencoder: what its metric (``autoencoding``) and the
+    pictures of ``genfw eval`` (``--reconstruct``, ``--latent-plot``, ``--traverse``) read.
+
+    ``encode(m, x, y) -> z (B, d)`` is the code used to reconstruct (the posterior mean of a
+    stochastic encoder), ``decode(m, z, y) -> x`` maps codes to data space,
+    ``reconstruct(m, x, y)`` is the two in turn, ``prior`` the latent prior object.
+    Likelihood-based autoencoders give ``log_weights(m, x, k) -> (k, B)``: importance log-weights
+    ``log p(x, z_i) - log q(z_i | x)`` with ``z_i ~ q(z | x)`` (ELBO and IWAE estimates).
+    """
+
+    encode: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
+    decode: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
+    reconstruct: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
+    prior: Any = None
+    log_weights: Callable[[Modules, Tensor, int], Tensor] | None = None
+
+
+
 # The latent critic's phase (aae, wae-gan): what it gives its regularisers (those of a GAN
 # critic's phase, on codes).
 LATENT_CRITIC_PHASE = PhaseSpec(
@@ -133,7 +153,7 @@ class AutoencoderBase(Variant):
         return self.decode(m, self.code(m, x))
 
     def model_fields(self) -> dict[str, Any]:
-        """The :class:`genfw.Model` fields every autoencoder fills the same way."""
+        """The :class:`AutoencoderModel` fields every autoencoder fills the same way."""
         return {
             "sample": self.sample,
             "reconstruct": self.reconstruct,
@@ -164,7 +184,7 @@ class AutoencoderBase(Variant):
         encoder_dim: int,
         optim: Optim,
         log_weights: Callable[[Modules, Tensor, int], Tensor] | None = None,
-    ) -> Model:
+    ) -> AutoencoderModel:
         """The model of a one-phase autoencoder (``ae``, ``vae``, ``vsc``): the networks of
         :meth:`build_networks` and one ``autoencoder`` phase that runs ``self.step`` on both and
         provides what the variant declares for it.
@@ -183,7 +203,7 @@ class AutoencoderBase(Variant):
             )
         provides = self.phases["autoencoder"].provides
         phase = Phase("autoencoder", ("encoder", "generator"), self.step, optim, provides=provides)
-        return Model(
+        return AutoencoderModel(
             modules={"encoder": encoder, "generator": decoder},
             phases=[phase],
             **self.model_fields(),

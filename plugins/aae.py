@@ -40,6 +40,7 @@ from genfw.contracts import PhaseSpec, Players
 from genfw_plugins._autoencoder import (
     LATENT_CRITIC_PHASE,
     AutoencoderBase,
+    AutoencoderModel,
     build_prior,
     categorical_block,
     latent_critic_fn,
@@ -127,7 +128,7 @@ class AAE(AutoencoderBase):
         else:
             modules["critic"] = self.build_latent_critic(ctx)
             critic_phase = self.critic_phase(o.lr_critic, betas, fresh_batch=False)
-        return Model(
+        return AutoencoderModel(
             modules=modules,
             phases=[
                 Phase(

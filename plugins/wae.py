@@ -55,6 +55,7 @@ from genfw.contracts import PhaseSpec, Players
 from genfw_plugins._autoencoder import (
     LATENT_CRITIC_PHASE,
     AutoencoderBase,
+    AutoencoderModel,
     build_prior,
     marginal_mmd,
     shape_code,
@@ -147,7 +148,7 @@ class WAE(AutoencoderBase):
             critic = self.critic_phase(o.lr_critic, betas)
             autoencoder.fresh_batch = False  # Algorithm 1: D, then Q and G, on one batch
             phases = [critic, autoencoder]
-        return Model(modules=modules, phases=phases, **self.model_fields())
+        return AutoencoderModel(modules=modules, phases=phases, **self.model_fields())
 
     @property
     def critic_weight(self) -> float:

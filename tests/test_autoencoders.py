@@ -16,11 +16,11 @@ from torch import nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from genfw import Batch, EvalContext, GenfwError, Model, Modules
+from genfw import Batch, EvalContext, GenfwError, Modules
 from genfw.config import resolve
 from genfw.train import Trainer, build, holdout_split, make_loader, read_run
 from genfw_plugins import priors
-from genfw_plugins._autoencoder import marginal_mmd
+from genfw_plugins._autoencoder import AutoencoderModel, marginal_mmd
 from genfw_plugins.losses import GaussianNLL, GaussianOptions
 from genfw_plugins.metrics.autoencoder import (
     AutoencoderMetric,
@@ -858,7 +858,7 @@ def test_autoencoding_metric_on_a_known_model(registry):
     x = torch.randn(400, 6, generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
     sparse = prior(registry, "spike_slab", 4, alpha=0.5)
-    model = Model(
+    model = AutoencoderModel(
         modules={},
         phases=[],
         sample=lambda m, n, y: torch.zeros(n, 6),

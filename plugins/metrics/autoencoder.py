@@ -39,7 +39,7 @@ import torch
 import genfw
 from genfw import validators as check
 from genfw.hookspecs import Register
-from genfw_plugins._autoencoder import marginal_mmd
+from genfw_plugins._autoencoder import AutoencoderModel, marginal_mmd
 from genfw_plugins.regularisers import mmd_imq, prior_variance
 
 
@@ -73,7 +73,12 @@ class AutoencoderMetric:
     @torch.no_grad()
     def __call__(self, ctx: genfw.EvalContext) -> dict[str, float]:
         model, modules, o = ctx.model, ctx.modules, self.options
-        if model is None or modules is None or model.encode is None or model.reconstruct is None:
+        if (
+            not isinstance(model, AutoencoderModel)
+            or modules is None
+            or model.encode is None
+            or model.reconstruct is None
+        ):
             raise genfw.GenfwError(
                 "metric 'autoencoding' needs an autoencoder variant (ae, vae, aae, wae, vsc): "
                 "a model with encode and reconstruct"

@@ -74,5 +74,5 @@ def test_samples_and_reconstructions_have_the_data_shape(run):
 
 def test_keeps_genfws_variant_contract(registry):
     # Builds on a small data set, every phase takes a step that changes its parameters, samples
-    # and reconstructions have the data's shape: genfw's own kit.
+    # have the data's shape: genfw's own kit.
     check_variant("bigan", registry=registry)

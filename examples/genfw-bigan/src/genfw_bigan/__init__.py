@@ -29,6 +29,7 @@ phase provides ``real``, ``fake`` (the pairs) and ``critic`` to regularisers, so
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -41,6 +42,13 @@ from genfw.hookspecs import Register
 from torch import Tensor
 
 __version__ = "0.1.0"
+
+
+@attrs.define
+class BiGANModel(Model):
+    """genfw's Model plus ``reconstruct(m, x, y) = G(E(x))``, the inversion BiGAN learns."""
+
+    reconstruct: Callable[[Modules, Tensor, Tensor | None], Tensor] | None = None
 
 
 @attrs.define
@@ -87,7 +95,7 @@ class BiGAN(Variant):
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
         betas = (o.beta1, o.beta2)
-        return Model(
+        return BiGANModel(
             modules={"generator": generator, "encoder": encoder, "critic": critic},
             phases=[
                 Phase(
