@@ -21,7 +21,9 @@ from typing import Any, NoReturn
 import attrs
 
 from genfw import config as config_mod
+from genfw import rundir
 from genfw import validators as check
+from genfw.commands import Applied, CommandTable, LoadedRun, apply_extension
 from genfw.contracts import describe_variant_phases
 from genfw.errors import GenfwError, choices, nearest, plural
 from genfw.hookspecs import KINDS
@@ -39,6 +41,8 @@ MAPS = {
     "metric": "metrics",
     "metrics": "metrics",
 }
+# genfw eval --real A --fake B without --metric: the metrics computed (a configurable default).
+DEFAULT_FILE_METRICS = ("fid",)
 SHORTCUTS = {  # --flag -> config path
     "steps": "train.steps",
     "batch_size": "train.batch_size",
@@ -157,7 +161,6 @@ class _Shortcut(argparse.Action):
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from genfw import train as train_mod
 
-    _fid_weights(args)
     registry = get_host().registry
     # Shortcuts first: --train.steps and --set, given too, win over --steps.
     overrides = parse_overrides(args.shortcuts + extra, args.set, _flag_heads(registry), _own_flags(args))
@@ -226,7 +229,7 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise GenfwError(f"unexpected argument '{extra[0]}' for sample")
     run_dir = Path(args.run)
-    cfg = train_mod.read_run(run_dir, get_host().registry)
+    cfg = rundir.read_run(run_dir, get_host().registry, parts=rundir.SAMPLING)  # no data, no metrics
     tag = f"-label{args.label}" if args.label is not None else ""
     out = Path(args.out) if args.out else run_dir / f"sample-seed{args.seed}-n{args.n}{tag}.png"
     if out.suffix not in (".png", ".safetensors"):
@@ -259,12 +262,6 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _fid_weights(args: argparse.Namespace) -> None:
-    # --fid-weights PATH is $GENFW_FID_WEIGHTS for this process (the inception extractor reads it).
-    if getattr(args, "fid_weights", None):
-        os.environ["GENFW_FID_WEIGHTS"] = str(Path(args.fid_weights).expanduser().resolve())
-
-
 def cmd_eval_files(args: argparse.Namespace, extra: list[str]) -> int:
     """``genfw eval --real A --fake B``: metrics on two image sets, no run."""
     import torch
@@ -277,7 +274,7 @@ def cmd_eval_files(args: argparse.Namespace, extra: list[str]) -> int:
             "give both --real and --fake (folders or .npy/.npz/.safetensors files) and no run folder"
         )
     if args.run is not None:
-        # With no run folder, argparse took the first option value (`fid` of `--metric fid`) for
+        # With no run folder, argparse took the first option value (`NAME` of `--metric NAME`) for
         # the run: put it back where a value is missing.
         extra = list(extra)
         i = 0
@@ -292,7 +289,7 @@ def cmd_eval_files(args: argparse.Namespace, extra: list[str]) -> int:
         raise GenfwError(
             f"genfw eval --real/--fake takes --metric NAME and --metric.NAME.OPTION VALUE; got {bad[0]}"
         )
-    raw = config_mod.merge({}, overrides).get("metrics") or ["fid"]
+    raw = config_mod.merge({}, overrides).get("metrics") or list(DEFAULT_FILE_METRICS)
     metrics = scoring.metric_specs(get_host().registry, raw)
     limit = scoring.samples_needed(metrics)
     real, fake = scoring.read_samples(args.real, limit), scoring.read_samples(args.fake, limit)
@@ -304,40 +301,9 @@ def cmd_eval_files(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def cmd_train_evaluator(args: argparse.Namespace, extra: list[str]) -> int:
-    from genfw import scoring
-    from genfw.train import json_safe
-
-    overrides = parse_overrides(extra, [])
-    bad = [p for p, _ in overrides if not p.startswith("dataset")]
-    if bad or not args.dataset:
-        raise GenfwError(
-            f"genfw train-evaluator takes --dataset NAME and --dataset.OPTION VALUE; got {bad[0] if bad else 'no --dataset'}"
-        )
-    raw = config_mod.merge({"dataset": args.dataset}, overrides)["dataset"]
-    out, meta = scoring.train_evaluator(
-        get_host().registry,
-        raw,
-        extractor=args.extractor,
-        out=args.out,
-        steps=args.steps,
-        seed=args.seed,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-    )
-    print(json.dumps(json_safe({"evaluator": str(out), **meta})))
-    print(
-        f"use it with: --metric.fid.extractor {args.extractor} --metric.fid.weights {out} "
-        f"(numbers are comparable only with this evaluator, not with Inception FID)",
-        file=sys.stderr,
-    )
-    return 0
-
-
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from genfw import train as train_mod
 
-    _fid_weights(args)
     if args.real or args.fake:
         return cmd_eval_files(args, extra)
     if not args.run:
@@ -353,106 +319,26 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         # Metrics named on the command line replace the run's.
         overrides.insert(0, ("metrics", {}))
     registry = get_host().registry
-    cfg = train_mod.read_run(run_dir, registry, overrides)
-    pictures = args.reconstruct or args.latent_plot or args.traverse is not None
-    if not cfg.metrics and not pictures:
+    cfg = rundir.read_run(run_dir, registry, overrides, parts=rundir.EVALUATION)
+    # Plugins' options of eval whose user gave them (e.g. an autoencoder's pictures).
+    after = [a.extension.run_after for a in args.extensions if a.extension.run_after and a.given(args)]
+    if not cfg.metrics and not after:
         raise GenfwError(
             f"no metrics to compute; name some with --metric NAME (registered: {choices(registry.names('metric'))})"
         )
     built, _, modules = train_mod.load_model(run_dir, cfg, with_data=True)
     assert built is not None
-    if pictures:  # checked before the metrics run, so a bad flag fails fast
-        paths = _autoencoder_pictures(args, built, modules, run_dir)
+    run = LoadedRun(run_dir=run_dir, cfg=cfg, model=built.model, modules=modules, dataset=built.dataset)
+    files = [
+        str(f) for run_after in after for f in run_after(args, run) or ()
+    ]  # before the metrics: fail fast
     if cfg.metrics:
         results = train_mod.json_safe(train_mod.evaluate(built, modules, device_of(*modules.values())))
         (run_dir / "eval.json").write_text(json.dumps(results, indent=1))
         print(json.dumps(results))
-    if pictures:
-        for path in paths:
-            print(str(path))
+    for f in files:
+        print(f)
     return 0
-
-
-def _autoencoder_pictures(args: argparse.Namespace, built: Any, modules: Any, run_dir: Path) -> list[Path]:
-    """``genfw eval --reconstruct / --latent-plot / --traverse``: PNGs in the run folder.
-
-    They use the run's held-out split (``train.holdout``; the first examples in its fixed order),
-    or the first examples of the training data when the run holds none out (said on stderr).
-    """
-    import torch
-
-    from genfw import images
-    from genfw import train as train_mod
-
-    model = built.model
-    if args.reconstruct is not None and args.reconstruct < 1:
-        raise GenfwError(f"--reconstruct takes a number of examples >= 1, got {args.reconstruct}")
-    if args.traverse_steps < 2 or not args.traverse_range > 0:
-        raise GenfwError("--traverse-steps must be at least 2 and --traverse-range positive")
-    if model.encode is None or model.decode is None:
-        raise GenfwError(
-            f"--reconstruct, --latent-plot and --traverse need an autoencoder (ae, vae, aae, wae, vsc); "
-            f"this run's variant is '{built.cfg.variant.name}'"
-        )
-    if built.dataset.kind != "image" and (args.reconstruct or args.traverse is not None):
-        raise GenfwError("--reconstruct and --traverse draw images; this run's data are points")
-    holdout = built.cfg.train.holdout
-    n = max(args.reconstruct or 0, 2000 if args.latent_plot else 1)
-    if holdout > 0:
-        x, y = train_mod.held_out_examples(built.dataset, holdout, n)
-    else:
-        print(
-            "genfw: note: the run holds no data out (train.holdout 0); using training examples",
-            file=sys.stderr,
-        )
-        idx = torch.arange(min(n, len(built.dataset)))
-        x = torch.stack([built.dataset[int(i)][0] for i in idx]).float()
-        y = torch.tensor([int(built.dataset[int(i)][1]) for i in idx])
-    device = device_of(*modules.values())
-    for mod in modules.values():
-        mod.eval()
-    paths: list[Path] = []
-    with torch.no_grad():
-        if args.reconstruct:
-            xs = x[: args.reconstruct].to(device)
-            rec = model.reconstruct(modules, xs, y[: args.reconstruct].to(device))
-            paths.append(run_dir / "reconstructions.png")
-            images.save_png(images.pairs_grid(xs.cpu(), rec.float().cpu()), paths[-1])
-        if args.latent_plot:
-            codes = model.encode(modules, x.to(device), y.to(device)).float().cpu()
-            if codes.shape[1] != 2:
-                raise GenfwError(
-                    f"--latent-plot needs a 2-D latent; this run's has {codes.shape[1]} dimensions "
-                    f"(train with --plugin.latent_dim 2, or use --traverse)"
-                )
-            prior = train_mod.forked(0, device, lambda: model.prior.sample(len(codes), device="cpu"))
-            paths.append(run_dir / "latent.png")
-            images.save_png(images.latent_scatter(codes, y, prior.float()), paths[-1])
-        if args.traverse is not None:
-            code = model.encode(modules, x[:1].to(device), y[:1].to(device))  # (1, d)
-            d = code.shape[1]
-            try:
-                dims = (
-                    list(range(d)) if args.traverse == "all" else [int(t) for t in args.traverse.split(",")]
-                )
-            except ValueError:
-                raise GenfwError(
-                    f"--traverse takes dimensions like 0,2,5 or 'all'; got '{args.traverse}'"
-                ) from None
-            bad = [j for j in dims if not 0 <= j < d]
-            if bad or not dims:
-                raise GenfwError(f"--traverse: dimension {bad[0] if bad else '(none)'} is not in 0..{d - 1}")
-            dims = list(dict.fromkeys(dims))
-            values = torch.linspace(
-                -args.traverse_range, args.traverse_range, args.traverse_steps, device=device
-            )
-            z = code.repeat(len(dims) * len(values), 1)
-            for i, j in enumerate(dims):
-                z[i * len(values) : (i + 1) * len(values), j] = values
-            pictures = model.decode(modules, z, None).float().cpu()
-            paths.append(run_dir / "traversals.png")
-            images.save_png(images.traversal_grid(pictures, dims), paths[-1])
-    return paths
 
 
 def _plugin_rows() -> tuple[list[dict[str, Any]], GenfwError | None]:
@@ -644,11 +530,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out the data set's and the variant's default metrics: only those named by --metric",
     )
-    p.add_argument(
-        "--fid-weights",
-        metavar="PATH",
-        help="pt_inception-2015-12-05-6726825d.pth (same as $GENFW_FID_WEIGHTS)",
-    )
     group = p.add_argument_group("shortcuts", "train options; --train.X or --set given too win over them")
     defaults = attrs.fields_dict(config_mod.TrainOptions)
     for flag, meaning in {
@@ -667,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=metavar,
             help=f"{text} ({SHORTCUTS[flag]}, default {defaults[flag].default})",
         )
-    p.set_defaults(func=cmd_train, shortcuts=[])
+    p.set_defaults(func=cmd_train, shortcuts=[], passthrough=True)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help="the run folder")
@@ -676,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--label",
         type=int,
-        help="draw this class only (conditional runs: cgan, acgan; infogan: its categorical code's value)",
+        help="draw this class only (conditional runs; a categorical code's value for codes)",
     )
     p.add_argument("--out", help="output file: .png (grid) or .safetensors (tensors 'samples', 'labels')")
     p.add_argument("--overwrite", action="store_true")
@@ -693,51 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", help="instead of a run: real images (a folder, or .npy/.npz/.safetensors)")
     p.add_argument("--fake", help="instead of a run: generated images (a folder, or .npy/.npz/.safetensors)")
     p.add_argument("--out", help="with --real/--fake: also write the results to this JSON file")
-    p.add_argument(
-        "--reconstruct",
-        type=int,
-        metavar="N",
-        help="autoencoders: save RUN/reconstructions.png, N held-out originals beside their reconstructions",
-    )
-    p.add_argument(
-        "--latent-plot",
-        action="store_true",
-        help="autoencoders with a 2-D latent: save RUN/latent.png, codes coloured by label over prior samples",
-    )
-    p.add_argument(
-        "--traverse",
-        metavar="DIMS",
-        help="autoencoders: save RUN/traversals.png, one row per latent dimension (e.g. 0,1,2 or all) "
-        "swept over [-R, R] from the first held-out example's code",
-    )
-    p.add_argument(
-        "--traverse-range", type=float, default=3.0, metavar="R", help="traversal range (default 3)"
-    )
-    p.add_argument("--traverse-steps", type=int, default=9, help="images per traversal row (default 9)")
-    p.add_argument(
-        "--fid-weights",
-        metavar="PATH",
-        help="pt_inception-2015-12-05-6726825d.pth (same as $GENFW_FID_WEIGHTS)",
-    )
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser(
-        "train-evaluator",
-        help="train a classifier to measure FID/IS/... offline on a labelled data set",
-        description="e.g. genfw train-evaluator --dataset digits; its numbers are not comparable with "
-        "Inception FID. Then: genfw eval RUN --metric fid --metric.fid.extractor classifier "
-        "--metric.fid.weights evaluators/classifier-digits.safetensors",
-    )
-    p.add_argument(
-        "--dataset", help="the labelled data set (genfw list dataset); --dataset.OPTION VALUE sets options"
-    )
-    p.add_argument("--extractor", default="classifier", help="the trainable extractor (default classifier)")
-    p.add_argument("--out", help="weights file (default evaluators/EXTRACTOR-DATASET.safetensors)")
-    p.add_argument("--steps", type=int_arg("steps", check.at_least(1)), default=2000)
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing evaluator file")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_train_evaluator)
+    p.set_defaults(func=cmd_eval, passthrough=True)
 
     p = sub.add_parser("plugins", help="installed plugins and what they register")
     p.add_argument("--json", action="store_true")
@@ -779,18 +616,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_compare)
     for sub_parser in sub.choices.values():
-        sub_parser.set_defaults(parser=sub_parser)
+        passthrough = bool(sub_parser.get_default("passthrough"))  # train, eval: --prior.alpha 0.3, ...
+        sub_parser.set_defaults(parser=sub_parser, extensions=[], passthrough=passthrough)
+    add_plugin_commands(sub, get_host().commands)
     return parser
+
+
+def add_plugin_commands(sub: Any, table: CommandTable) -> None:
+    """The plugins' commands (``genfw_register_commands``), then their options on existing
+    commands; each command's parser keeps its extensions in the default ``extensions``."""
+    for command in table.commands.values():
+        if command.name in sub.choices:
+            raise GenfwError(
+                f"{command.plugin.describe()} adds command '{command.name}', which genfw already has; rename it"
+            )
+        p = sub.add_parser(
+            command.name,
+            help=f"{command.help} (plugin {command.plugin.name})",
+            description=command.description or command.help,
+        )
+        p.set_defaults(
+            func=functools.partial(_run_plugin_command, command.run),
+            parser=p,
+            extensions=[],
+            passthrough=command.passthrough,
+        )
+        try:
+            command.configure(p)
+        except argparse.ArgumentError as exc:
+            raise GenfwError(
+                f"{command.plugin.describe()} cannot add command '{command.name}': {exc}"
+            ) from None
+    for extension in table.extensions:
+        p = sub.choices.get(extension.command)
+        if p is None:
+            raise GenfwError(
+                f"{extension.plugin.describe()} extends command '{extension.command}', which does not "
+                f"exist; commands: {choices(sub.choices)}"
+            )
+        applied: list[Applied] = p.get_default("extensions")
+        applied.append(apply_extension(extension, p))
+
+
+def _run_plugin_command(
+    run: Callable[[argparse.Namespace], int], args: argparse.Namespace, extra: list[str]
+) -> int:
+    args.extra = extra
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args, extra = build_parser().parse_known_args(argv)
-        if extra and args.func not in (cmd_train, cmd_eval, cmd_train_evaluator):
+        if extra and not args.passthrough:
             flag = next((t.partition("=")[0] for t in extra if t.startswith("-")), None)
             guess = nearest(flag, _own_flags(args)) if flag else None
             hint = f" (did you mean {guess}?)" if guess else ""
             args.parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        for applied in args.extensions:  # plugins' options of this command that the user gave
+            if applied.extension.run_before and applied.given(args):
+                applied.extension.run_before(args)
         return args.func(args, extra)
     except GenfwError as exc:
         if os.environ.get(ENV_DEBUG, "") not in ("", "0"):

@@ -81,7 +81,7 @@ class RunConfig:
     """A resolved run: every component chosen and its options validated."""
 
     variant: ComponentSpec
-    dataset: ComponentSpec
+    dataset: ComponentSpec | None  # None where a command reads no data (genfw sample)
     slots: dict[str, ComponentSpec]
     regularisers: dict[str, ComponentSpec]
     metrics: dict[str, ComponentSpec]
@@ -90,6 +90,15 @@ class RunConfig:
     callbacks: dict[str, ComponentSpec] = attrs.field(factory=dict)
     # The registry it was resolved against: fit checks and refusals name the variants of this one.
     registry: Registry | None = attrs.field(default=None, eq=False, repr=False)
+
+    def components(self) -> dict[str, ComponentSpec]:
+        """Every chosen component by its config path: ``variant``, ``dataset``, each slot,
+        ``regularisers.NAME``, ``metrics.NAME``."""
+        out = {"variant": self.variant, **({"dataset": self.dataset} if self.dataset else {}), **self.slots}
+        remedies = {**self.regularisers, **self.callbacks}  # one spelling: regularisers.NAME
+        for section, specs in (("regularisers", remedies), ("metrics", self.metrics)):
+            out.update({f"{section}.{name}": spec for name, spec in specs.items()})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data; :func:`resolve` of it gives this config back."""

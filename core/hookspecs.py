@@ -26,9 +26,12 @@ breaking implementations. A plugin implements any subset of them::
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:
+    from genfw.commands import Commands
 
 PROJECT = "genfw"
 
@@ -262,6 +265,31 @@ def genfw_register_extractors(register: Register) -> None:
     :class:`genfw.contracts.Extractor`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def genfw_register_commands(commands: Commands) -> None:
+    """Add subcommands to ``genfw``, or options to an existing command (as llm's
+    ``register_commands``). Not a kind of component: nothing is registered in the registry.
+
+    ``commands.add(name, *, help, configure, run)`` adds ``genfw NAME``: ``configure(parser)``
+    adds its arguments to an ``argparse.ArgumentParser`` and ``run(args) -> int`` runs it with
+    the parsed ``argparse.Namespace``, returning the exit code.
+    ``commands.extend(command, *, configure, run_before=None, run_after=None)`` adds options to
+    ``command`` (e.g. ``"eval"``): ``run_before(args)`` runs before its body, ``run_after(args,
+    run: genfw.commands.LoadedRun)`` inside it (``eval``: once the run is loaded), and both only
+    when the user gave one of the options. The full contract is :class:`genfw.commands.Commands`.
+
+    A user's mistake is a :class:`genfw.GenfwError`, one line. A command name genfw or another
+    plugin has, or an option the command has already, is an error naming the plugin.
+
+    :param commands: the host's :class:`genfw.commands.Commands` for this plugin.
     """
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
 
 import pluggy
 
 from genfw import hookspecs
+from genfw.commands import Commands, CommandTable
 from genfw.errors import GenfwError, choices
 from genfw.registry import PluginInfo, Registry
 
@@ -80,6 +81,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self._registry: Registry | None = None
+        self._commands: CommandTable | None = None
 
     # -- loading ----------------------------------------------------------------------------------
     def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
@@ -114,6 +116,7 @@ class PluginHost:
             ) from None
         self.infos[info.name] = info
         self._registry = None
+        self._commands = None
 
     # -- the table --------------------------------------------------------------------------------
     @property
@@ -125,19 +128,31 @@ class PluginHost:
     def _collect(self) -> Registry:
         registry = Registry()
         for kind, hook_name in hookspecs.KINDS.items():
-            caller = getattr(self.pm.hook, hook_name)
-            # One call per implementation, so every component knows the plugin that made it.
-            for impl in caller.get_hookimpls():
-                info = self.infos.get(impl.plugin_name, PluginInfo(name=impl.plugin_name))
-                try:
-                    impl.function(register=registry.registrar(kind, info))
-                except GenfwError:
-                    raise
-                except Exception as exc:
-                    raise GenfwError(
-                        f"{info.describe()} failed in {hook_name}: {type(exc).__name__}: {_one_line(exc)}"
-                    ) from None
+            self._call_each(hook_name, lambda info, kind=kind: {"register": registry.registrar(kind, info)})
         return registry
+
+    def _call_each(self, hook_name: str, arguments: Callable[[PluginInfo], dict[str, Any]]) -> None:
+        """Call each implementation of ``hook_name`` once, with ``arguments(its plugin's info)``,
+        so that what it registers knows the plugin that made it; a failure names the plugin."""
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            info = self.infos.get(impl.plugin_name, PluginInfo(name=impl.plugin_name))
+            try:
+                impl.function(**arguments(info))
+            except GenfwError:
+                raise
+            except Exception as exc:
+                raise GenfwError(
+                    f"{info.describe()} failed in {hook_name}: {type(exc).__name__}: {_one_line(exc)}"
+                ) from None
+
+    @property
+    def commands(self) -> CommandTable:
+        """The commands and command options the plugins add (``genfw_register_commands``)."""
+        if self._commands is None:
+            table = CommandTable()
+            self._call_each("genfw_register_commands", lambda info: {"commands": Commands(table, info)})
+            self._commands = table
+        return self._commands
 
     def hooks_of(self, name: str) -> list[str]:
         plugin = self.pm.get_plugin(name)

@@ -20,7 +20,8 @@ from genfw import checkpoint
 from genfw.assemble import Built, build, build_model
 from genfw.config import RunConfig
 from genfw.errors import GenfwError
-from genfw.model import Model, Modules
+from genfw.model import DataInfo, Model, Modules
+from genfw.registry import ComponentSpec, structure_options
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -130,19 +131,58 @@ def write_hparams(writer: Any, cfg: RunConfig, final: dict[str, float], step: in
     writer.add_hparams(hp, metrics, run_name=".", global_step=step)
 
 
-def write_run_json(run_dir: Path, built: Built, processes: int) -> None:
-    """``run.json``: genfw's version, the data's shape, the number of processes, the command."""
+#: The parts of a run's config each reading command resolves (``read_run``'s ``parts``): the
+#: variant (with its slots) and its regularisers make the model; the data set and metrics evaluate it.
+SAMPLING = ("variant", "regularisers")
+EVALUATION = ("variant", "regularisers", "dataset", "metrics")
+_MAPS = {"regularisers": "regulariser", "metrics": "metric"}  # named maps of a config and their kinds
+
+
+def write_run_json(run_dir: Path, cfg: RunConfig, data: DataInfo, processes: int) -> None:
+    """``run.json``: genfw's version, the data's shape, the number of processes, the command line,
+    and where every component came from: ``components`` by config path (``variant``, ``prior``,
+    ``metrics.fid``: kind, name, plugin, distribution, version) and ``distributions`` (name ->
+    version of each one used, genfw's own included), so that a run whose plugin is gone names the
+    distribution to install."""
+    components = {
+        path: {
+            "kind": spec.component.kind,
+            "name": spec.name,
+            "plugin": spec.component.plugin.name,
+            "distribution": spec.component.plugin.dist,
+            "version": spec.component.plugin.version,
+        }
+        for path, spec in cfg.components().items()
+    }
+    distributions = {"genfw": genfw.__version__}
+    distributions.update({c["distribution"]: c["version"] for c in components.values() if c["version"]})
     record = {
         "genfw": genfw.__version__,
-        "data": attrs.asdict(built.dataset.info),
+        "data": attrs.asdict(data),
         "processes": processes,
         "command": sys.argv,
+        "distributions": dict(sorted(distributions.items())),
+        "components": components,
     }
     (run_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
 
 
-def read_run(run_dir: Path, registry: Any, overrides: list[tuple[str, Any]] | None = None) -> RunConfig:
-    """The resolved config of a run folder (plus ``overrides``)."""
+def read_run(
+    run_dir: Path,
+    registry: Any,
+    overrides: list[tuple[str, Any]] | None = None,
+    *,
+    parts: tuple[str, ...] | None = None,
+) -> RunConfig:
+    """The config of a run folder (plus ``overrides``).
+
+    ``parts=None``: all of it, resolved as a new run's config is (``--resume``, which trains on).
+    Otherwise only those parts (:data:`SAMPLING`, :data:`EVALUATION`): ``config.yaml`` names every
+    component with all its options, so each is looked up by that name, and nothing is defaulted or
+    preset again; the others are not looked up (``dataset`` is ``None`` and ``metrics`` empty when
+    left out), so a plugin the command does not need may be gone. A component it needs that is no
+    longer registered is named with the distribution it came from (``run.json``), in one line.
+    """
     from genfw import config as config_mod
 
     run_dir = Path(run_dir)
@@ -151,7 +191,110 @@ def read_run(run_dir: Path, registry: Any, overrides: list[tuple[str, Any]] | No
             f"{run_dir} is not a genfw run folder (no {CONFIG_FILE}); give the folder `genfw train` wrote"
         )
     raw = config_mod.merge(config_mod.load_file(run_dir / CONFIG_FILE), overrides or [])
-    return config_mod.resolve(raw, registry)
+    _check_installed(run_dir, raw, registry, parts)
+    if parts is None:
+        return config_mod.resolve(raw, registry)
+    return _resolve_recorded(run_dir, raw, registry, parts)
+
+
+def _resolve_recorded(run_dir: Path, raw: dict[str, Any], registry: Any, parts: tuple[str, ...]) -> RunConfig:
+    """A recorded (complete) config's ``parts``, each component looked up by its name."""
+    from genfw import config as config_mod
+
+    def spec(kind: str, entry: Any, where: str) -> ComponentSpec:
+        name, options = config_mod._split(entry, where)
+        if name is None:
+            raise GenfwError(
+                f"{run_dir / CONFIG_FILE}: '{where}' names no {kind}; the file was changed by hand"
+            )
+        return registry.spec(kind, name, options, where=where)
+
+    variant = spec("variant", raw.get("variant"), "variant")
+    slots = variant.component.factory.slots
+    unknown = sorted(set(raw) - set(config_mod.SECTIONS) - set(slots))
+    if unknown:
+        raise GenfwError(
+            f"{run_dir / CONFIG_FILE}: unknown key '{unknown[0]}'; variant '{variant.name}' has the slots "
+            f"{', '.join(slots) or 'none'}"
+        )
+    maps = {
+        section: {
+            # A remedy is a regulariser or a callback (one spelling, one namespace).
+            name: registry.spec(
+                "callback" if section == "regularisers" and name in registry.all("callback") else kind,
+                name,
+                options,
+                where=f"{section}.{name}",
+            )
+            for name, options in config_mod._named_map(raw.get(section), section).items()
+        }
+        if section in parts
+        else {}
+        for section, kind in _MAPS.items()
+    }
+    remedies = maps["regularisers"]
+    return RunConfig(
+        variant=variant,
+        dataset=spec("dataset", raw.get("dataset"), "dataset") if "dataset" in parts else None,
+        slots={slot: spec(s.kind, raw.get(slot, s.default), slot) for slot, s in slots.items()},
+        regularisers={n: r for n, r in remedies.items() if r.component.kind == "regulariser"},
+        callbacks={n: r for n, r in remedies.items() if r.component.kind == "callback"},
+        metrics=maps["metrics"],
+        train=structure_options(config_mod.TRAIN, raw.get("train") or {}, where="train"),
+    )
+
+
+def _check_installed(
+    run_dir: Path, raw: dict[str, Any], registry: Any, parts: tuple[str, ...] | None
+) -> None:
+    """Refuse, naming the distribution to install, a component of ``parts`` (all: ``None``) that
+    the run recorded in ``run.json`` and the config still names, but that is not registered now."""
+    try:
+        recorded = json.loads((run_dir / RUN_FILE).read_text()).get("components", {})
+    except (OSError, ValueError, AttributeError):
+        return  # a run from before run.json recorded components: the registry's own error follows
+    for path, rec in recorded.items() if isinstance(recorded, dict) else ():
+        section, _, name = path.partition(".")
+        part = section if section in ("variant", "dataset", *_MAPS) else "variant"  # slots: the variant's
+        if parts is not None and part not in parts:
+            continue
+        try:
+            kind, recorded_name = rec["kind"], rec["name"]
+            if section in _MAPS:
+                named = name in (raw.get(section) or {})
+            else:
+                entry = raw.get(path)
+                named = (entry.get("name") if isinstance(entry, dict) else entry) == recorded_name
+            if not named or recorded_name in registry.names(kind):
+                continue
+        except (KeyError, TypeError, AttributeError):
+            continue  # a hand-edited run.json: the registry's own error follows
+        raise _missing(rec)
+
+
+def _missing(rec: dict[str, Any]) -> GenfwError:
+    """``metric 'swd' of this run came from distribution genfw-swd 0.2.0, which is not installed:
+    pip install genfw-swd``, or why an installed one does not provide it."""
+    from importlib import metadata
+
+    what = f"{rec['kind']} '{rec['name']}' of this run"
+    dist, version, plugin = rec.get("distribution"), rec.get("version"), rec.get("plugin")
+    if not version:
+        return GenfwError(
+            f"{what} came from plugin '{plugin}', which is not part of an installed distribution and "
+            f"is not loaded now"
+        )
+    try:
+        installed = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return GenfwError(
+            f"{what} came from distribution {dist} {version}, which is not installed: pip install {dist}"
+        )
+    return GenfwError(
+        f"{what} came from distribution {dist} {version} (plugin '{plugin}'); {dist} {installed} is installed "
+        f"but registers no {rec['kind']} '{rec['name']}' now: check GENFW_SKIP_PLUGINS and GENFW_LOAD_PLUGINS, "
+        f"or pip install '{dist}=={version}'"
+    )
 
 
 def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built | None, Model, Modules]:
@@ -162,8 +305,6 @@ def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built
     drawn with (the callbacks' choice: EMA weights); without, only the exported sampling modules are
     loaded from ``generator.safetensors`` and the data set is not needed.
     """
-    from genfw.model import DataInfo
-
     run_dir = Path(run_dir)
     if with_data:
         built = build(cfg)

@@ -1,5 +1,4 @@
-"""Metrics without a run: scoring two sets of images (``genfw eval --real A --fake B``) and training
-an offline evaluator (``genfw train-evaluator``).
+"""Metrics without a run: scoring two sets of images (``genfw eval --real A --fake B``).
 
 Image sets are read from a folder of image files (searched recursively; png, jpg, jpeg, bmp, webp)
 or from one tensor file: ``.npy``, ``.npz`` (key ``samples``, or its only array) or
@@ -165,43 +164,6 @@ def score(
         torch.manual_seed(0)
         results.update({f"{name}/{k}": float(v) for k, v in metric(ctx).items()})
     return results
-
-
-def train_evaluator(
-    registry: Any,
-    dataset_raw: dict[str, Any],
-    *,
-    extractor: str,
-    out: Path | None,
-    steps: int,
-    seed: int,
-    progress: bool,
-    overwrite: bool,
-) -> tuple[Path, dict[str, Any]]:
-    """Train the ``extractor``'s network on a data set; returns the weights path and metadata."""
-    from genfw.config import _split
-
-    component = registry.get("extractor", extractor, where="--extractor")
-    fit = getattr(component.factory, "fit", None)
-    if fit is None:
-        trainable = [c.name for c in registry.all("extractor").values() if hasattr(c.factory, "fit")]
-        raise GenfwError(
-            f"extractor '{extractor}' cannot be trained; trainable extractors: {choices(trainable)}"
-        )
-    name, opts = _split(dataset_raw, "dataset")
-    if not name:
-        raise GenfwError("give the data set to train on: --dataset NAME (genfw list dataset)")
-    spec = registry.spec("dataset", name, opts, where="dataset")
-    out = Path(out) if out else Path("evaluators") / f"{extractor}-{name}.safetensors"
-    if out.suffix != ".safetensors":
-        raise GenfwError(
-            f"--out {out}: the evaluator is written as .safetensors; give a path ending in .safetensors"
-        )
-    if out.exists() and not overwrite:
-        raise GenfwError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-    dataset = spec.build()
-    meta = fit(dataset, out, name=name, dataset_options=opts, steps=steps, seed=seed, progress=progress)
-    return out, meta
 
 
 def metric_specs(registry: Any, raw: Any) -> dict[str, Any]:

@@ -206,7 +206,7 @@ class Trainer:
         self.writer = None
         if acc.is_main_process:
             write_config(self.run_dir, cfg)
-            write_run_json(self.run_dir, self.built, acc.num_processes)
+            write_run_json(self.run_dir, cfg, self.built.dataset.info, acc.num_processes)
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"))

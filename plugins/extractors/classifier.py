@@ -1,5 +1,6 @@
 """Extractors that work offline: ``classifier`` (a small CNN trained on a labelled data set by
-``genfw train-evaluator``) and ``raw`` (the samples themselves, flattened).
+``genfw train-evaluator``, the command this plugin adds) and ``raw`` (the samples themselves,
+flattened).
 
 ``classifier`` is how MNIST-style papers score generators without Inception: its penultimate
 layer gives the features (FID, KID, precision/recall, density/coverage) and its last layer the
@@ -13,6 +14,7 @@ weights' sha256, checked on load).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import checkpoint
 from genfw import validators as check
+from genfw.commands import Commands
 from genfw.hookspecs import Register
 from genfw_plugins.extractors._common import check_finite, sha256_file
 
@@ -260,3 +263,109 @@ class RawExtractor(nn.Module):
 def genfw_register_extractors(register: Register) -> None:
     register("classifier", ClassifierExtractor, options=ClassifierOptions)
     register("raw", RawExtractor, options=RawOptions)
+
+
+# --- genfw train-evaluator -------------------------------------------------------------------------
+
+
+def configure_train_evaluator(parser: argparse.ArgumentParser) -> None:
+    from genfw.cli import SEED, int_arg
+
+    parser.add_argument(
+        "--dataset", help="the labelled data set (genfw list dataset); --dataset.OPTION VALUE sets options"
+    )
+    parser.add_argument(
+        "--extractor", default="classifier", help="the trainable extractor (default classifier)"
+    )
+    parser.add_argument("--out", help="weights file (default evaluators/EXTRACTOR-DATASET.safetensors)")
+    parser.add_argument("--steps", type=int_arg("steps", check.at_least(1)), default=2000)
+    parser.add_argument("--seed", type=SEED, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing evaluator file")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def train_evaluator(
+    registry: Any,
+    dataset_raw: dict[str, Any],
+    *,
+    extractor: str,
+    out: Path | None,
+    steps: int,
+    seed: int,
+    progress: bool,
+    overwrite: bool,
+) -> tuple[Path, dict[str, Any]]:
+    """Train the ``extractor``'s network (an extractor whose factory has ``fit``) on a data set;
+    returns the weights path and metadata."""
+    from genfw.config import _split
+    from genfw.errors import choices
+
+    component = registry.get("extractor", extractor, where="--extractor")
+    fit_fn = getattr(component.factory, "fit", None)
+    if fit_fn is None:
+        trainable = [c.name for c in registry.all("extractor").values() if hasattr(c.factory, "fit")]
+        raise genfw.GenfwError(
+            f"extractor '{extractor}' cannot be trained; trainable extractors: {choices(trainable)}"
+        )
+    name, opts = _split(dataset_raw, "dataset")
+    if not name:
+        raise genfw.GenfwError("give the data set to train on: --dataset NAME (genfw list dataset)")
+    spec = registry.spec("dataset", name, opts, where="dataset")
+    out = Path(out) if out else Path("evaluators") / f"{extractor}-{name}.safetensors"
+    if out.suffix != ".safetensors":
+        raise genfw.GenfwError(
+            f"--out {out}: the evaluator is written as .safetensors; give a path ending in .safetensors"
+        )
+    if out.exists() and not overwrite:
+        raise genfw.GenfwError(
+            f"{out} already exists; pass --overwrite to replace it or choose another --out"
+        )
+    dataset = spec.build()
+    meta = fit_fn(dataset, out, name=name, dataset_options=opts, steps=steps, seed=seed, progress=progress)
+    return out, meta
+
+
+def run_train_evaluator(args: argparse.Namespace) -> int:
+    from genfw import config as config_mod
+    from genfw.cli import parse_overrides
+    from genfw.plugins import get_registry
+    from genfw.rundir import json_safe
+
+    overrides = parse_overrides(args.extra, [])
+    bad = [p for p, _ in overrides if not p.startswith("dataset")]
+    if bad or not args.dataset:
+        raise genfw.GenfwError(
+            f"genfw train-evaluator takes --dataset NAME and --dataset.OPTION VALUE; got {bad[0] if bad else 'no --dataset'}"
+        )
+    raw = config_mod.merge({"dataset": args.dataset}, overrides)["dataset"]
+    out, meta = train_evaluator(
+        get_registry(),
+        raw,
+        extractor=args.extractor,
+        out=args.out,
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(json_safe({"evaluator": str(out), **meta})))
+    print(
+        f"use it with: --metric.fid.extractor {args.extractor} --metric.fid.weights {out} "
+        f"(numbers are comparable only with this evaluator, not with Inception FID)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+@genfw.hookimpl
+def genfw_register_commands(commands: Commands) -> None:
+    commands.add(
+        "train-evaluator",
+        help="train a classifier to measure FID/IS/... offline on a labelled data set",
+        description="e.g. genfw train-evaluator --dataset digits; its numbers are not comparable with "
+        "Inception FID. Then: genfw eval RUN --metric fid --metric.fid.extractor classifier "
+        "--metric.fid.weights evaluators/classifier-digits.safetensors",
+        configure=configure_train_evaluator,
+        run=run_train_evaluator,
+        passthrough=True,
+    )

@@ -16,7 +16,8 @@ bilinearly to 299x299 (``align_corners=False``, no antialiasing) and scaled to `
 (OpenAI's ``improved-gan``) and torch-fidelity's ``logits_unbiased`` compute them.
 
 Weights are looked up, first found wins: the ``weights`` option (``--metric.fid.weights``),
-``$GENFW_FID_WEIGHTS`` (``genfw eval --fid-weights PATH`` sets it), then the torch hub cache
+``$GENFW_FID_WEIGHTS`` (``--fid-weights PATH`` of ``genfw train`` and ``genfw eval``, which this
+plugin adds, sets it), then the torch hub cache
 ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch/hub/checkpoints/``). Nothing is ever
 downloaded. The file's sha256 must equal :data:`FID_WEIGHTS_SHA256`; the file name carries its
 first 8 hex digits (``6726825d``), as torch hub's naming convention has it.
@@ -24,6 +25,7 @@ first 8 hex digits (``6726825d``), as torch hub's naming convention has it.
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import genfw
+from genfw.commands import Commands
 from genfw.hookspecs import Register
 from genfw_plugins.extractors._common import check_finite, image_batch, sha256_file
 
@@ -328,3 +331,21 @@ class InceptionExtractor(nn.Module):
 @genfw.hookimpl
 def genfw_register_extractors(register: Register) -> None:
     register("inception", InceptionExtractor, options=InceptionOptions)
+
+
+# --- --fid-weights on genfw train and genfw eval ---------------------------------------------------
+
+
+def add_weights_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fid-weights", metavar="PATH", help=f"{FID_WEIGHTS_FILE} (same as ${ENV_WEIGHTS})")
+
+
+def set_weights_variable(args: argparse.Namespace) -> None:
+    """``--fid-weights PATH`` is ``$GENFW_FID_WEIGHTS`` for this process (:func:`find_weights`)."""
+    os.environ[ENV_WEIGHTS] = str(Path(args.fid_weights).expanduser().resolve())
+
+
+@genfw.hookimpl
+def genfw_register_commands(commands: Commands) -> None:
+    for command in ("train", "eval"):
+        commands.extend(command, configure=add_weights_option, run_before=set_weights_variable)
