@@ -329,9 +329,8 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     built, _, modules = train_mod.load_model(run_dir, cfg, with_data=True)
     assert built is not None
     run = LoadedRun(run_dir=run_dir, cfg=cfg, model=built.model, modules=modules, dataset=built.dataset)
-    files = [
-        str(f) for run_after in after for f in run_after(args, run) or ()
-    ]  # before the metrics: fail fast
+    # Before the metrics, so that a refusal comes before their work; the files print after them.
+    files = [str(f) for run_after in after for f in run_after(args, run) or ()]
     if cfg.metrics:
         results = train_mod.json_safe(train_mod.evaluate(built, modules, device_of(*modules.values())))
         (run_dir / "eval.json").write_text(json.dumps(results, indent=1))

@@ -32,7 +32,7 @@ def sample_labels(model: Model, n: int, labels: int | Tensor | None, device: tor
     if not k:
         raise GenfwError(
             f"label {int(y[0])} given, but this model is unconditional (it takes no labels); "
-            f"train a conditional variant (e.g. cgan) to draw a chosen class"
+            f"train a conditional variant to draw a chosen class"
         )
     bad = y[(y < 0) | (y >= k)]
     if len(bad):
