@@ -241,6 +241,7 @@ def _resolve_recorded(run_dir: Path, raw: dict[str, Any], registry: Any, parts: 
         callbacks={n: r for n, r in remedies.items() if r.component.kind == "callback"},
         metrics=maps["metrics"],
         train=structure_options(config_mod.TRAIN, raw.get("train") or {}, where="train"),
+        registry=registry,
     )
 
 
