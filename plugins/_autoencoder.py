@@ -108,7 +108,6 @@ class AutoencoderModel(Model):
     log_weights: Callable[[Modules, Tensor, int], Tensor] | None = None
 
 
-
 # The latent critic's phase (aae, wae-gan): what it gives its regularisers (those of a GAN
 # critic's phase, on codes).
 LATENT_CRITIC_PHASE = PhaseSpec(
