@@ -64,7 +64,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     # The lazy names too (tab completion, dir(genfw)), without importing torch.
-    return sorted({*globals(), *_FROM_MODEL})
+    return sorted({*globals(), *_FROM_MODEL, *_FROM_CONTRACTS})
 
 
 __all__ = [

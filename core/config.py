@@ -293,17 +293,16 @@ def with_command_line(
 
 
 def applies_to(name: str, regulariser: Any, registry: Registry | None) -> str:
-    """The last words of a refusal of regulariser ``name`` (its class ``regulariser``): the
+    """The last words of a refusal of remedy ``name`` (its class ``regulariser``, or a callback's): the
     variants of ``registry`` it works with, by its own ``fits(VariantInfo)`` where it declares one,
     else those with a phase it attaches to; less those that refuse it with their default options."""
     from genfw.plugins import get_registry, variants_where
 
     registry = get_registry() if registry is None else registry
-    fits = getattr(regulariser, "fits", None)  # optional (genfw.contracts.Regulariser)
-    applies = set(regulariser.phases)
+    fits = getattr(regulariser, "fits", None)  # optional for a regulariser; every callback has one
 
     def takes(v: Any) -> bool:
-        if not (fits(v) if fits is not None else bool(applies & set(v.phases))):
+        if not (fits(v) if fits is not None else bool(set(regulariser.phases) & set(v.phases))):
             return False
         try:
             options = registry.spec("variant", v.name, {}, where="variant").options
@@ -374,7 +373,11 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
         if name in registry.all("callback"):  # one spelling for every remedy, one namespace
             why = vcls.refuse(name, variant.options)
             if why is not None:
-                raise GenfwError(f"variant '{variant.name}' refuses '{name}': {why}")
+                factory = registry.get("callback", name).factory
+                raise GenfwError(
+                    f"variant '{variant.name}' refuses regulariser '{name}': {why}"
+                    f"{applies_to(name, factory, registry)}"
+                )
             callbacks[name] = registry.spec("callback", name, opts, where=f"regularisers.{name}")
             continue
         if name not in registry.all("regulariser"):

@@ -732,7 +732,7 @@ def check_callback(
     ``variant`` (or the first registered variant it ``fits``), two training steps of every phase
     run with its events and stay finite, and its ``state_dict()`` (JSON values or tensors) is
     restored by ``load_state_dict``."""
-    from genfw.contracts import Callback, LoopState
+    from genfw.contracts import Callback, LoopState, VariantInfo
 
     component = _component("callback", name, registry)
     where = _where(component)
@@ -742,7 +742,8 @@ def check_callback(
         raise _fail(where, "a callback is a subclass of genfw.contracts.Callback")
     tried = []
     for v in [variant] if variant else registry.names("variant"):
-        if not component.factory.fits(registry.get("variant", v)):
+        info = VariantInfo(v, registry.get("variant", v).factory, registry=registry)
+        if not component.factory.fits(info):
             tried.append(v)
             continue
         run = _try_small_run(v, name, options, registry)

@@ -271,7 +271,7 @@ def test_a_variant_refusing_a_remedy_is_honoured_in_one_line(extra):
     )
     listed = line.split("applies to: ")[1].split(", ")
     assert "extra_gan" in listed and "picky" not in listed  # fits alone cannot know it refuses
-    assert list(resolve({"variant": "picky", "regularisers": {"packing": {}}}, extra).regularisers) == [
+    assert list(resolve({"variant": "picky", "regularisers": {"packing": {}}}, extra).callbacks) == [
         "packing"
     ]
 
