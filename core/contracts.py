@@ -409,8 +409,10 @@ class Regulariser(Protocol):
     and ``needs: tuple[str, ...]``, the context keys it reads (:data:`PHASE_CONTEXT`), are class
     attributes read before it is built; ``penalty(ctx: dict[str, Any]) -> Tensor | None``, a
     scalar already weighted, or ``None`` for a pure constraint; optionally
-    ``after_step(modules: list[nn.Module]) -> None`` (a constraint such as weight clipping) and the
-    static ``fits(variant: VariantInfo) -> bool`` (whether it works with a registered variant,
+    ``after_step(modules: list[nn.Module], phase: str) -> None`` (a constraint such as weight
+    clipping, told the phase it ran after), ``replaces_loss: bool`` (its penalty is the phase's
+    whole objective), ``setup(model, ctx)`` (adds state modules, nothing else) and the static
+    ``fits(variant: VariantInfo) -> bool`` (whether it works with a registered variant,
     judged from its declarations: refusals list the variants where it is true)."""
 
     phases: tuple[str, ...]

@@ -155,16 +155,16 @@ def genfw_register_regularisers(register: Register) -> None:
       each phase provides;
     - ``penalty(ctx: dict) -> Tensor`` scalar, already multiplied by its weight, or ``None``
       for a pure constraint; ``ctx["phase"]`` is always the name of the phase being optimised;
-    - optionally ``after_step(modules: list[torch.nn.Module]) -> None``, run after the
-      optimiser step of the phase (e.g. weight clipping);
+    - optionally ``after_step(modules: list[torch.nn.Module], phase: str) -> None``, run after
+      each optimiser step of the phase ``phase`` it is attached to (e.g. weight clipping);
+    - optionally ``replaces_loss: bool``: true where its penalty replaces the phase's own
+      objective (feature matching's paper form); the loop then logs that objective as
+      ``replaced_loss``;
     - optionally ``setup(model: genfw.Model, ctx: genfw.BuildContext) -> None``, called once
-      after the variant built ``model`` and before anything is prepared, trained or loaded
-      (``ctx.data`` is the data's shape, ``ctx.components`` the chosen slots). It may change the
-      model: wrap or add modules (EMA weights), wrap a phase's ``step`` or the ``sample``
-      function, extend ``export``. State kept across steps must live in buffers of modules in
-      ``model.modules``, so checkpoints and ``--resume`` carry it. A setup that cannot apply
-      raises :class:`genfw.GenfwError` in one line. Setups run by ascending ``setup_order``
-      (default 0), then in config order; one that copies parameters sets it higher;
+      after the variant built ``model`` and every callback changed it, before anything is
+      prepared, trained or loaded. It may add state modules to ``model.modules`` (running means:
+      checkpoints and ``--resume`` carry them) or refuse in one line, nothing else: a change to
+      the model is a callback's (:class:`genfw.contracts.Callback`);
     - optionally ``fits(variant: genfw.contracts.VariantInfo) -> bool``: whether it works with a
       registered variant, judged from its declarations; refusals list the variants it fits.
 
