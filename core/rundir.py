@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import torch
 import yaml
 from torch import nn
 
@@ -360,3 +361,74 @@ def check_finite(tree: dict[str, Any], where: str, hint: str = "") -> None:
             f"{where} holds non-finite values ({', '.join(bad[:3])}): the run had diverged when it "
             f"was written{hint}"
         )
+
+
+def check_run_state(
+    path: Path,
+    state: dict[str, Any],
+    run_modules: dict[str, nn.Module],
+    run_optimizers: dict[str, Any],
+    run_scalers: dict[str, Any],
+    loader_size: int | None,
+) -> None:
+    """Refuse, in one line, a checkpoint whose structure or tensor shapes do not fit this run's
+    ``run_modules``, ``run_optimizers`` (by phase), fp16 ``run_scalers`` and in-memory loader of
+    ``loader_size`` examples (what ``Trainer.state`` writes), or whose weights or moments are not
+    finite; loads nothing."""
+
+    def fail(what: str) -> GenfwError:
+        return GenfwError(f"checkpoint {path} does not fit this run: {what}{checkpoint.others(path)}")
+
+    def is_int(v: Any) -> bool:
+        return type(v) is int
+
+    modules, optimizers, rng = state.get("modules"), state.get("optimizers"), state.get("rng")
+    check_weights(path, modules, run_modules)
+    if not isinstance(optimizers, dict):
+        raise fail("'optimizers' must be a mapping by phase")
+    for name, opt in run_optimizers.items():
+        if name not in optimizers:
+            raise fail(f"it has no optimiser state for phase '{name}'")
+        checkpoint.check_optimizer_state(opt, optimizers[name], f"checkpoint {path} [optimiser {name}]")
+    if "world" in state and not (is_int(state["world"]) and state["world"] >= 1):
+        raise fail("'world' must be a number of processes")
+    if not isinstance(rng, dict) or "cpu" not in rng:
+        raise fail("'rng' must be a mapping with the CPU generator's state 'cpu'")
+    rngs = {"cpu": torch.get_rng_state()}
+    if "cuda" in rng and torch.cuda.is_available():
+        rngs["cuda"] = torch.cuda.get_rng_state()
+    for key, mine in rngs.items():
+        if (
+            not isinstance(rng[key], torch.Tensor)
+            or rng[key].dtype != mine.dtype
+            or rng[key].shape != mine.shape
+        ):
+            raise fail(f"rng/{key} must be a {mine.dtype} tensor of shape {list(mine.shape)}")
+    loader = state.get("loader", {"epoch": 0, "pos": 0})
+    if loader_size is not None and not (
+        isinstance(loader, dict)
+        and is_int(loader.get("epoch"))
+        and is_int(loader.get("pos"))
+        and loader["epoch"] >= 0
+        and 0 <= loader["pos"] <= loader_size
+    ):
+        raise fail(f"'loader' must hold an epoch and a position in 0..{loader_size}")
+    scalers = state.get("scalers", {})
+    if not isinstance(scalers, dict):
+        raise fail("'scalers' must be a mapping by phase")
+    for name in set(scalers) & set(run_scalers):
+        value = scalers[name]
+        if not (
+            isinstance(value, dict)
+            and set(value) == set(run_scalers[name].state_dict())
+            and all(isinstance(v, (int, float)) for v in value.values())
+        ):
+            raise fail(f"scalers/{name} is {value!r}")
+    if "stage" in state and not is_int(state["stage"]):
+        raise fail(f"stage is {state['stage']!r}, not a whole number")
+    callbacks = state.get("callbacks", {})
+    if not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values()):
+        raise fail("'callbacks' must be a mapping by callback name of their states")
+    check_finite(
+        {"modules": modules, "optimizers": optimizers}, f"checkpoint {path}", checkpoint.others(path)
+    )

@@ -50,9 +50,8 @@ from genfw.rundir import (
     EXPORT_FILE,
     METRICS_FILE,
     RUN_FILE,
-    check_finite,
     check_run_dir,
-    check_weights,
+    check_run_state,
     create_run_dir,
     is_empty_run,
     json_safe,
@@ -362,12 +361,13 @@ class Trainer:
             self.callbacks,
             self.state_view,
         )
-        state.step, batch = self.step, self._batch
+        state.step, batch, stage_of = self.step, self._batch, self.built.model.stage
         for phase in self.phases:
             opt, scaler = self._hot_optimizers[phase.name], self._scalers.get(phase.name)
             regs, constraints = self._regs[phase.name], self._constraints[phase.name]
             for _ in range(phase.repeats):
-                self._check_stage()
+                if stage_of is not None and stage_of() != self._stage:
+                    self._new_stage(stage_of())
                 if phase.lr_scale is not None:
                     for group in opt.param_groups:
                         group["lr"] = phase.optim.lr * phase.lr_scale()
@@ -412,14 +412,10 @@ class Trainer:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         return phase_objective(out, regs, replaces=self._replaces[phase])
 
-    def _check_stage(self) -> None:
-        """Fire ``on_stage_change`` when the model's stage moved on (ProGAN: a fade starts or ends)."""
-        stage_of = self.built.model.stage
-        if stage_of is not None:
-            stage = stage_of()
-            if stage != self._stage:
-                self._stage = self.state_view.stage = stage
-                self.callbacks.stage_change(self.state_view)
+    def _new_stage(self, stage: int) -> None:
+        """The model's stage moved on (ProGAN: a fade starts or ends): tell the callbacks."""
+        self._stage = self.state_view.stage = stage
+        self.callbacks.stage_change(self.state_view)
 
     def _guarded_step(self) -> None:
         try:
@@ -559,7 +555,8 @@ class Trainer:
         try:
             path = checkpoint.find(self.run_dir / "checkpoints")
             step, state = checkpoint.load(path)
-            self._check_state(path, state)
+            loader = self.loader.x.shape[0] if isinstance(self.loader, TensorLoader) else None
+            check_run_state(path, state, self.plain, self.optimizers, self._scalers, loader)
         except GenfwError as exc:
             raise GenfwError(
                 f"cannot resume: {exc}; to start the run again from step 0: genfw train --config "
@@ -584,67 +581,6 @@ class Trainer:
         else:  # another world size: fresh, deterministic streams per process
             seed_process(self.opts.seed + 7919 * step, self.accelerator.process_index)
         self.step = step
-
-    def _check_state(self, path: Path, state: dict[str, Any]) -> None:
-        """Refuse, in one line, a checkpoint whose structure or tensor shapes do not fit this run
-        (what :meth:`state` writes), or whose weights or moments are not finite; loads nothing."""
-
-        def fail(what: str) -> GenfwError:
-            return GenfwError(f"checkpoint {path} does not fit this run: {what}{checkpoint.others(path)}")
-
-        def is_int(v: Any) -> bool:
-            return type(v) is int
-
-        modules, optimizers, rng = state.get("modules"), state.get("optimizers"), state.get("rng")
-        check_weights(path, modules, self.plain)
-        if not isinstance(optimizers, dict):
-            raise fail("'optimizers' must be a mapping by phase")
-        for name, opt in self.optimizers.items():
-            if name not in optimizers:
-                raise fail(f"it has no optimiser state for phase '{name}'")
-            checkpoint.check_optimizer_state(opt, optimizers[name], f"checkpoint {path} [optimiser {name}]")
-        if "world" in state and not (is_int(state["world"]) and state["world"] >= 1):
-            raise fail("'world' must be a number of processes")
-        if not isinstance(rng, dict) or "cpu" not in rng:
-            raise fail("'rng' must be a mapping with the CPU generator's state 'cpu'")
-        rngs = {"cpu": torch.get_rng_state()}
-        if "cuda" in rng and torch.cuda.is_available():
-            rngs["cuda"] = torch.cuda.get_rng_state()
-        for key, mine in rngs.items():
-            if (
-                not isinstance(rng[key], torch.Tensor)
-                or rng[key].dtype != mine.dtype
-                or rng[key].shape != mine.shape
-            ):
-                raise fail(f"rng/{key} must be a {mine.dtype} tensor of shape {list(mine.shape)}")
-        loader = state.get("loader", {"epoch": 0, "pos": 0})
-        if isinstance(self.loader, TensorLoader) and not (
-            isinstance(loader, dict)
-            and is_int(loader.get("epoch"))
-            and is_int(loader.get("pos"))
-            and loader["epoch"] >= 0
-            and 0 <= loader["pos"] <= self.loader.x.shape[0]
-        ):
-            raise fail(f"'loader' must hold an epoch and a position in 0..{self.loader.x.shape[0]}")
-        scalers = state.get("scalers", {})
-        if not isinstance(scalers, dict):
-            raise fail("'scalers' must be a mapping by phase")
-        for name in set(scalers) & set(self._scalers):
-            value = scalers[name]
-            if not (
-                isinstance(value, dict)
-                and set(value) == set(self._scalers[name].state_dict())
-                and all(isinstance(v, (int, float)) for v in value.values())
-            ):
-                raise fail(f"scalers/{name} is {value!r}")
-        if "stage" in state and not is_int(state["stage"]):
-            raise fail(f"stage is {state['stage']!r}, not a whole number")
-        callbacks = state.get("callbacks", {})
-        if not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values()):
-            raise fail("'callbacks' must be a mapping by callback name of their states")
-        check_finite(
-            {"modules": modules, "optimizers": optimizers}, f"checkpoint {path}", checkpoint.others(path)
-        )
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Result:
