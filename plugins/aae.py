@@ -37,6 +37,7 @@ import genfw
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, Slot
 from genfw import validators as check
 from genfw.contracts import PhaseSpec, Players
+from genfw_plugins._adversarial import generator_term
 from genfw_plugins._autoencoder import (
     LATENT_CRITIC_PHASE,
     AutoencoderBase,
@@ -46,7 +47,6 @@ from genfw_plugins._autoencoder import (
     latent_critic_fn,
     shape_code,
 )
-from genfw_plugins.gan import generator_objective
 
 
 @attrs.define
@@ -206,15 +206,15 @@ class AAE(AutoencoderBase):
             prior = lambda: self.prior.sample(len(batch), device=z.device)  # noqa: E731
             fake_scores = style(z[:, k:])
             loss = w * (
-                generator_objective(self.adversarial, fake_scores, lambda: style(prior()[:, k:]))
-                + generator_objective(self.adversarial, category(z[:, :k]), lambda: category(prior()[:, :k]))
+                generator_term(self.adversarial, fake_scores, lambda: style(prior()[:, k:]))
+                + generator_term(self.adversarial, category(z[:, :k]), lambda: category(prior()[:, :k]))
             )
             context = {"fake": z[:, k:], "critic": style, "labels": None, "fake_scores": fake_scores}
             return PhaseOutput(loss, context=context)
         critic = latent_critic_fn(m)
         fake_scores = critic(z)
         prior_scores = lambda: critic(self.prior.sample(len(batch), device=z.device))  # noqa: E731
-        loss = w * generator_objective(self.adversarial, fake_scores, prior_scores)
+        loss = w * generator_term(self.adversarial, fake_scores, prior_scores)
         return PhaseOutput(
             loss, context={"fake": z, "critic": critic, "labels": None, "fake_scores": fake_scores}
         )

@@ -23,14 +23,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import genfw
-from genfw import Batch, BuildContext, GenfwError, Modules, PhaseOutput, Slot
+from genfw import BuildContext, GenfwError, Slot
 from genfw import validators as check
-from genfw_plugins.gan import GAN, GANOptions, critic_features, generator_objective
+from genfw_plugins._adversarial import HeadedCritic, Scores, Turn
+from genfw_plugins.gan import GAN, GANOptions
 
 
 def data_classes(ctx: BuildContext, variant: str) -> int:
@@ -62,7 +62,7 @@ class ACGANOptions(GANOptions):
     class_weight: float = attrs.field(default=1.0, validator=check.non_negative)
 
 
-class ACGAN(GAN):
+class ACGAN(HeadedCritic, GAN):
     """Auxiliary-classifier GAN (Odena et al. 2017): G(z, y); the critic also classifies."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -82,64 +82,21 @@ class ACGAN(GAN):
         critic = ctx["critic"].build(in_shape=shape, out_dim=1 + k, num_classes=0)
         return generator, critic
 
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        labels = batch.y
-        with torch.no_grad():
-            fake = m.generator(self.noise(len(batch), batch.x.device), labels)
+    # Scores and features: HeadedCritic (the class logits are the heads).
+    def critic_extra(self, t: Turn, real: Scores, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        labels = t.labels
+        class_real = F.cross_entropy(real.heads, labels)
+        class_fake = F.cross_entropy(fake.heads, labels)
+        return self.options.class_weight * (class_real + class_fake), {
+            "class_real": class_real.detach(),
+            "class_fake": class_fake.detach(),
+            "accuracy_real": (real.heads.argmax(1) == labels).float().mean(),
+            "accuracy_fake": (fake.heads.argmax(1) == labels).float().mean(),
+        }
 
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x)[:, 0]  # (B,) the adversarial score
-
-        real_out, fake_out = m.critic(batch.x), m.critic(fake)  # (B, 1 + K)
-        real_scores, fake_scores = real_out[:, 0], fake_out[:, 0]
-        class_real = F.cross_entropy(real_out[:, 1:], labels)
-        class_fake = F.cross_entropy(fake_out[:, 1:], labels)
-        w = self.options.class_weight
-        loss = self.loss.critic_loss(real_scores, fake_scores) + w * (class_real + class_fake)
-        return PhaseOutput(
-            loss,
-            context={
-                "real": batch.x,
-                "fake": fake,
-                "critic": critic,
-                "labels": labels,
-                "real_scores": real_scores,
-                "fake_scores": fake_scores,
-            },
-            logs={
-                "real_score": real_scores.detach(),
-                "fake_score": fake_scores.detach(),
-                "class_real": class_real.detach(),
-                "class_fake": class_fake.detach(),
-                "accuracy_real": (real_out[:, 1:].argmax(1) == labels).float().mean(),
-                "accuracy_fake": (fake_out[:, 1:].argmax(1) == labels).float().mean(),
-            },
-        )
-
-    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        labels = batch.y
-        fake = m.generator(self.noise(len(batch), batch.x.device), labels)
-
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x)[:, 0]
-
-        out = m.critic(fake)  # (B, 1 + K)
-        fake_scores = out[:, 0]
-        class_fake = F.cross_entropy(out[:, 1:], labels)
-        adversarial = generator_objective(self.loss, fake_scores, lambda: critic(batch.x))
-        loss = adversarial + self.options.class_weight * class_fake
-        return PhaseOutput(
-            loss,
-            context={
-                "real": batch.x,
-                "fake": fake,
-                "critic": critic,
-                "features": lambda x, y=None: critic_features(m.critic, x),  # the critic sees no label
-                "labels": labels,
-                "fake_scores": fake_scores,
-            },
-            logs={"class_fake": class_fake.detach()},
-        )
+    def generator_extra(self, t: Turn, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        class_fake = F.cross_entropy(fake.heads, t.labels)
+        return self.options.class_weight * class_fake, {"class_fake": class_fake.detach()}
 
 
 @genfw.hookimpl

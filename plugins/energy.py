@@ -33,6 +33,7 @@ the codes too with ``codes=True``), so wrappers such as instance noise reach bot
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -40,10 +41,10 @@ import torch
 from torch import Tensor, nn
 
 import genfw
-from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot, device_of
+from genfw import BuildContext, Model, Modules, Optim, Slot, device_of
 from genfw import validators as check
 from genfw.contracts import PhaseSpec, Players, Variant
-from genfw_plugins.gan import adversarial_phases
+from genfw_plugins._adversarial import AdversarialGAN, Scores, Turn
 
 
 class AutoencoderCritic(nn.Module):
@@ -140,7 +141,7 @@ class BEGANOptions(EnergyOptions):
     lr_decay_steps: int = attrs.field(default=100_000, validator=check.at_least(1))
 
 
-class EnergyGAN(Variant):
+class EnergyGAN(AdversarialGAN, Variant):
     """Shared wiring of EBGAN and BEGAN: a generator against an autoencoder critic."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -166,7 +167,6 @@ class EnergyGAN(Variant):
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
-        self.events = ctx.events
         shape = ctx.data.shape
         generator = ctx["generator"].build(latent_dim=o.latent_dim, out_shape=shape, num_classes=0)
         encoder = ctx["critic_encoder"].build(in_shape=shape, out_dim=o.code_dim, num_classes=0)
@@ -177,9 +177,8 @@ class EnergyGAN(Variant):
         betas = (o.beta1, o.beta2)
         return Model(
             modules={"generator": generator, "critic": critic},
-            phases=adversarial_phases(
-                self.critic_step,
-                self.generator_step,
+            phases=self.adversarial_phases(
+                ctx,
                 Optim("adam", o.lr_critic, betas),
                 Optim("adam", o.lr_generator, betas),
                 n_critic=o.n_critic,
@@ -192,15 +191,22 @@ class EnergyGAN(Variant):
     def init_critic(self, critic: AutoencoderCritic) -> None:
         pass
 
-    def noise(self, n: int, device: torch.device) -> Tensor:
-        return self.prior.sample(n, device=device)
+    # -- hooks of the adversarial step: energies (low on data) stand where scores are ------------
+    def score(self, t: Turn, x: Tensor, y: Tensor | None) -> Scores:
+        """Energies ``(B,)`` and the autoencoder's codes ``(B, code_dim)``, through the module's
+        forward: instance noise (and a DDP wrapper) see every input."""
+        return Scores(*t.m.critic(x, codes=True))
 
-    @staticmethod
-    def energy_fn(m: Modules):
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x).squeeze(1)  # energy (B,): low on data
+    def score_both(self, t: Turn, real: Tensor, fake: Tensor) -> tuple[Scores, Scores]:
+        """One critic call on the real batch and the fakes together."""
+        energy = self.score(t, torch.cat([real, fake]), None).scores  # (2B,)
+        n = len(real)
+        return Scores(energy[:n]), Scores(energy[n:])
 
-        return critic
+    def generator_objective(
+        self, t: Turn, fake: Scores, real_scores: Callable[[], Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        return fake.scores.mean(), {}  # D(G(z))
 
     def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
         return m.generator(self.noise(n, device_of(m.generator)))
@@ -212,30 +218,13 @@ class EBGAN(EnergyGAN):
     def __init__(self, options: EBGANOptions) -> None:
         super().__init__(options)
 
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        with torch.no_grad():
-            fake = m.generator(self.noise(len(batch), batch.x.device))
-        fake = self.events.fakes("critic", fake)  # callbacks may swap some (experience replay)
-        energy = m.critic(torch.cat([batch.x, fake])).squeeze(1)  # (2B,)
-        real_e, fake_e = energy[: len(batch)], energy[len(batch) :]
-        loss = ebgan_critic_loss(real_e, fake_e, self.options.margin)
-        return PhaseOutput(
-            loss,
-            context={"real": batch.x, "fake": fake, "critic": self.energy_fn(m), "labels": None},
-            logs={"real_energy": real_e.detach(), "fake_energy": fake_e.detach()},
-        )
+    def critic_objective(self, t: Turn, real: Scores, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        loss = ebgan_critic_loss(real.scores, fake.scores, self.options.margin)
+        return loss, {"real_energy": real.scores.detach(), "fake_energy": fake.scores.detach()}
 
-    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        fake = m.generator(self.noise(len(batch), batch.x.device))
-        # Through the module's forward: instance noise (and a DDP wrapper) see this input too.
-        energy, codes = m.critic(fake, codes=True)  # (B,), (B, code_dim)
-        pt = pulling_away(codes)
-        loss = energy.mean() + self.options.pt_weight * pt
-        return PhaseOutput(
-            loss,
-            context={"fake": fake, "critic": self.energy_fn(m), "labels": None},
-            logs={"pulling_away": pt.detach()},
-        )
+    def generator_extra(self, t: Turn, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        pt = pulling_away(fake.heads)  # the fakes' codes
+        return self.options.pt_weight * pt, {"pulling_away": pt.detach()}
 
 
 STALL = 0.99  # a window's mean M must be below 0.99 times the previous window's, or the lr halves
@@ -319,39 +308,28 @@ class BEGAN(EnergyGAN):
                 phase.lr_scale = lambda: self.decay.value
         return model
 
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        with torch.no_grad():
-            fake = m.generator(self.noise(len(batch), batch.x.device))
-        fake = self.events.fakes("critic", fake)  # callbacks may swap some (experience replay)
-        energy = m.critic(torch.cat([batch.x, fake])).squeeze(1)  # (2B,)
-        real_e, fake_e = energy[: len(batch)].mean(), energy[len(batch) :].mean()
-        k = _unwrap(m.critic).k.clone()  # k_t: the generator step updates the buffer in place
-        loss = real_e - k * fake_e
+    def critic_objective(self, t: Turn, real: Scores, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        real_e, fake_e = real.scores.mean(), fake.scores.mean()
+        k = _unwrap(t.m.critic).k.clone()  # k_t: the generator step updates the buffer in place
         self.real_energy = real_e.detach()
-        return PhaseOutput(
-            loss,
-            context={"real": batch.x, "fake": fake, "critic": self.energy_fn(m), "labels": None},
-            logs={"k": k, "real_energy": real_e.detach(), "fake_energy": fake_e.detach()},
-        )
+        return real_e - k * fake_e, {"k": k, "real_energy": real_e.detach(), "fake_energy": fake_e.detach()}
 
-    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+    def generator_extra(self, t: Turn, fake: Scores) -> tuple[None, dict[str, Tensor]]:
+        """No term: the update of k_t from this step's ``L(G(z_G))``, and M."""
         o = self.options
-        fake = m.generator(self.noise(len(batch), batch.x.device))  # G(z_G)
-        fake_e = m.critic(fake).mean()  # L(G(z_G))
+        fake_e = fake.scores.mean()  # L(G(z_G)), the objective
         logs = {"fake_energy": fake_e.detach()}
         real_e, self.real_energy = self.real_energy, None
         if real_e is not None:  # the loop always runs a critic step first
             with torch.no_grad():
-                state = _unwrap(m.critic)
+                state = _unwrap(t.m.critic)
                 gen_e = fake_e.detach()
                 state.k.copy_(began_k_update(state.k, real_e, gen_e, o.gamma, o.lambda_k))
                 logs["convergence"] = real_e + (o.gamma * real_e - gen_e).abs()
             if self.decay is not None:
                 logs["lr_scale"] = fake_e.new_full((), self.decay.value).detach()  # used by this step
                 self.decay.observe(logs["convergence"])
-        return PhaseOutput(
-            fake_e, context={"fake": fake, "critic": self.energy_fn(m), "labels": None}, logs=logs
-        )
+        return None, logs
 
 
 @genfw.hookimpl

@@ -3,22 +3,22 @@
 The critic ascends ``E log D(x) + E log(1 - D(G(z)))``; the generator descends
 ``E log(1 - D(G(z)))`` (``--loss minimax``) or, by default, ascends ``E log D(G(z))``
 (``--loss non_saturating``, the paper's practical advice). Both objectives live in
-``genfw_plugins/losses.py``; this module only wires them into phases.
+``genfw_plugins/losses.py``; the phases are the shared adversarial step of
+``genfw_plugins/_adversarial.py`` with its default hooks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import attrs
-import torch
 from torch import Tensor, nn
 
 import genfw
-from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot, device_of
+from genfw import Batch, BuildContext, Model, Modules, Optim, Slot, device_of
 from genfw import validators as check
 from genfw.contracts import PhaseSpec, Players, Variant
+from genfw_plugins._adversarial import AdversarialGAN
 
 
 @attrs.define
@@ -33,7 +33,7 @@ class GANOptions:
     n_generator: int = attrs.field(default=1, validator=check.at_least(1))
 
 
-class GAN(Variant):
+class GAN(AdversarialGAN, Variant):
     """Adversarial training of a generator against a critic (Goodfellow et al. 2014)."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -64,16 +64,14 @@ class GAN(Variant):
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
-        self.events = ctx.events
         self.num_classes = self.classes(ctx)
         generator, critic = self.networks(ctx)
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
         return Model(
             modules={"generator": generator, "critic": critic},
-            phases=adversarial_phases(
-                self.critic_step,
-                self.generator_step,
+            phases=self.adversarial_phases(
+                ctx,
                 self.optim(o.lr_critic),
                 self.optim(o.lr_generator),
                 n_critic=o.n_critic,
@@ -106,105 +104,8 @@ class GAN(Variant):
         """A player's optimiser recipe (WGAN overrides it: RMSProp has no betas)."""
         return Optim(self.optimizer, lr, (self.options.beta1, self.options.beta2))
 
-    def noise(self, n: int, device: torch.device) -> Tensor:
-        return self.prior.sample(n, device=device)  # (n, latent_dim)
-
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        labels = self.labels(batch)  # fakes are drawn for the real batch's classes
-        with torch.no_grad():
-            fake = m.generator(self.noise(len(batch), batch.x.device), labels)
-        fake = self.events.fakes("critic", fake)  # callbacks may swap some (experience replay)
-
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x, y).squeeze(1)  # (B,)
-
-        real_scores, fake_scores = critic(batch.x, labels), critic(fake, labels)
-        loss = self.loss.critic_loss(real_scores, fake_scores)
-        return PhaseOutput(
-            loss,
-            context={
-                "real": batch.x,
-                "fake": fake,
-                "critic": critic,
-                "labels": labels,
-                "real_scores": real_scores,
-                "fake_scores": fake_scores,
-            },
-            # Raw tensors: the loop averages them only when it logs (no sync per step).
-            logs={"real_score": real_scores.detach(), "fake_score": fake_scores.detach()},
-        )
-
-    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        labels = self.labels(batch)
-        fake = m.generator(self.noise(len(batch), batch.x.device), labels)
-
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x, y).squeeze(1)
-
-        fake_scores = critic(fake, labels)
-        loss = generator_objective(self.loss, fake_scores, lambda: critic(batch.x, labels))
-        context = {
-            "real": batch.x,
-            "fake": fake,
-            "critic": critic,
-            "labels": labels,
-            "fake_scores": fake_scores,
-        }
-        context["features"] = lambda x, y=None: critic_features(m.critic, x, y)
-        return PhaseOutput(loss, context=context)
-
     def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
         return m.generator(self.noise(n, device_of(m.generator)), y if self.num_classes else None)
-
-
-def adversarial_phases(
-    critic_step: Callable[[Batch, Modules], PhaseOutput],
-    generator_step: Callable[[Batch, Modules], PhaseOutput],
-    critic_optim: Optim,
-    generator_optim: Optim,
-    *,
-    n_critic: int,
-    critic_provides: Iterable[str],
-    generator_provides: Iterable[str],
-    n_generator: int = 1,
-) -> list[Phase]:
-    """The two phases of every GAN: ``n_critic`` critic steps on fresh batches, then
-    ``n_generator`` generator steps, each on fresh noise, that reuse the last batch (they need
-    only its size and labels)."""
-    return [
-        Phase(
-            "critic",
-            ("critic",),
-            critic_step,
-            critic_optim,
-            repeats=n_critic,
-            provides=frozenset(critic_provides),
-        ),
-        Phase(
-            "generator",
-            ("generator",),
-            generator_step,
-            generator_optim,
-            repeats=n_generator,
-            fresh_batch=False,
-            provides=frozenset(generator_provides),
-        ),
-    ]
-
-
-def generator_objective(loss: Any, fake_scores: Tensor, real_scores: Callable[[], Tensor]) -> Tensor:
-    """The adversarial loss's generator term. Relativistic losses (``needs_real_scores``) compare
-    fakes with the real batch the critic phase last saw: ``real_scores()`` scores it."""
-    if getattr(loss, "needs_real_scores", False):
-        return loss.generator_loss(fake_scores, real_scores=real_scores())
-    return loss.generator_loss(fake_scores)
-
-
-def critic_features(critic: Any, x: Tensor, y: Tensor | None = None) -> Tensor:
-    """The critic's intermediate features ``(B, F)``: its ``features(x, y)`` method (see the critic
-    hook), reached through a DDP wrapper. A critic without one raises ``AttributeError``."""
-    inner = critic if hasattr(critic, "features") else critic.module
-    return inner.features(x, y)
 
 
 class LSGAN(GAN):

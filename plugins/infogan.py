@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import genfw
-from genfw import Batch, BuildContext, Modules, PhaseOutput, Slot, device_of
+from genfw import Batch, BuildContext, Modules, Slot, device_of
 from genfw import validators as check
-from genfw_plugins.gan import GAN, critic_features, generator_objective
+from genfw_plugins._adversarial import HeadedCritic, Scores, Turn
+from genfw_plugins.gan import GAN
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -82,7 +83,7 @@ class Codes:
         return torch.cat([*onehots, self.continuous], dim=1)
 
 
-class InfoGAN(GAN):
+class InfoGAN(HeadedCritic, GAN):
     """InfoGAN (Chen et al. 2016): categorical and continuous codes recovered by a Q head."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -147,59 +148,20 @@ class InfoGAN(GAN):
             logs["nll_continuous"] = nll.detach()
         return loss, logs
 
-    # -- phases ---------------------------------------------------------------------------------
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
+    # -- hooks of the adversarial step (score and features: HeadedCritic, Q is the head) -----------
+    def draw(self, m: Modules, batch: Batch) -> Turn:
+        """Codes, then noise; no labels (the codes are unsupervised)."""
         n, device = len(batch), batch.x.device
         codes = self.codes(n, device)
-        with torch.no_grad():
-            fake = m.generator(self.latent(n, device, codes))
+        return Turn(m, batch, self.latent(n, device, codes), None, codes)
 
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x)[:, 0]  # (B,) the adversarial score
+    def critic_extra(self, t: Turn, real: Scores, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        info, logs = self.information(fake.heads, t.extra)
+        return self.options.info_weight * info, logs
 
-        real_scores = critic(batch.x)
-        fake_out = m.critic(fake)  # (B, 1 + q_dim)
-        fake_scores = fake_out[:, 0]
-        info, logs = self.information(fake_out[:, 1:], codes)
-        loss = self.loss.critic_loss(real_scores, fake_scores) + self.options.info_weight * info
-        return PhaseOutput(
-            loss,
-            context={
-                "real": batch.x,
-                "fake": fake,
-                "critic": critic,
-                "labels": None,
-                "real_scores": real_scores,
-                "fake_scores": fake_scores,
-            },
-            logs={"real_score": real_scores.detach(), "fake_score": fake_scores.detach(), **logs},
-        )
-
-    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        n, device = len(batch), batch.x.device
-        codes = self.codes(n, device)
-        fake = m.generator(self.latent(n, device, codes))
-
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x)[:, 0]
-
-        out = m.critic(fake)
-        fake_scores = out[:, 0]
-        info, logs = self.information(out[:, 1:], codes)
-        adversarial = generator_objective(self.loss, fake_scores, lambda: critic(batch.x))
-        loss = adversarial + self.options.info_weight * info
-        return PhaseOutput(
-            loss,
-            context={
-                "real": batch.x,
-                "fake": fake,
-                "critic": critic,
-                "features": lambda x, y=None: critic_features(m.critic, x),  # the critic sees no label
-                "labels": None,
-                "fake_scores": fake_scores,
-            },
-            logs=logs,
-        )
+    def generator_extra(self, t: Turn, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        info, logs = self.information(fake.heads, t.extra)
+        return self.options.info_weight * info, logs
 
     def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
         """``n`` samples; ``y`` (where given) sets the first categorical code."""

@@ -18,6 +18,7 @@ whole training runs, which does not fit one run of this loop cleanly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -26,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import genfw
-from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot, device_of
+from genfw import Batch, BuildContext, Model, Modules, Optim, Slot, device_of
 from genfw import validators as check
 from genfw.contracts import PhaseSpec, Players, Variant
-from genfw_plugins.gan import adversarial_phases
+from genfw_plugins._adversarial import AdversarialGAN, Scores, Turn, score_logs
 
 
 @attrs.define
@@ -110,7 +111,7 @@ def real_log_odds(logits: Tensor) -> Tensor:
     return logits[:, -1] - torch.logsumexp(logits[:, :-1], dim=1)
 
 
-class MADGAN(Variant):
+class MADGAN(AdversarialGAN, Variant):
     """MAD-GAN (Ghosh et al. 2018): k generators, a critic that classifies real vs which generator."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -157,9 +158,8 @@ class MADGAN(Variant):
         betas = (o.beta1, o.beta2)
         return Model(
             modules={"generator": MultiGenerator(gens), "critic": critic},
-            phases=adversarial_phases(
-                self.critic_step,
-                self.generator_step,
+            phases=self.adversarial_phases(
+                ctx,
                 Optim("adam", o.lr_critic, betas),
                 Optim("adam", o.lr_generator, betas),
                 n_critic=o.n_critic,
@@ -169,52 +169,45 @@ class MADGAN(Variant):
             sample=self.sample,
         )
 
-    def fakes(self, generator: nn.Module, n: int, device: torch.device) -> Tensor:
-        """``n`` samples from each generator, ``(k, n, *shape)``: row ``i`` from generator ``i``.
-
-        Through the module's ``forward`` (with ``which``), so a DDP wrapper syncs the gradients."""
-        k = self.options.num_generators
+    # -- hooks of the adversarial step: k n fakes, each labelled by its generator ----------------
+    def draw(self, m: Modules, batch: Batch) -> Turn:
+        """Noise for ``n`` fakes of each generator; ``extra``: which generator makes each fake,
+        ``(k n,)`` as ``0 0 .. 1 1 ..``."""
+        k, n, device = self.options.num_generators, len(batch), batch.x.device
         z = self.prior.sample(k * n, device=device)  # (k n, d)
-        which = torch.arange(k, device=device).repeat_interleave(n)  # (k n,): 0 0 .. 1 1 ..
-        out = generator(z, which=which)
-        return out.view(k, n, *out.shape[1:])
+        return Turn(m, batch, z, None, torch.arange(k, device=device).repeat_interleave(n))
 
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        k, n = self.options.num_generators, len(batch)
-        with torch.no_grad():
-            fakes = self.fakes(m.generator, n, batch.x.device)  # (k, n, *shape)
-        # Real and fake batches are scored in separate calls, as in every other variant, so that
-        # batch-level layers (minibatch discrimination / stddev, batch norm) see real data alone.
-        real_logits = m.critic(batch.x)  # (n, k+1)
-        fake_logits = m.critic(fakes.flatten(0, 1)).view(k, n, -1)  # (k, n, k+1)
-        loss = critic_loss(real_logits, fake_logits)
-        mixed = fakes[torch.arange(n, device=fakes.device) % k, torch.arange(n, device=fakes.device)]
+    def generate(self, t: Turn) -> Tensor:
+        """``(k n, *shape)``: rows ``i n .. i n + n - 1`` from generator ``i``. Through the module's
+        ``forward`` (with ``which``), so a DDP wrapper syncs the gradients."""
+        return t.m.generator(t.z, which=t.extra)
 
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return real_log_odds(m.critic(x))
+    def score(self, t: Turn, x: Tensor, y: Tensor | None) -> Scores:
+        """The log-odds of "real" (what regularisers see as the critic) and the ``k + 1`` logits.
+        Real and fake batches are scored in separate calls (``score_both``), so batch-level
+        layers (minibatch discrimination / stddev, batch norm) see real data alone."""
+        logits = t.m.critic(x)  # (B, k+1)
+        return Scores(real_log_odds(logits), logits)
 
-        accuracy = (fake_logits.argmax(-1) == torch.arange(k, device=fakes.device)[:, None]).float().mean()
-        return PhaseOutput(
-            loss,
-            context={"real": batch.x, "fake": mixed, "critic": critic, "labels": None},
-            logs={
-                "real_score": real_log_odds(real_logits).detach(),
-                "fake_score": real_log_odds(fake_logits.flatten(0, 1)).detach(),
-                "which_accuracy": accuracy.detach(),  # fakes attributed to their own generator
-            },
-        )
+    def shown(self, t: Turn, fake: Tensor) -> Tensor:
+        """One fake per example, taken in turn from the k generators."""
+        k, n = self.options.num_generators, len(t.batch)
+        i = torch.arange(n, device=fake.device)
+        return fake.view(k, n, *fake.shape[1:])[i % k, i]
 
-    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        k, n = self.options.num_generators, len(batch)
-        fakes = self.fakes(m.generator, n, batch.x.device)  # (k, n, *shape)
-        fake_logits = m.critic(fakes.flatten(0, 1)).view(k, n, -1)
-        loss = generator_loss(fake_logits, self.options.generator_loss)
-        mixed = fakes[torch.arange(n, device=fakes.device) % k, torch.arange(n, device=fakes.device)]
+    def critic_objective(self, t: Turn, real: Scores, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        k = self.options.num_generators
+        return critic_loss(real.heads, fake.heads.view(k, len(t.batch), -1)), score_logs(real, fake)
 
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return real_log_odds(m.critic(x))
+    def critic_extra(self, t: Turn, real: Scores, fake: Scores) -> tuple[None, dict[str, Tensor]]:
+        accuracy = (fake.heads.argmax(-1) == t.extra).float().mean()
+        return None, {"which_accuracy": accuracy.detach()}  # fakes attributed to their own generator
 
-        return PhaseOutput(loss, context={"fake": mixed, "critic": critic, "labels": None})
+    def generator_objective(
+        self, t: Turn, fake: Scores, real_scores: Callable[[], Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        k = self.options.num_generators
+        return generator_loss(fake.heads.view(k, len(t.batch), -1), self.options.generator_loss), {}
 
     def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
         z = self.prior.sample(n, device=device_of(m.generator))

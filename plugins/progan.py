@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import genfw
-from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot, device_of
+from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Slot, device_of
 from genfw import validators as check
 from genfw.contracts import Callback, LoopState, PhaseSpec, Players, Variant
+from genfw_plugins._adversarial import AdversarialGAN, Scores, Turn
 from genfw_plugins._layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, pixel_norm
-from genfw_plugins.gan import adversarial_phases, generator_objective
 
 BASE = 4  # the first resolution
 
@@ -292,7 +292,7 @@ class ProCritic(nn.Module):
 # --- the variant --------------------------------------------------------------------------------
 
 
-class ProGAN(Variant):
+class ProGAN(AdversarialGAN, Variant):
     """Progressive growing of GANs (Karras et al. 2018), with the WGAN-GP objective."""
 
     slots: ClassVar[dict[str, Slot]] = {
@@ -350,9 +350,8 @@ class ProGAN(Variant):
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
         betas = (o.beta1, o.beta2)
-        phases = adversarial_phases(
-            self.critic_step,
-            self.generator_step,
+        phases = self.adversarial_phases(
+            ctx,
             Optim("adam", o.lr_critic, betas),
             Optim("adam", o.lr_generator, betas),
             n_critic=o.n_critic,
@@ -377,59 +376,40 @@ class ProGAN(Variant):
         """The current ``(stage, alpha)`` (from the generator's count of images)."""
         return self.progress(self.generator.images)
 
-    def critic_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        stage, alpha = self.stage()
-        n, dev = len(batch), batch.x.device
-        with torch.no_grad():
-            fake = m.generator(self.prior.sample(n, device=dev), stage=stage, alpha=alpha)
-        real = real_at(batch.x, stage, alpha)
+    # -- hooks of the adversarial step: both players at the stage and alpha read once per step ----
+    def draw(self, m: Modules, batch: Batch) -> Turn:
+        """Prior noise; ``extra``: the schedule's ``(stage, alpha)`` for the whole step (the
+        generator step counts images before regularisers score with it)."""
+        stage_alpha = self.stage()
+        return Turn(m, batch, self.noise(len(batch), batch.x.device), None, stage_alpha)
 
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x, stage=stage, alpha=alpha).squeeze(1)  # (B,)
+    def generate(self, t: Turn) -> Tensor:
+        stage, alpha = t.extra
+        return t.m.generator(t.z, stage=stage, alpha=alpha)
 
-        real_scores, fake_scores = critic(real), critic(fake)
-        drift = real_scores.float().square().mean()
-        loss = self.loss.critic_loss(real_scores, fake_scores) + self.options.eps_drift * drift
-        return PhaseOutput(
-            loss,
-            context={
-                "real": real,
-                "fake": fake,
-                "critic": critic,
-                "labels": None,
-                "real_scores": real_scores,
-                "fake_scores": fake_scores,
-            },
-            logs={
-                "real_score": real_scores.detach(),
-                "fake_score": fake_scores.detach(),
-                "drift": drift.detach(),
-            },
-        )
+    def real(self, t: Turn) -> Tensor:
+        return real_at(t.batch.x, *t.extra)  # at the stage's resolution, blended during a fade
 
-    def generator_step(self, batch: Batch, m: Modules) -> PhaseOutput:
-        stage, alpha = self.stage()
-        fake = m.generator(self.prior.sample(len(batch), device=batch.x.device), stage=stage, alpha=alpha)
+    def score(self, t: Turn, x: Tensor, y: Tensor | None) -> Scores:
+        stage, alpha = t.extra
+        return Scores(t.m.critic(x, stage=stage, alpha=alpha).squeeze(1))  # (B,)
 
-        def critic(x: Tensor, y: Tensor | None = None) -> Tensor:
-            return m.critic(x, stage=stage, alpha=alpha).squeeze(1)
+    def critic_extra(self, t: Turn, real: Scores, fake: Scores) -> tuple[Tensor, dict[str, Tensor]]:
+        drift = real.scores.float().square().mean()  # eps_drift E[D(x)^2]
+        return self.options.eps_drift * drift, {"drift": drift.detach()}
 
-        fake_scores = critic(fake)
-        loss = generator_objective(self.loss, fake_scores, lambda: critic(real_at(batch.x, stage, alpha)))
-        # The step is done for both players: count the critic's images on every process (host
-        # mirror and buffer, no sync).
+    def generator_extra(self, t: Turn, fake: Scores) -> tuple[None, dict[str, Tensor]]:
+        """No term. The step is done for both players: count the critic's images on every process
+        (host mirror and buffer, no sync)."""
         if not self._world:
             dist = torch.distributed
             self._world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        self.generator.advance(len(batch) * self.options.n_critic * self._world)
-        return PhaseOutput(
-            loss,
-            context={"fake": fake, "critic": critic, "labels": None, "fake_scores": fake_scores},
-            logs={
-                "resolution": fake_scores.new_full((), float(resolution(stage))),
-                "alpha": fake_scores.new_full((), alpha),
-            },
-        )
+        self.generator.advance(len(t.batch) * self.options.n_critic * self._world)
+        stage, alpha = t.extra
+        return None, {
+            "resolution": fake.scores.new_full((), float(resolution(stage))),
+            "alpha": fake.scores.new_full((), alpha),
+        }
 
     def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
         # At the training schedule's stage and alpha: ``m.generator`` may be a copy (the EMA of

@@ -53,13 +53,13 @@ from genfw.contracts import Callback, LoopState, VariantInfo
 from genfw.hookspecs import Register
 from genfw.plugins import get_registry
 from genfw.plugins import variants_where as fitting_variants
+from genfw_plugins._adversarial import critic_features
 from genfw_plugins._layers import (
     EqualizedConv2d,
     EqualizedLinear,
     MinibatchDiscrimination,
     minibatch_stddev,
 )
-from genfw_plugins.gan import critic_features
 from genfw_plugins.losses import MinimaxLoss
 
 # --- shared pieces ------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, Phase, PhaseOutput, Slot
 from genfw import validators as check
 from genfw.contracts import PhaseSpec, Players
+from genfw_plugins._adversarial import generator_term
 from genfw_plugins._autoencoder import (
     LATENT_CRITIC_PHASE,
     AutoencoderBase,
@@ -60,7 +61,6 @@ from genfw_plugins._autoencoder import (
     marginal_mmd,
     shape_code,
 )
-from genfw_plugins.gan import generator_objective
 from genfw_plugins.regularisers import WAE_SCALES, prior_variance
 
 MARGINAL_SCALES = (0.001, 0.003, 0.01, 0.03, *WAE_SCALES)
@@ -168,7 +168,7 @@ class WAE(AutoencoderBase):
         logs = {"reconstruction": rec.detach(), "zero_codes": (z == 0).float().mean().detach()}
         if self.options.penalty == "gan":
             # -E log D(Q(x)); relativistic losses also score the prior samples
-            fool = generator_objective(
+            fool = generator_term(
                 self.adversarial, m.critic(z).squeeze(1), lambda: m.critic(prior_z).squeeze(1)
             )
             loss = loss + self.options.gan_weight * fool
