@@ -93,6 +93,10 @@ def critic_features(critic: Any, x: Tensor, y: Tensor | None = None) -> Tensor:
     return inner.features(x, y)
 
 
+# The keys :meth:`AdversarialGAN.context` can give (each phase gives those it provides).
+CANDIDATE_KEYS = frozenset({"real", "fake", "critic", "labels", "real_scores", "fake_scores", "features"})
+
+
 class AdversarialGAN:
     """The critic and generator phases of an adversarial variant, written once.
 
@@ -120,6 +124,8 @@ class AdversarialGAN:
         and labels). Each phase's context holds exactly the keys it provides."""
         self.events = ctx.events  # the run's callbacks: the critic phase fires events.fakes
         self.context_keys = {"critic": frozenset(critic_provides), "generator": frozenset(generator_provides)}
+        # The candidate keys (see ``context``) each phase does not provide, dropped at every step.
+        self._dropped = {p: tuple(CANDIDATE_KEYS - keys) for p, keys in self.context_keys.items()}
         return [
             Phase(
                 "critic",
@@ -180,9 +186,10 @@ class AdversarialGAN:
         real_scores: Tensor | None,
         fake_scores: Tensor,
     ) -> dict[str, Any]:
-        """What ``phase`` gives regularisers (:data:`genfw.contracts.PHASE_CONTEXT`): the keys it
-        provides, and no others. ``critic`` scores as this step does (same stage, same heads)."""
-        values = {
+        """What ``phase`` gives regularisers (:data:`genfw.contracts.PHASE_CONTEXT`): the keys of
+        ``CANDIDATE_KEYS`` it provides, and no others. ``critic`` scores as this step does (same
+        stage, same heads). A variant with keys of its own extends the dict ``super()`` returns."""
+        context = {
             "real": real,
             "fake": self.shown(t, fake),
             "critic": lambda x, y=None: self.score(t, x, y).scores,  # (B,)
@@ -191,8 +198,9 @@ class AdversarialGAN:
             "fake_scores": fake_scores,
             "features": lambda x, y=None: self.features(t, x, y),  # (B, F)
         }
-        keys = self.context_keys[phase]
-        return {k: v for k, v in values.items() if k in keys}
+        for key in self._dropped[phase]:
+            del context[key]
+        return context
 
     # --- hooks: how fakes are made ----------------------------------------------------------------
     def draw(self, m: Modules, batch: Batch) -> Turn:
