@@ -336,9 +336,10 @@ class WrongProvides(GAN):
 
 
 class ClaimsFeatures(GAN):
-    """Declares (and builds) a critic phase providing features, which its context lacks."""
+    """Declares (and builds) a critic phase providing an encoder's means, which the adversarial
+    step's context cannot hold (it gives every adversarial key a phase declares, ``features`` too)."""
 
-    phases: ClassVar = {**GAN.phases, "critic": PhaseSpec(GAN.phases["critic"].provides | {"features"})}
+    phases: ClassVar = {**GAN.phases, "critic": PhaseSpec(GAN.phases["critic"].provides | {"mu"})}
 
 
 class HiddenPlayer(GAN):
@@ -369,7 +370,7 @@ class Misdeclared:
             "wrong_provides",
             "phase 'critic' is built with provides ['fake', 'real'], but its PhaseSpec declares",
         ),
-        ("claims_features", "phase 'critic' declares it provides 'features', but its context has only"),
+        ("claims_features", "phase 'critic' declares it provides 'mu', but its context has only"),
         ("hidden_player", "phase 'critic' trains module 'critic', which is not one of the declared players"),
     ],
 )
