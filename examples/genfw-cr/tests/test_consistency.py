@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from genfw import GenfwError, PhaseOutput
+from genfw import GenfwError, Model, Optim, Phase, PhaseOutput
 from genfw.contracts import LoopState
 from genfw.testing import registry_with, run_phase, small_run
 from safetensors.torch import load_file
@@ -201,9 +201,9 @@ def optimizer(*rates: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups)
 
 
-def fire(cb: LinearWarmup, step: int, **optimizers) -> PhaseOutput:
+def fire(cb: LinearWarmup, step: int, phase: str = "critic", **optimizers) -> PhaseOutput:
     out = PhaseOutput(torch.tensor(0.0))
-    cb.on_phase_output("critic", out, LoopState(step, {}, {}, optimizers))
+    cb.on_phase_output(phase, out, LoopState(step, {}, {}, optimizers))
     return out
 
 
@@ -214,16 +214,17 @@ def test_warmup_factor_by_hand():
     assert cb.factor(4) == 1.0 and cb.factor(100) == 1.0  # exactly the base rate after the warm-up
 
 
-def test_every_optimiser_and_group_follows_its_base_rate():
+def test_each_phase_sets_its_optimisers_groups_from_their_base_rates():
     cb = LinearWarmup(WarmupOptions(steps=4, start_factor=0.2))
     d, g = optimizer(1.0, 0.5), optimizer(0.1)
     for step, f in [(0, 0.2), (1, 0.4), (1, 0.4), (3, 0.8), (9, 1.0)]:  # step 1 twice: no compounding
-        out = fire(cb, step, critic=d, generator=g)
+        out = fire(cb, step, "critic", critic=d, generator=g)
         assert [x["lr"] for x in d.param_groups] == pytest.approx([f, 0.5 * f])
+        assert out.logs["lr_factor"].dtype == torch.float32 and out.logs["lr_factor"].item() == pytest.approx(
+            f
+        )
+        out = fire(cb, step, "generator", critic=d, generator=g)
         assert g.param_groups[0]["lr"] == pytest.approx(0.1 * f)
-        assert isinstance(out.logs["lr_factor"], torch.Tensor) and out.logs[
-            "lr_factor"
-        ].item() == pytest.approx(f)
     assert cb.state_dict() == {"base_lr/critic/0": 1.0, "base_lr/critic/1": 0.5, "base_lr/generator/0": 0.1}
 
 
@@ -236,6 +237,30 @@ def test_resumed_warmup_keeps_the_base_rates():
     again.load_state_dict(cb.state_dict())
     fire(again, 2, critic=d)
     assert d.param_groups[0]["lr"] == pytest.approx(0.6)  # 1.0 * 0.6, not 0.4 * 0.6
+
+
+def test_a_variants_own_rate_schedule_is_multiplied_not_replaced():
+    # A phase with lr_scale (BEGAN's decay): the loop sets optim.lr * lr_scale() before each step;
+    # the warm-up multiplies that rate instead of restoring the first one it saw.
+    model = Model(
+        modules={},
+        phases=[
+            Phase("critic", (), lambda batch, m: None, Optim("adam", 1.0), lr_scale=lambda: 0.5),
+            Phase("generator", (), lambda batch, m: None, Optim("adam", 1.0)),
+        ],
+        sample=lambda m, n, y=None: None,
+    )
+    cb = LinearWarmup(WarmupOptions(steps=4, start_factor=0.2))
+    cb.on_model_built(model, None, None)
+    d, g = optimizer(0.5), optimizer(1.0)
+    for step, decayed in [(0, 0.5), (1, 0.5), (2, 0.25)]:
+        d.param_groups[0]["lr"] = decayed  # what the loop sets: optim.lr * lr_scale()
+        fire(cb, step, "critic", critic=d, generator=g)
+        fire(cb, step, "generator", critic=d, generator=g)
+        f = 0.2 + 0.2 * step
+        assert d.param_groups[0]["lr"] == pytest.approx(decayed * f)
+        assert g.param_groups[0]["lr"] == pytest.approx(f)
+    assert cb.state_dict() == {"base_lr/generator/0": 1.0}
 
 
 def test_keeps_genfws_callback_contract(genfw_contract):
@@ -284,7 +309,9 @@ def test_a_resumed_run_is_the_straight_run_bit_for_bit(tmp_path):
     assert state_a == state_b  # learning rates, the callback's state, random state
     # The rates of step 5 (the last trained): 2e-4 * (0.1 + 0.9 * 5 / 10), base rates kept.
     for phase in ("critic", "generator"):
-        assert state_b["state"]["optimizers"][phase]["param_groups"][0]["lr"] == 2e-4 * (0.1 + 0.9 * 0.5)
+        assert state_b["state"]["optimizers"][phase]["param_groups"][0]["lr"] == pytest.approx(
+            2e-4 * (0.1 + 0.9 * 0.5)
+        )
     assert state_b["state"]["callbacks"]["lr_warmup"] == {
         "base_lr/critic/0": 2e-4,
         "base_lr/generator/0": 2e-4,

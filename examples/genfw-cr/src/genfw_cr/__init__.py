@@ -28,7 +28,9 @@ only against genfw's documented plugin API (:mod:`genfw.contracts`, :mod:`genfw.
         start_factor + (1 - start_factor) * min(s, steps) / steps
 
     so step 0 trains at ``start_factor`` times the base rate and step ``steps`` and later at the
-    base rate. The factor is logged as ``PHASE/lr_factor``.
+    base rate. Each phase's optimiser is set just before its step; where the variant sets a
+    phase's rate itself before every step (``genfw.Phase.lr_scale``, BEGAN's decay) the warm-up
+    multiplies that rate. The factor is logged as ``PHASE/lr_factor``.
 
 Use::
 
@@ -186,21 +188,29 @@ class LinearWarmup(Callback):
         # first time the optimiser is seen and kept in checkpoints: after --resume the optimisers
         # hold warmed-down rates, not their base ones.
         self.base: dict[str, list[float]] = {}
+        # Phases whose variant sets their rate before every step (genfw.Phase.lr_scale, e.g.
+        # BEGAN's decay): their base is the rate the loop just set, so the two schedules multiply.
+        self.scheduled: frozenset[str] = frozenset()
 
     def factor(self, step: int) -> float:
         """The factor of training step ``step`` (steps done before it)."""
         o = self.options
         return o.start_factor + (1.0 - o.start_factor) * min(step, o.steps) / o.steps
 
+    def on_model_built(self, model: Any, variant: Any, ctx: Any) -> None:
+        self.scheduled = frozenset(p.name for p in model.phases if p.lr_scale is not None)
+
     def on_phase_output(self, phase: str, output: Any, state: LoopState) -> None:
-        # Fired before the phase's optimiser step: the rate set here is the one this step uses.
+        # Fired before the phase's optimiser step: the rates set here are the ones this step uses.
         f = self.factor(state.step)
-        for name, optimizer in state.optimizers.items():
+        optimizer = state.optimizers.get(phase)
+        if optimizer is not None:
             groups = optimizer.param_groups
-            base = self.base.setdefault(name, [float(g["lr"]) for g in groups])
+            current = [float(g["lr"]) for g in groups]
+            base = current if phase in self.scheduled else self.base.setdefault(phase, current)
             if len(base) != len(groups):
                 raise genfw.GenfwError(
-                    f"callback lr_warmup: optimiser '{name}' has {len(groups)} parameter groups, "
+                    f"callback lr_warmup: optimiser '{phase}' has {len(groups)} parameter groups, "
                     f"it had {len(base)} when its base rates were recorded"
                 )
             for group, lr in zip(groups, base, strict=True):
