@@ -62,55 +62,144 @@ from genfw_plugins.extractors._common import cache_dir, check_finite
 # --- the formulas ------------------------------------------------------------------------------------
 
 
+# FID. For any factors S1 = F1 F1^T and S2 = F2 F2^T, the eigenvalues of S1 S2 are those of
+# (F1^T F2)(F1^T F2)^T, so Tr((S1 S2)^(1/2)) is the sum of the singular values of F1^T F2 (its
+# nuclear norm). The cheapest factor of a set of N <= d samples is the set itself (centred, over
+# sqrt(N - 1)), of a larger one the Cholesky factor of its covariance, S^(1/2) from eigh for a
+# covariance that has none (singular). Float64 throughout.
+
+
+def _centre(features: Tensor) -> tuple[Tensor, np.ndarray]:
+    """Mean ``(d,)`` and centred rows ``(N, d)`` (numpy) of ``features (N, d)``, in float64."""
+    if features.dim() != 2:
+        raise genfw.GenfwError(f"features must be a (N, d) matrix, got shape {tuple(features.shape)}")
+    if features.shape[0] < 2:
+        raise genfw.GenfwError(
+            f"FID needs at least 2 samples per set, got {features.shape[0]}; raise num_samples"
+        )
+    c = features.detach().to("cpu", torch.float64, copy=True).numpy()  # centred in place below
+    mu = c.mean(0)
+    if not np.isfinite(mu).all():  # a NaN or infinity makes its column's mean one
+        check_finite(features, "features")
+        raise genfw.GenfwError("features overflow float64 sums; scale them down")
+    c -= mu
+    return torch.from_numpy(mu), c
+
+
+def _gram(x: np.ndarray) -> np.ndarray:
+    """``x^T x`` for ``x (m, k)``. numpy hands ``a.T @ a`` of one array to BLAS ``syrk``: half the
+    work of a general product (torch's ``mm`` does the whole product), and exactly symmetric."""
+    return x.T @ x
+
+
 def feature_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
     """Mean ``(d,)`` and covariance ``(d, d)`` (``ddof=1``) of ``features (N, d)``, in float64."""
-    f = _as_features(features, "features")
-    if f.shape[0] < 2:
-        raise genfw.GenfwError(f"FID needs at least 2 samples per set, got {f.shape[0]}; raise num_samples")
-    mu = f.mean(0)
-    c = f - mu
-    return mu, (c.T @ c) / (f.shape[0] - 1)
+    mu, c = _centre(features)
+    return mu, torch.from_numpy(_gram(c) / (c.shape[0] - 1))
+
+
+def _cholesky(s: np.ndarray) -> np.ndarray | None:
+    """The lower Cholesky factor of ``s``, or None when ``s`` is not numerically positive definite."""
+    factor, info = torch.linalg.cholesky_ex(torch.from_numpy(s))
+    return factor.numpy() if int(info) == 0 else None
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    """``s^(1/2)`` of a symmetric PSD ``s`` by ``eigh``, negative rounding eigenvalues taken as 0."""
+    w, v = torch.linalg.eigh(torch.from_numpy(s))
+    return ((v * w.clamp_min(0).sqrt()) @ v.T).numpy()
+
+
+def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:
+    """``sum sqrt(max(eigvalsh(m), 0))`` of a symmetric PSD ``m`` (LAPACK ``syevd``). Clipped at 0,
+    not at a rank tolerance: small true eigenvalues (a decaying spectrum) count."""
+    m = (m + m.T) / 2  # exact symmetry for the symmetric solver
+    return float(torch.linalg.eigvalsh(torch.from_numpy(m)).clamp_min(0).sqrt().sum())
 
 
 def trace_sqrt_product(s1: Tensor, s2: Tensor, method: str = "auto") -> float:
-    """``Tr((S1 S2)^(1/2))`` for covariances, by symmetric eigensolvers: the eigenvalues of
-    ``S1 S2`` are those of the symmetric PSD ``F^T S2 F`` for any ``F`` with ``S1 = F F^T``, so the
-    trace is ``sum sqrt(max(eigvalsh(F^T S2 F), 0))``.
+    """``Tr((S1 S2)^(1/2))`` of covariances ``(d, d)`` by a symmetric eigensolver: the eigenvalues of
+    ``S1 S2`` are those of the symmetric PSD ``F^T S2 F`` for ``S1 = F F^T``.
 
-    ``F`` is the Cholesky factor of ``S1`` when ``S1`` is positive definite (``method="auto"``,
-    several times faster than an eigendecomposition), else (singular ``S1``, e.g. fewer samples
-    than dimensions, or ``method="eigh"``) ``R = S1^(1/2)`` from ``eigh``. Both give the same
-    value to rounding (tests). The solvers are numpy's LAPACK ones, in float64.
+    ``method="auto"``: with the Cholesky factors of both, ``F^T S2 F = W W^T`` with ``W = L1^T L2``
+    (one product and a ``syrk``); with that of one only (the other singular), ``L^T S L``; with
+    none, or ``method="eigh"``, ``F = S1^(1/2)`` from ``eigh`` (several times slower). All give one
+    value to rounding (tests). Float64.
     """
-    a, b = s1.double().cpu().numpy(), s2.double().cpu().numpy()
-    f = None
-    if method == "auto":
-        try:
-            f = np.linalg.cholesky(a)
-        except np.linalg.LinAlgError:
-            f = None
-    if f is None:
-        w, v = np.linalg.eigh(a)
-        f = (v * np.sqrt(np.maximum(w, 0.0))) @ v.T
-    m = f.T @ b @ f
-    m = (m + m.T) / 2  # exact symmetry for the symmetric solver
-    # Clipped at 0, not at a rank tolerance: small true eigenvalues (a decaying spectrum) count.
-    return float(np.sqrt(np.maximum(np.linalg.eigvalsh(m), 0.0)).sum())
+    if method not in ("auto", "eigh"):
+        raise genfw.GenfwError(f"trace_sqrt_product's method is 'auto' or 'eigh', got {method!r}")
+    a, b = (s.detach().double().cpu().numpy() for s in (s1, s2))
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape != b.shape:
+        raise genfw.GenfwError(
+            f"FID compares covariances of one size (d, d), got {a.shape} and {b.shape}; use one extractor"
+        )
+    la, lb = (_cholesky(a), _cholesky(b)) if method == "auto" else (None, None)
+    if la is not None and lb is not None:
+        return _sum_sqrt_eigvalsh(_gram((la.T @ lb).T))  # W W^T
+    if la is None and lb is not None:
+        a, b, la = b, a, lb
+    f = _psd_sqrt(a) if la is None else la
+    return _sum_sqrt_eigvalsh(f.T @ b @ f)
+
+
+@attrs.frozen
+class _Gaussian:
+    """Mean ``(d,)``, trace of the covariance, and either the covariance ``sigma (d, d)`` or, for
+    ``N <= d`` samples, the factor ``x (d, N)`` of it that the centred samples are."""
+
+    mu: np.ndarray
+    trace: float
+    sigma: np.ndarray | None = None
+    x: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, features: Tensor, statistics: tuple[Tensor, Tensor] | None = None) -> _Gaussian:
+        """The set ``features (N, d)``; ``statistics``: its mean and covariance, if already known."""
+        if features.dim() == 2 and features.shape[0] > features.shape[1]:
+            return cls.of_statistics(*(statistics or feature_statistics(features)))
+        mu, c = _centre(features)
+        x = c.T / np.sqrt(c.shape[0] - 1)
+        return cls(mu.numpy(), float(np.vdot(x, x)), x=x)
+
+    @classmethod
+    def of_statistics(cls, mu: Tensor, sigma: Tensor) -> _Gaussian:
+        sigma = sigma.detach().double().cpu().numpy()
+        return cls(mu.detach().double().cpu().numpy(), float(np.trace(sigma)), sigma=sigma)
+
+
+def _trace_sqrt(p: _Gaussian, q: _Gaussian) -> float:
+    """``Tr((S_p S_q)^(1/2))``. With a set's own factor ``x (d, N)``: the singular values of
+    ``F_q^T x`` (an SVD, not the eigenvalues of its square, whose rounding would swamp the small
+    singular values of a decaying spectrum); with two covariances, :func:`trace_sqrt_product`."""
+    if p.x is None:
+        p, q = q, p
+    if p.x is None:
+        return trace_sqrt_product(torch.from_numpy(p.sigma), torch.from_numpy(q.sigma))
+    if q.x is not None:
+        f = q.x
+    else:
+        f = _cholesky(q.sigma)
+        f = _psd_sqrt(q.sigma) if f is None else f
+    return float(torch.linalg.svdvals(torch.from_numpy(f.T @ p.x)).sum())
+
+
+def _frechet(p: _Gaussian, q: _Gaussian) -> float:
+    if p.mu.shape != q.mu.shape:
+        raise genfw.GenfwError(
+            f"FID compares features of one size: got {p.mu.shape} and {q.mu.shape}; use one extractor"
+        )
+    diff = p.mu - q.mu
+    return float(diff @ diff + p.trace + q.trace - 2 * _trace_sqrt(p, q))
 
 
 def frechet_distance(mu1: Tensor, s1: Tensor, mu2: Tensor, s2: Tensor) -> float:
     """The Fréchet distance between ``N(mu1, S1)`` and ``N(mu2, S2)``, in float64."""
-    mu1, mu2, s1, s2 = (t.double() for t in (mu1, mu2, s1, s2))
-    if mu1.shape != mu2.shape or s1.shape != s2.shape:
-        raise genfw.GenfwError(
-            f"FID compares features of one size: got {tuple(mu1.shape)} and {tuple(mu2.shape)}; use one extractor"
-        )
-    diff = mu1 - mu2
-    return float(diff @ diff + s1.trace() + s2.trace() - 2 * trace_sqrt_product(s1, s2))
+    return _frechet(_Gaussian.of_statistics(mu1, s1), _Gaussian.of_statistics(mu2, s2))
 
 
 def fid_from_features(real: Tensor, fake: Tensor) -> float:
-    return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+    """FID of two sets of features ``(N, d)``: each set's cheapest factor (see above), float64."""
+    return _frechet(_Gaussian.of(real), _Gaussian.of(fake))
 
 
 def inception_score(logits: Tensor, splits: int = 10) -> tuple[float, float]:
@@ -407,7 +496,8 @@ class FID(FeatureMetric):
     name = "fid"
 
     def compute(self, real: dict[str, Tensor], fake: Tensor) -> dict[str, float]:
-        return {"fid": frechet_distance(real["mu"], real["sigma"], *feature_statistics(fake))}
+        reference = _Gaussian.of(real["features"], (real["mu"], real["sigma"]))
+        return {"fid": _frechet(reference, _Gaussian.of(fake))}
 
 
 @attrs.define
