@@ -76,11 +76,11 @@ def test_fid_hand_cases():
     mu1, mu2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 0.0])
     expected = float(((a.sqrt() - b.sqrt()) ** 2).sum() + ((mu1 - mu2) ** 2).sum())
     assert q.frechet_distance(mu1, a.diag(), mu2, b.diag()) == pytest.approx(expected, abs=1e-12)
-    # The same features: 0 up to rounding, even with n < d (singular covariances: the square roots
-    # of the ~1e-16 rounding eigenvalues add ~1e-8 each), relative to the traces compared.
+    # The same features: 0 up to rounding, with n < d too (singular covariances; each set is its
+    # own factor there, so no square roots of rounding eigenvalues, ~1e-8 each, creep in).
     f = torch.randn(20, 50, generator=torch.Generator().manual_seed(0))
     _, s = q.feature_statistics(f)
-    assert abs(q.fid_from_features(f, f)) < 1e-6 * float(s.trace())
+    assert abs(q.fid_from_features(f, f)) < 1e-12 * float(s.trace())
 
 
 def test_fid_statistics_are_float64_with_ddof_1():
@@ -88,6 +88,104 @@ def test_fid_statistics_are_float64_with_ddof_1():
     mu, sigma = q.feature_statistics(f)
     assert mu.dtype == sigma.dtype == torch.float64
     np.testing.assert_allclose(sigma.numpy(), np.cov(f.numpy(), rowvar=False), rtol=1e-12)
+    # By BLAS syrk (half the work of a general product): exactly symmetric, np.cov's values.
+    f = torch.from_numpy(np.random.default_rng(0).random((300, 100)).astype(np.float32))
+    mu, sigma = q.feature_statistics(f)
+    assert torch.equal(sigma, sigma.T)
+    expected = np.cov(f.numpy().astype(np.float64), rowvar=False)
+    np.testing.assert_allclose(sigma.numpy(), expected, rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(mu.numpy(), f.double().numpy().mean(0), rtol=1e-14)
+
+
+def pooled_relu_features(n: int, d: int, decay: float, seed: int, perturb: float = 0.0) -> np.ndarray:
+    """Like Inception's pool3 features: float32, non-negative, each the mean of 4 ReLUs of
+    correlated Gaussians whose covariance spectrum decays (mixing columns scaled by k^-decay)."""
+    rng = np.random.default_rng(d)  # the mixing, shared by the sets of one d
+    scale = (1.0 + np.arange(d)) ** -decay
+    mix = rng.normal(size=(d, d)) * scale / math.sqrt(d)
+    bias = 0.5 * scale * rng.normal(size=d)
+    rng = np.random.default_rng(seed)
+    mix = mix + perturb * rng.normal(size=(d, d)) * scale / math.sqrt(d)
+    pooled = np.mean([np.maximum(rng.normal(size=(n, d)) @ mix + bias, 0) for _ in range(4)], axis=0)
+    return pooled.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("n_real", "n_fake", "d", "decay"),
+    [
+        (600, 500, 64, 0.5),  # N > d: the Cholesky factors of both covariances
+        (1000, 800, 128, 2.0),  # close to singular: condition number 2e9, FID 7e-4 of the traces
+        (1500, 1500, 128, 3.0),  # condition number 3e13
+        (50, 70, 128, 0.5),  # N < d: both sets are their own factors
+        (700, 60, 128, 1.0),  # one of each
+        (40, 600, 128, 1.0),
+    ],
+)
+def test_fid_agrees_with_pytorch_fid_on_pooled_relu_features(n_real, n_fake, d, decay):
+    real = pooled_relu_features(n_real, d, decay, 1)
+    fake = pooled_relu_features(n_fake, d, decay, 2, perturb=0.3)
+    ours = q.fid_from_features(torch.from_numpy(real), torch.from_numpy(fake))
+    # pytorch-fid: float64 activations, np.cov, sqrtm (measured: 1e-11 apart for N > d, 1e-7 for
+    # N < d, where sqrtm's square roots of rounding noise in the null directions are the difference).
+    reference = fid_sqrtm(*_stats(real.astype(np.float64)), *_stats(fake.astype(np.float64)))
+    assert ours == pytest.approx(reference, rel=1e-6)
+    # The metric: the real set's statistics from the cache (its features where N <= d).
+    mu, sigma = q.feature_statistics(torch.from_numpy(real))
+    entry = {"mu": mu, "sigma": sigma, "features": torch.from_numpy(real)}
+    assert q.FID(None).compute(entry, torch.from_numpy(fake))["fid"] == pytest.approx(ours, rel=1e-9)
+
+
+def _hadamard(n: int) -> np.ndarray:
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(16, 64, 15), (32, 64, 20), (16, 256, 15)])
+def test_fid_of_fewer_samples_than_dimensions_is_exact(n, d, k):
+    # A closed form: the centred sets are H diag(a) Q^T and H diag(b) Q^T, H (n, k) and Q (d, k)
+    # orthogonal Hadamard columns (H's of mean 0), a_i = 2^-i, so S = n/(n-1) Q diag(a^2) Q^T: the
+    # covariances commute, FID = n/(n-1) sum (a_i - b_i)^2, and every feature is exact in float32.
+    # sqrtm and eigvals on np.cov are ~1e-6 off here, and so was genfw's former S^(1/2) by eigh
+    # (4e-6 to 1.4e-5): the square roots of rounding noise in the d - k null directions.
+    h = _hadamard(n)[:, 1 : k + 1]
+    basis = _hadamard(d)[:, 3 : k + 3] / math.sqrt(d)
+    a = 2.0 ** -np.arange(k)
+    b = a * np.where(np.arange(k) % 2 == 0, 1.0, np.where(np.arange(k) % 3 == 0, 2.0, 0.5))
+    real = torch.from_numpy((h * a) @ basis.T + 0.25).float()
+    fake = torch.from_numpy((h * b) @ basis.T + 0.25).float()
+    assert torch.equal(real.double(), torch.from_numpy((h * a) @ basis.T + 0.25))
+    truth = n / (n - 1) * np.sum((a - b) ** 2)
+    assert q.fid_from_features(real, fake) == pytest.approx(truth, rel=1e-12)
+    mu, sigma = q.feature_statistics(real)
+    fid = q.FID(None).compute({"mu": mu, "sigma": sigma, "features": real}, fake)["fid"]
+    assert fid == pytest.approx(truth, rel=1e-12)
+
+
+def test_fid_of_few_samples_decomposes_no_d_by_d_matrix(monkeypatch):
+    # N <= d samples are their own covariance factor: an N x N problem however large d is, not an
+    # eigendecomposition of a singular d x d covariance (Inception's d = 2048: seconds each).
+    sizes = []
+    for module, names in (
+        (torch.linalg, ("eigh", "eigvalsh", "svd", "svdvals", "cholesky", "cholesky_ex")),
+        (np.linalg, ("eigh", "eigvalsh", "eig", "eigvals", "svd", "cholesky")),
+    ):
+        for name in names:
+            fn = getattr(module, name)
+            spy = lambda a, *args, _fn=fn, **kw: sizes.append(max(a.shape)) or _fn(a, *args, **kw)  # noqa: E731
+            monkeypatch.setattr(module, name, spy)
+    rng = np.random.default_rng(0)
+    real, fake = torch.from_numpy(rng.random((30, 512))), torch.from_numpy(rng.random((45, 512)))
+    assert q.fid_from_features(real, fake) > 0
+    assert sizes and max(sizes) <= 45
+
+
+def test_trace_sqrt_product_refuses_an_unknown_method():
+    s = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(genfw.GenfwError, match="'auto' or 'eigh'") as err:
+        q.trace_sqrt_product(s, s, "cholesky")
+    assert "\n" not in str(err.value)
 
 
 def is_direct(logits: np.ndarray, splits: int) -> tuple[float, float]:
