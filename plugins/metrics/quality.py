@@ -9,13 +9,14 @@ train-evaluator``; ``raw`` for the samples themselves), in batches with a progre
 Definitions (the papers'; the formulas below are the functions of this module):
 
 - **FID** (Heusel et al. 2017): ``|mu_r - mu_g|^2 + Tr(S_r) + Tr(S_g) - 2 Tr((S_r S_g)^(1/2))``,
-  means and covariances (``ddof=1``) in float64. The trace term is computed with symmetric
-  eigensolvers: ``Tr((S_r S_g)^(1/2)) = sum sqrt(max(eigvalsh(F^T S_g F), 0))`` for a factor
-  ``S_r = F F^T``, since ``F^T S_g F`` is similar to ``S_r S_g``: ``F`` is the Cholesky factor
-  when ``S_r`` is positive definite, else ``R = S_r^(1/2)`` by ``eigh`` (see
-  :func:`trace_sqrt_product`). It agrees with pytorch-fid's ``scipy.linalg.sqrtm`` and
-  torch-fidelity's complex ``eigvals`` to 1e-6 relative (tests) and is several times faster
-  (``benchmarks/fid.py``).
+  means and covariances (``ddof=1``) in float64, covariances by BLAS ``syrk``. The trace term is
+  the sum of the singular values of ``F_r^T F_g`` for factors ``S = F F^T``: a set of ``N <= d``
+  samples is its own factor (its centred features; an ``N x N`` SVD, exact where the square roots
+  of rounding noise in a singular covariance's null directions put ``sqrtm`` up to 1e-6 off), a larger
+  one the Cholesky factor of its covariance (``sum sqrt(eigvalsh(W W^T))``, ``W = L_r^T L_g``),
+  ``S^(1/2)`` by ``eigh`` without one (see :func:`trace_sqrt_product`). It agrees with pytorch-fid's
+  ``np.cov`` + ``scipy.linalg.sqrtm`` and torch-fidelity's complex ``eigvals`` to 1e-6 relative
+  (tests; 1e-11 for ``N > d``), several times faster end to end (``benchmarks/fid.py``).
 - **IS** (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))`` on ``splits`` (10) contiguous
   splits of the samples, ``p(y)`` the split's mean; mean and standard deviation (``ddof=0``) over
   splits, as OpenAI's code. With ``inception`` the logits are the 1008 unbiased ones.
@@ -169,8 +170,9 @@ class _Gaussian:
 
 def _trace_sqrt(p: _Gaussian, q: _Gaussian) -> float:
     """``Tr((S_p S_q)^(1/2))``. With a set's own factor ``x (d, N)``: the singular values of
-    ``F_q^T x`` (an SVD, not the eigenvalues of its square, whose rounding would swamp the small
-    singular values of a decaying spectrum); with two covariances, :func:`trace_sqrt_product`."""
+    ``F_q^T x`` by an SVD (the eigenvalues of its square lose the small singular values of a
+    decaying spectrum to rounding: 1e-5 off in tests); with two covariances, which are squares
+    already, :func:`trace_sqrt_product` (as exact as an SVD there, several times faster)."""
     if p.x is None:
         p, q = q, p
     if p.x is None:
