@@ -17,7 +17,10 @@ for a good generator.
 The routes alternate ``--repeats`` times (3); each round prints its times, and the speed-ups are
 the medians of the rounds' ratios, so a busy machine slows both routes of a round alike.
 
-    OMP_NUM_THREADS=2 python benchmarks/fid.py [--samples 10000] [--dim 2048] [--repeats 3]
+    OMP_NUM_THREADS=1 python benchmarks/fid.py [--samples 10000] [--dim 2048] [--repeats 3]
+
+One thread per route on a shared machine: there, two threads per process oversubscribe the cores
+and LAPACK's many small parallel steps (``syevd``'s, ``sqrtm``'s) wait on each other.
 
 Goal (issue 11): genfw at least 8x faster than pytorch-fid end to end at d = 2048, n = 10,000,
 agreeing to 1e-6 relative. Not run in CI.
