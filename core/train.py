@@ -365,6 +365,7 @@ class Trainer:
         for phase in self.phases:
             opt, scaler = self._hot_optimizers[phase.name], self._scalers.get(phase.name)
             regs, constraints = self._regs[phase.name], self._constraints[phase.name]
+            replaces = self._replaces[phase.name]
             for _ in range(phase.repeats):
                 if stage_of is not None and stage_of() != self._stage:
                     self._new_stage(stage_of())
@@ -380,7 +381,7 @@ class Trainer:
                         out.context["grad_scale"] = scaler.scale(self._one)
                     if self._on_output:
                         events.phase_output(phase.name, out, state)
-                    loss, terms = self._objective(phase.name, out, regs)
+                    loss, terms = phase_objective(out, regs, replaces=replaces)
                 opt.zero_grad(set_to_none=True)
                 if scaler is None:
                     backward(loss)
@@ -406,11 +407,6 @@ class Trainer:
         if self._on_step_end:
             state.step = self.step
             events.step_end(state)
-
-    def _objective(
-        self, phase: str, out: Any, regs: list[tuple[str, Any]]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        return phase_objective(out, regs, replaces=self._replaces[phase])
 
     def _new_stage(self, stage: int) -> None:
         """The model's stage moved on (ProGAN: a fade starts or ends): tell the callbacks."""
