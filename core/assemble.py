@@ -59,7 +59,7 @@ def variant_info(cfg: RunConfig) -> VariantInfo:
 def build_model(cfg: RunConfig, data: DataInfo) -> tuple[Model, BuildContext]:
     """The variant's model for data of ``data``'s shape, with the run's callbacks attached (in
     their declared order) and their ``on_model_built`` applied; ``ctx.events`` fires their events."""
-    ctx = BuildContext(components=cfg.slots, data=data, events=Callbacks())
+    ctx = BuildContext(components=cfg.slots, data=data, events=Callbacks(), registry=cfg.registry)
     model = cfg.variant.build().build(ctx)
     ctx.events.attach([(name, spec.build()) for name, spec in cfg.callbacks.items()])
     ctx.events.model_built(model, variant_info(cfg), ctx)

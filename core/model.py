@@ -167,6 +167,8 @@ class BuildContext:
     # The run's callbacks: a variant keeps it to fire ``events.fakes(phase, fakes)`` from its
     # adversarial step (:class:`genfw.callbacks.Callbacks`; empty until the model is built).
     events: Callbacks = attrs.field(factory=lambda: _callbacks())
+    # The registry the run was resolved with (refusals list its variants); None: the process-wide.
+    registry: Any = attrs.field(default=None, eq=False, repr=False)
 
     def __getitem__(self, slot: str) -> ComponentSpec:
         return self.components[slot]

@@ -129,14 +129,17 @@ def phases_training(model: Model, modules: list[str]) -> list[str]:
     return [p.name for p in model.phases if set(p.modules) & set(modules)]
 
 
-def insert_before_head(critic: nn.Module, layer: nn.Module, extra: int, trick: str) -> None:
+def insert_before_head(
+    critic: nn.Module, layer: nn.Module, extra: int, trick: str, variant: VariantInfo | None = None
+) -> None:
     """Put ``layer`` (which adds ``extra`` features) before the critic's final linear layer, and
     widen that layer: ``head = Sequential(..., layer, Linear(F + extra, out))``."""
     head = getattr(critic, "head", None)
     if not hasattr(critic, "features") or not isinstance(head, (nn.Linear, nn.Sequential)):
         raise GenfwError(
             f"{trick} needs a critic with features(x, y) and a linear head (the mlp and dcgan critics); "
-            f"{type(critic).__name__} has none; variants it applies to: {fitting_variants(critic_layer_fits)}"
+            f"{type(critic).__name__} has none; variants it applies to: "
+            f"{variant.fitting(critic_layer_fits) if variant else fitting_variants(critic_layer_fits)}"
         )
     *before, last = head if isinstance(head, nn.Sequential) else (head,)
     if not isinstance(last, nn.Linear):
@@ -216,7 +219,7 @@ class FeatureMatching:
                     raise GenfwError(
                         f"feature_matching needs a critic with features(x, y) (the mlp and dcgan critics "
                         f"have it); {type(model.modules[name]).__name__} has none; variants it applies to: "
-                        f"{fitting_variants(self.fits)}"
+                        f"{fitting_variants(self.fits, ctx and ctx.registry)}"
                     )
 
     @property
@@ -329,7 +332,7 @@ class MinibatchDiscriminationTrick(Callback):
             critic = model.modules[name]
             width = _width(critic) if hasattr(critic, "head") else 0
             layer = MinibatchDiscrimination(width, o.kernels, o.kernel_dim)
-            insert_before_head(critic, layer, o.kernels, "minibatch_discrimination")
+            insert_before_head(critic, layer, o.kernels, "minibatch_discrimination", variant)
 
 
 class StdDevFeature(nn.Module):
@@ -368,7 +371,7 @@ class MinibatchStdDevTrick(Callback):
     def on_model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
         for name in players(model, critics(variant), "minibatch_stddev", "critics", variant):
             layer = StdDevFeature(self.options.group_size)
-            insert_before_head(model.modules[name], layer, 1, "minibatch_stddev")
+            insert_before_head(model.modules[name], layer, 1, "minibatch_stddev", variant)
 
 
 # --- one-sided label smoothing ------------------------------------------------------------------
@@ -416,7 +419,7 @@ class LabelSmoothing:
             name = loss.name if loss is not None else "none"
             raise GenfwError(
                 f"label_smoothing applies to the cross-entropy losses (minimax, non_saturating); this run's "
-                f"loss is '{name}' (pick one with --loss); variants it applies to: {fitting_variants(self.fits)}"
+                f"loss is '{name}' (pick one with --loss); variants it applies to: {fitting_variants(self.fits, ctx and ctx.registry)}"
             )
         if loss.options.real_label != 1.0:
             raise GenfwError(
