@@ -24,6 +24,12 @@ from genfw import Optim, Slot
 from genfw import validators as check
 from genfw_plugins.gan import GAN
 
+# The generator and the critic of gan_toy.py, the WGAN-GP authors' code for the 2-D toy data
+# (igul222/improved_wgan_training): DIM = 512, three hidden ReLU layers each
+# (``ReLULayer`` x 3, then a linear output). Their He initialisation is not reproduced: the mlp
+# keeps PyTorch's default.
+GAN_TOY_NETWORK: dict[str, Any] = {"name": "mlp", "hidden": [512, 512, 512], "activation": "relu"}
+
 
 @attrs.define
 class WGANOptions:
@@ -70,11 +76,15 @@ class WGANGP(GAN):
 
     slots: ClassVar[dict[str, Slot]] = {**GAN.slots, "loss": Slot("loss", "wasserstein", role="adversarial")}
     # On 2-D toy data the authors' own code (gan_toy.py in igul222/improved_wgan_training) uses
-    # lambda = 0.1, batches of 256, 2-D noise and Adam beta1 = 0.5: with lambda = 10 the penalty swamps the
-    # Wasserstein term at this scale and few modes are found in a CPU-sized budget.
+    # its networks (GAN_TOY_NETWORK), lambda = 0.1, batches of 256, 2-D noise and Adam beta1 = 0.5
+    # (lr 1e-4, beta2 0.9 and n_critic 5 are the paper's): with lambda = 10 the penalty swamps the
+    # Wasserstein term at this scale, and with the default 2 x 256 leaky-ReLU networks the samples
+    # stay spread around the modes (35% within 3 std of one on the ring after 4000 steps).
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "points": {
             "variant": {"latent_dim": 2, "beta1": 0.5},
+            "generator": GAN_TOY_NETWORK,
+            "critic": GAN_TOY_NETWORK,
             "regularisers": {"gradient_penalty": {"weight": 0.1}},
             "train": {"batch_size": 256},
         }

@@ -47,6 +47,28 @@ def small(name: str, dataset: str = "digits", steps: int = 3, **extra) -> dict:
 # --- wgan -----------------------------------------------------------------------------------------
 
 
+def _layers(net: torch.nn.Module) -> list[str]:
+    """The leaf layers of a network in order: ``Linear(in, out)`` or the activation's class name."""
+    leaves = [m for m in net.modules() if not list(m.children())]
+    return [
+        f"Linear({m.in_features}, {m.out_features})" if isinstance(m, torch.nn.Linear) else type(m).__name__
+        for m in leaves
+    ]
+
+
+def test_wgan_gp_points_preset_builds_the_authors_toy_networks(registry) -> None:
+    """On 2-D points wgan-gp's generator and critic are gan_toy.py's (igul222/improved_wgan_training):
+    three hidden layers of 512 units with ReLU each (DIM = 512), a linear output; on images the
+    mlp keeps its defaults (2 x 256, leaky ReLU)."""
+    m = build(resolve({"variant": "wgan-gp", "dataset": "toy2d"}, registry)).model.modules
+    hidden = ["Linear(2, 512)", "ReLU", "Linear(512, 512)", "ReLU", "Linear(512, 512)", "ReLU"]
+    assert _layers(m["generator"]) == [*hidden, "Linear(512, 2)", "Identity"]
+    assert _layers(m["critic"]) == [*hidden, "Linear(512, 1)"]
+    digits = resolve({"variant": "wgan-gp", "dataset": "digits"}, registry).slots
+    assert digits["generator"].options.hidden == [256, 256] == digits["critic"].options.hidden
+    assert digits["critic"].options.activation == "leaky_relu"
+
+
 def test_wgan_is_the_papers_algorithm_1(registry) -> None:
     b = build(resolve(small("wgan"), registry))
     critic, gen = b.model.phases
