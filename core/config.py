@@ -255,7 +255,9 @@ def _named_map(value: Any, where: str) -> dict[str, dict[str, Any]]:
 
 def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     """``top`` over ``base``, key by key; a component name over a mapping of options keeps the
-    options (``variant: wgan-gp`` over ``variant: {latent_dim: 2}``)."""
+    options (``variant: wgan-gp`` over ``variant: {latent_dim: 2}``), unless that mapping names
+    another component: ``critic: mine`` over ``critic: {name: mlp, hidden: [512]}`` is ``mine``
+    with its own defaults."""
     out = dict(base)
     for key, value in top.items():
         below = out.get(key)
@@ -265,7 +267,9 @@ def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(below, Mapping) and isinstance(value, str):
             value = {"name": value}
         if isinstance(below, Mapping) and isinstance(value, Mapping):
-            out[key] = overlay(below, value)
+            names = {below.get("name"), value.get("name")} - {None}
+            # The options of another component are dropped; the same (or an unnamed) one keeps them.
+            out[key] = overlay(below, value) if len(names) < 2 else dict(value)
         else:
             out[key] = value
     return out

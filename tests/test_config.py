@@ -192,6 +192,22 @@ def test_variant_preset_for_the_data_kind_and_user_values_win(registry):
     assert resolve(toy.to_dict(), registry).to_dict() == toy.to_dict()
 
 
+def test_naming_another_network_drops_the_presets_network_options(registry):
+    """wgan-gp's points preset sets mlp options (hidden, activation); a user who names another
+    network gets that network with its own defaults, not an error about options they never set."""
+    cfg = resolve(
+        merge({"dataset": "toy2d"}, parse_overrides(["--plugin", "wgan-gp", "--critic", "dcgan"], [])),
+        registry,
+    )
+    assert cfg.slots["critic"].name == "dcgan" and cfg.slots["critic"].options.channels == 64
+    assert cfg.slots["generator"].options.hidden == [512, 512, 512]  # the preset still holds here
+    # Naming the preset's own network keeps its options; so does setting an option alone.
+    same = resolve({"variant": "wgan-gp", "dataset": "toy2d", "critic": "mlp"}, registry)
+    assert same.slots["critic"].options.hidden == [512, 512, 512]
+    mine = resolve({"variant": "wgan-gp", "dataset": "toy2d", "critic": {"hidden": [8]}}, registry)
+    assert mine.slots["critic"].options.hidden == [8] and mine.slots["critic"].options.activation == "relu"
+
+
 def test_naming_a_regulariser_keeps_its_file_options(tmp_path, registry):
     f = tmp_path / "run.yaml"
     f.write_text("variant: gan\nregularisers: {gradient_penalty: {weight: 2.5}}\n")
