@@ -1,15 +1,18 @@
-"""Mode collapse made visible: GAN variants and remedies on the 2-D grid of 25 Gaussians.
+"""Mode collapse made visible: GAN variants and remedies on the 2-D mixtures of Gaussians.
 
-Each run trains one recipe on ``toy2d`` (``which: grid``: centres on ``{-4, -2, 0, 2, 4}^2``,
-std 0.05) for a fixed number of steps with each seed of a fixed set, then measures
-``mode_coverage`` as VEEGAN and PacGAN define it (2500 samples; a sample is high quality within
-3 std of its nearest mode; a mode is captured when it has one high-quality sample). The table
-prints the mean (and min-max over seeds) of modes captured and % high-quality samples, beside
-the published grid figures (PacGAN, Lin et al. 2018, Table 1). A PNG of each run's samples (red)
-over the data (grey) is saved as ``OUT/<run>_seed<S>.png``.
+Each run trains one recipe on ``toy2d`` (``--which grid``, the default: 25 centres on
+``{-4, -2, 0, 2, 4}^2``, std 0.05; ``--which ring``: 8 centres on the unit circle, std 0.01) for a
+fixed number of steps with each seed of a fixed set, then measures ``mode_coverage`` as VEEGAN
+and PacGAN define it (2500 samples; a sample is high quality within 3 std of its nearest mode; a
+mode is captured when it has one high-quality sample). The table prints the mean (and min-max
+over seeds) of modes captured and % high-quality samples, beside the published figures of that
+mixture (PacGAN, Lin et al. 2018, Table 1). A PNG of each run's samples (red) over the data
+(grey) is saved as ``OUT/<which>_<run>_seed<S>.png``.
 
-    OMP_NUM_THREADS=1 python benchmarks/toy2d_modes.py [--steps 4000] [--seeds 0 1 2]
-        [--runs gan wgan ...] [--out runs/toy2d_modes]
+    OMP_NUM_THREADS=1 python benchmarks/toy2d_modes.py [--which grid|ring] [--steps 4000]
+        [--seeds 0 1 2] [--runs gan wgan ...] [--out runs/toy2d_modes]
+    # the wgan-gp points preset on the ring (its goal: 8/8 modes, >= 95% high quality):
+    OMP_NUM_THREADS=1 python benchmarks/toy2d_modes.py --which ring --runs wgan-gp --steps 5000
 
 Remedies (regularisers from ``genfw_plugins/tricks.py``) join the table when they are
 registered; a run whose component is missing is listed as skipped. Not run in CI: the numbers
@@ -31,11 +34,17 @@ from genfw.errors import GenfwError
 from genfw.plugins import get_registry
 from genfw.train import Trainer
 
-# Published figures on the 2-D grid (PacGAN Table 1: mean over runs).
-PUBLISHED = [
-    ("VEEGAN (PacGAN Table 1)", 24.6, 40.0),
-    ("PacGAN4 (PacGAN Table 1)", 24.8, 93.6),
-]
+# Published figures per mixture (PacGAN Table 1: mean over runs).
+PUBLISHED = {
+    "grid": [
+        ("VEEGAN (PacGAN Table 1)", 24.6, 40.0),
+        ("PacGAN4 (PacGAN Table 1)", 24.8, 93.6),
+    ],
+    "ring": [
+        ("GAN (PacGAN Table 1)", 6.3, 98.2),
+        ("PacGAN4 (PacGAN Table 1)", 7.8, 95.9),
+    ],
+}
 
 # The GAN-loss recipes get the toy settings that wgan, wgan-gp and madgan carry as their "points"
 # presets (2-D noise, batches of 256: the WGAN-GP authors' gan_toy.py); the plain gan has no preset
@@ -62,10 +71,10 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 DEFAULT_RUNS = list(RUNS)
 
 
-def config(variant: str, extra: dict[str, Any], steps: int, seed: int) -> dict[str, Any]:
+def config(variant: str, extra: dict[str, Any], steps: int, seed: int, which: str = "grid") -> dict[str, Any]:
     raw: dict[str, Any] = {
         "variant": {"name": variant},
-        "dataset": {"name": "toy2d", "which": "grid"},
+        "dataset": {"name": "toy2d", "which": which},
         "metrics": {"mode_coverage": {}},
         "train": {
             "steps": steps,
@@ -89,6 +98,7 @@ def missing(registry, extra: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--which", default="grid", choices=list(PUBLISHED))
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, choices=list(RUNS))
@@ -109,7 +119,8 @@ def main() -> None:
                 run = Path(tmp) / "run"
                 t0 = time.perf_counter()
                 try:
-                    result = Trainer(resolve(config(variant, extra, args.steps, seed), registry), run).fit()
+                    cfg = resolve(config(variant, extra, args.steps, seed, args.which), registry)
+                    result = Trainer(cfg, run).fit()
                 except GenfwError as exc:
                     print(f"{name} seed {seed}: {exc}", flush=True)
                     modes.append(float("nan"))
@@ -118,9 +129,14 @@ def main() -> None:
                 secs.append(time.perf_counter() - t0)
                 modes.append(result.metrics["mode_coverage/modes"])
                 hq.append(100.0 * result.metrics["mode_coverage/high_quality"])
+                total = result.metrics["mode_coverage/modes_total"]
                 png = sorted((run / "samples").glob("*.png"))[-1]
-                shutil.copy(png, args.out / f"{name}_seed{seed}.png")
-            print(f"{name} seed {seed}: modes {modes[-1]:.0f}/25, high quality {hq[-1]:.1f}%", flush=True)
+                shutil.copy(png, args.out / f"{args.which}_{name}_seed{seed}.png")
+            print(
+                f"{name} seed {seed}: modes {modes[-1]:.0f}/{total:.0f}, high quality {hq[-1]:.1f}% "
+                f"({secs[-1]:.0f} s)",
+                flush=True,
+            )
         ok = [(m, h) for m, h in zip(modes, hq, strict=True) if m == m]
         if not ok:
             rows.append((name, "diverged", "", "", ""))
@@ -136,14 +152,14 @@ def main() -> None:
             )
         )
     print()
-    print(f"toy2d grid, 25 modes; {args.steps} steps, seeds {args.seeds}; PNGs in {args.out}")
+    print(f"toy2d {args.which}; {args.steps} steps, seeds {args.seeds}; PNGs in {args.out}")
     print(
         f"| {'run':32} | {'modes (min-max)':16} | {'% high quality (min-max)':24} | {'runs':5} | {'s/run':5} |"
     )
     print(f"|{'-' * 34}|{'-' * 18}|{'-' * 26}|{'-' * 7}|{'-' * 7}|")
     for r in rows:
         print(f"| {r[0]:32} | {r[1]:16} | {r[2]:24} | {r[3]:5} | {r[4]:5} |")
-    for label, m, h in PUBLISHED:
+    for label, m, h in PUBLISHED[args.which]:
         print(f"| {label:32} | {m:<16} | {h:<24} | {'':5} | {'':5} |")
 
 
