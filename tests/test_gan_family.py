@@ -56,15 +56,16 @@ def _layers(net: torch.nn.Module) -> list[str]:
     ]
 
 
-def test_wgan_gp_points_preset_builds_the_authors_toy_networks(registry) -> None:
-    """On 2-D points wgan-gp's generator and critic are gan_toy.py's (igul222/improved_wgan_training):
-    three hidden layers of 512 units with ReLU each (DIM = 512), a linear output; on images the
-    mlp keeps its defaults (2 x 256, leaky ReLU)."""
-    m = build(resolve({"variant": "wgan-gp", "dataset": "toy2d"}, registry)).model.modules
+@pytest.mark.parametrize("variant", ["wgan", "wgan-gp"])
+def test_wgan_points_presets_build_the_authors_toy_networks(registry, variant) -> None:
+    """On 2-D points the generator and critic of wgan and wgan-gp are gan_toy.py's
+    (igul222/improved_wgan_training, both modes): three hidden layers of 512 units with ReLU each
+    (DIM = 512), a linear output; on images the mlp keeps its defaults (2 x 256, leaky ReLU)."""
+    m = build(resolve({"variant": variant, "dataset": "toy2d"}, registry)).model.modules
     hidden = ["Linear(2, 512)", "ReLU", "Linear(512, 512)", "ReLU", "Linear(512, 512)", "ReLU"]
     assert _layers(m["generator"]) == [*hidden, "Linear(512, 2)", "Identity"]
     assert _layers(m["critic"]) == [*hidden, "Linear(512, 1)"]
-    digits = resolve({"variant": "wgan-gp", "dataset": "digits"}, registry).slots
+    digits = resolve({"variant": variant, "dataset": "digits"}, registry).slots
     assert digits["generator"].options.hidden == [256, 256] == digits["critic"].options.hidden
     assert digits["critic"].options.activation == "leaky_relu"
 
