@@ -56,6 +56,7 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "gan": ("gan", TOY),
     "wgan": ("wgan", {}),
     "wgan-gp": ("wgan-gp", {}),
+    "wgan-gp+ema": ("wgan-gp", {"regularisers": {"ema": {}}}),
     "dragan": ("dragan", TOY),
     "lsgan": ("lsgan", TOY),
     "madgan": ("madgan", {}),
