@@ -200,10 +200,10 @@ def test_naming_another_network_drops_the_presets_network_options(registry):
         registry,
     )
     assert cfg.slots["critic"].name == "dcgan" and cfg.slots["critic"].options.channels == 64
-    assert cfg.slots["generator"].options.hidden == [512, 512, 512]  # the preset still holds here
+    assert cfg.slots["generator"].options.hidden == [400, 400, 400, 400]  # the preset still holds here
     # Naming the preset's own network keeps its options; so does setting an option alone.
     same = resolve({"variant": "wgan-gp", "dataset": "toy2d", "critic": "mlp"}, registry)
-    assert same.slots["critic"].options.hidden == [512, 512, 512]
+    assert same.slots["critic"].options.hidden == [200, 200, 200]
     mine = resolve({"variant": "wgan-gp", "dataset": "toy2d", "critic": {"hidden": [8]}}, registry)
     assert mine.slots["critic"].options.hidden == [8] and mine.slots["critic"].options.activation == "relu"
 

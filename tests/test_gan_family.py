@@ -58,13 +58,22 @@ def _layers(net: torch.nn.Module) -> list[str]:
 
 @pytest.mark.parametrize("variant", ["wgan", "wgan-gp"])
 def test_wgan_points_presets_build_the_authors_toy_networks(registry, variant) -> None:
-    """On 2-D points the generator and critic of wgan and wgan-gp are gan_toy.py's
-    (igul222/improved_wgan_training, both modes): three hidden layers of 512 units with ReLU each
-    (DIM = 512), a linear output; on images the mlp keeps its defaults (2 x 256, leaky ReLU)."""
-    m = build(resolve({"variant": variant, "dataset": "toy2d"}, registry)).model.modules
-    hidden = ["Linear(2, 512)", "ReLU", "Linear(512, 512)", "ReLU", "Linear(512, 512)", "ReLU"]
-    assert _layers(m["generator"]) == [*hidden, "Linear(512, 2)", "Identity"]
-    assert _layers(m["critic"]) == [*hidden, "Linear(512, 1)"]
+    """On 2-D points wgan's generator and critic are gan_toy.py's (igul222/improved_wgan_training):
+    three hidden layers of 512 units with ReLU each (DIM = 512), a linear output; wgan-gp's are
+    PacGAN's toy networks (G 4 x 400, D 3 x 200, ReLU) with an EMA of G; on images the mlp keeps
+    its defaults (2 x 256, leaky ReLU)."""
+    b = build(resolve({"variant": variant, "dataset": "toy2d"}, registry))
+    m = b.model.modules
+    if variant == "wgan":
+        hidden = ["Linear(2, 512)", "ReLU", "Linear(512, 512)", "ReLU", "Linear(512, 512)", "ReLU"]
+        assert _layers(m["generator"]) == [*hidden, "Linear(512, 2)", "Identity"]
+        assert _layers(m["critic"]) == [*hidden, "Linear(512, 1)"]
+    else:
+        g = ["Linear(2, 400)", "ReLU", *["Linear(400, 400)", "ReLU"] * 3, "Linear(400, 2)", "Identity"]
+        assert _layers(m["generator"]) == g
+        c = ["Linear(2, 200)", "ReLU", *["Linear(200, 200)", "ReLU"] * 2, "Linear(200, 1)"]
+        assert _layers(m["critic"]) == c
+        assert "generator_ema" in m and list(b.callbacks.names()) == ["ema"]
     digits = resolve({"variant": variant, "dataset": "digits"}, registry).slots
     assert digits["generator"].options.hidden == [256, 256] == digits["critic"].options.hidden
     assert digits["critic"].options.activation == "leaky_relu"
