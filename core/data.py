@@ -73,6 +73,24 @@ def holdout_split(n: int, fraction: float) -> tuple[Tensor, Tensor]:
     return perm[k:].sort().values, perm[:k].sort().values
 
 
+SUBSET_SEED = 20_240_602  # one fixed training subset for every run and seed, like the hold-out
+
+
+def training_subset(keep: Tensor, fraction: float) -> Tensor:
+    """The sorted ``round(fraction * len(keep))`` of the training indices ``keep`` a run with
+    ``train.data_fraction`` trains on, chosen by a permutation with a fixed seed (``SUBSET_SEED``):
+    the subset depends only on ``keep`` and ``fraction``, so runs and seeds compare on one subset,
+    and a smaller fraction's subset is a prefix of a larger one's permutation (10% lies inside 20%)."""
+    k = round(fraction * len(keep))
+    if k < 1:
+        raise GenfwError(
+            f"train.data_fraction {fraction} keeps none of the {len(keep)} training examples; "
+            f"choose a fraction of at least {1 / len(keep):.2g}"
+        )
+    perm = torch.randperm(len(keep), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    return keep[perm[:k].sort().values]
+
+
 def held_out_examples(dataset: GenDataset, fraction: float, n: int) -> tuple[Tensor, Tensor]:
     """The first ``n`` held-out examples ``(x, y)`` (all of them if fewer), in a fixed order."""
     idx = holdout_split(len(dataset), fraction)[1][:n]
@@ -83,11 +101,19 @@ def held_out_examples(dataset: GenDataset, fraction: float, n: int) -> tuple[Ten
 
 
 def make_loader(
-    dataset: GenDataset, batch_size: int, seed: int, accelerator: Accelerator, holdout: float = 0.0
+    dataset: GenDataset,
+    batch_size: int,
+    seed: int,
+    accelerator: Accelerator,
+    holdout: float = 0.0,
+    data_fraction: float = 1.0,
 ) -> Iterator[Batch]:
     """Endless training batches; with ``holdout > 0`` the held-out split (:func:`holdout_split`)
-    is left out."""
+    is left out; with ``data_fraction < 1`` only the fixed :func:`training_subset` of the rest is
+    used."""
     keep = holdout_split(len(dataset), holdout)[0] if holdout > 0 else None
+    if data_fraction < 1:
+        keep = training_subset(torch.arange(len(dataset)) if keep is None else keep, data_fraction)
     if dataset.tensors is not None:
         x, y = dataset.tensors
         if keep is not None:

@@ -194,7 +194,12 @@ class Trainer:
         self.callbacks = self.built.callbacks
         self._prepare(model)
         self.loader = make_loader(
-            self.built.dataset, self.opts.batch_size, self.opts.seed, acc, holdout=self.opts.holdout
+            self.built.dataset,
+            self.opts.batch_size,
+            self.opts.seed,
+            acc,
+            holdout=self.opts.holdout,
+            data_fraction=self.opts.data_fraction,
         )
         self._hot_path()
         self.step = 0

@@ -330,3 +330,26 @@ def test_process_seeds_wrap_into_numpys_range():
     set_seed(0)
     assert torch.equal(wrapped, torch.rand(3))
     seed_process(0, 7919 * 600_000)  # a resume at another world size, far into training
+
+
+def test_data_fraction_trains_on_one_fixed_nested_subset(tmp_path, registry):
+    """train.data_fraction: the same subset for every seed, inside the training split, a 10%
+    subset inside the 20% one, and the run's loader draws from it alone."""
+    from genfw.data import holdout_split, training_subset
+
+    keep = holdout_split(1797, 0.1)[0]
+    tenth, fifth = training_subset(keep, 0.1), training_subset(keep, 0.2)
+    assert len(tenth) == round(0.1 * len(keep)) and len(fifth) == round(0.2 * len(keep))
+    assert set(tenth.tolist()) <= set(fifth.tolist()) <= set(keep.tolist())
+    assert torch.equal(tenth, training_subset(keep, 0.1)) and torch.equal(tenth, tenth.sort().values)
+    assert not torch.equal(tenth, keep[: len(tenth)])  # drawn, not the first examples
+
+    raw = small("gan", dataset="digits")
+    raw["train"].update({"holdout": 0.1, "data_fraction": 0.1, "seed": 3})
+    t = Trainer(resolve(raw, registry), tmp_path / "run")
+    x_all = t.built.dataset.tensors[0].flatten(1)
+    assert torch.equal(t.loader.x.flatten(1).cpu(), x_all[tenth].float())
+    with pytest.raises(GenfwError, match=r"data_fraction must be in \(0, 1\]"):
+        resolve(small("gan") | {"train": {"data_fraction": 0.0}}, registry)
+    with pytest.raises(GenfwError, match="keeps none of the 10 training examples"):
+        training_subset(torch.arange(10), 0.01)
