@@ -98,7 +98,7 @@ def main() -> None:
         flush=True,
     )
 
-    ratios, dist_ratios, ceilings, ours, ref = [], [], float("nan"), float("nan")
+    ratios, dist_ratios, ceilings, ours, ref = [], [], [], float("nan"), float("nan")
     for r in range(args.repeats):
         t0 = time.perf_counter()
         ours = fid_from_features(real, fake)
