@@ -1,4 +1,5 @@
-"""The autoencoder family side by side on digits: ae, vae, aae, wae-mmd, wae-gan.
+"""The autoencoder family side by side on digits: ae, vae, aae, wae-mmd, wae-gan, and (where
+registered) iwae, vae with the VampPrior, tcvae, rae, vqvae and ae with an ex-post Gaussian mixture.
 
 Every variant trains with the same networks (the default ``mlp`` encoder, decoder and, where
 there is one, latent critic), the same latent dimension, batch size, number of steps and seed, on
@@ -13,9 +14,14 @@ drawn from the prior through the decoder, the script prints side by side:
   one is given (``--evaluator PATH``) or can be trained here (``--evaluator auto``, the default);
 - ``mmd``: MMD^2 between held-out codes and prior samples (IMQ kernels, WAE scales), and
   ``mmd_marg``: the sum of per-coordinate MMD^2 (see ``genfw_plugins/metrics/autoencoder.py``);
-- ``elbo``/``iwae``: nats per example where the model has a likelihood (vae).
+- ``elbo``/``iwae``: nats per example where the model has a likelihood (vae, iwae, tcvae): the
+  IWAE bound with k = 64 importance samples, a log-likelihood estimate.
 
-    python benchmarks/autoencoders.py [--steps 3000] [--latent-dim 8] [--seed 0] [--evaluator auto]
+Each cell is the mean ± standard deviation over ``--seeds`` (three by default). With ``--pictures
+DIR`` the first seed's final samples and held-out reconstructions (``genfw eval --reconstruct``) of
+each model are copied there as ``<model>_samples.png`` and ``<model>_reconstructions.png``.
+
+    python benchmarks/autoencoders.py [--steps 3000] [--latent-dim 8] [--seeds 0 1 2] [--evaluator auto]
 
 Not run in CI; the numbers belong in notes. Each variant uses its own defaults otherwise (its
 learning rates, lambda = 10 for WAE-MMD and 1 for WAE-GAN, the VAE's Gaussian likelihood with
@@ -26,9 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import attrs
 
 from genfw import cli, device_of
 from genfw.config import resolve
@@ -41,7 +51,27 @@ VARIANTS = {
     "aae": {"variant": {"name": "aae"}},
     "wae-mmd": {"variant": {"name": "wae", "penalty": "mmd"}},
     "wae-gan": {"variant": {"name": "wae", "penalty": "gan"}},
+    "iwae": {"variant": {"name": "iwae"}},
+    "vae+vamp": {"variant": {"name": "vae"}, "prior": {"name": "vamp"}},
+    "tcvae": {"variant": {"name": "tcvae"}},
+    "rae": {"variant": {"name": "rae"}},
+    "vqvae": {"variant": {"name": "vqvae"}},
 }
+
+
+def available(registry, raw: dict) -> bool:
+    """Whether the model's variant (and prior) are registered here."""
+    return raw["variant"]["name"] in registry.names("variant") and (
+        "prior" not in raw or raw["prior"]["name"] in registry.names("prior")
+    )
+
+
+def with_latent_dim(registry, raw: dict, latent_dim: int) -> dict:
+    """The model's variant options with ``latent_dim`` where the variant has that option."""
+    options = registry.get("variant", raw["variant"]["name"]).options
+    fields = {f.name for f in attrs.fields(options)} if options is not None else set()
+    variant = {**raw["variant"], **({"latent_dim": latent_dim} if "latent_dim" in fields else {})}
+    return {**raw, "variant": variant}
 
 
 def evaluator(choice: str, workdir: Path) -> str | None:
@@ -58,14 +88,51 @@ def evaluator(choice: str, workdir: Path) -> str | None:
     return str(out) if code == 0 and out.is_file() else None
 
 
+def run(raw: dict, args: argparse.Namespace, seed: int, out: Path, registry, metrics: dict, weights) -> dict:
+    """Train one model with one seed; its metrics (and classifier FID) and seconds."""
+    raw = {
+        **raw,
+        "dataset": "digits",
+        "metrics": dict(metrics),
+        "train": {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "seed": seed,
+            "holdout": 0.1,
+            "eval_every": 0,
+            "sample_every": 0,
+            "checkpoint_every": 0,
+            "progress": False,
+        },
+    }
+    t0 = time.perf_counter()
+    result = Trainer(resolve(raw, registry), out).fit()
+    seconds = time.perf_counter() - t0
+    r = dict(result.metrics)
+    if weights:  # the same run, scored again in the classifier's feature space
+        clf = {"fid": {"extractor": "classifier", "weights": weights, "num_samples": 1797, "progress": False}}
+        built, _, modules = load_model(out, resolve({**raw, "metrics": clf}, registry), with_data=True)
+        r["fid_clf"] = evaluate(built, modules, device_of(*modules.values()))["fid/fid"]
+    return {**r, "seconds": seconds}
+
+
+def pictures(name: str, out: Path, folder: Path) -> None:
+    """The run's final sample grid and 16 held-out reconstructions (``genfw eval --reconstruct``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sorted((out / "samples").glob("step_*.png"))[-1], folder / f"{name}_samples.png")
+    if cli.main(["eval", str(out), "--reconstruct", "16"]) == 0:
+        shutil.copy(out / "reconstructions.png", folder / f"{name}_reconstructions.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--latent-dim", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--evaluator", default="auto", help="classifier weights for FID, 'auto' or 'none'")
-    ap.add_argument("--only", nargs="*", choices=list(VARIANTS), help="a subset of the variants")
+    ap.add_argument("--only", nargs="*", choices=list(VARIANTS), help="a subset of the models")
+    ap.add_argument("--pictures", type=Path, help="copy each model's samples and reconstructions here")
     args = ap.parse_args()
     registry = get_registry()
     workdir = Path(tempfile.mkdtemp(prefix="genfw-ae-bench-"))
@@ -74,47 +141,26 @@ def main() -> None:
         "autoencoding": {"importance_samples": 64},
         "fid": {"extractor": "raw", "num_samples": 1797, "progress": False},
     }
-    rows = {}
+    rows: dict[str, list[dict]] = {}
     for name, raw in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        raw = {
-            **raw,
-            "dataset": "digits",
-            "metrics": dict(metrics),
-            "train": {
-                "steps": args.steps,
-                "batch_size": args.batch_size,
-                "seed": args.seed,
-                "holdout": 0.1,
-                "eval_every": 0,
-                "sample_every": 0,
-                "checkpoint_every": 0,
-                "progress": False,
-            },
-        }
-        raw["variant"] = {**raw["variant"], "latent_dim": args.latent_dim}
-        cfg = resolve(raw, registry)
-        t0 = time.perf_counter()
-        result = Trainer(cfg, workdir / name).fit()
-        seconds = time.perf_counter() - t0
-        r = dict(result.metrics)
-        if weights:  # the same run, scored again in the classifier's feature space
-            clf = {
-                "fid": {"extractor": "classifier", "weights": weights, "num_samples": 1797, "progress": False}
-            }
-            built, _, modules = load_model(
-                workdir / name, resolve({**raw, "metrics": clf}, registry), with_data=True
-            )
-            r["fid_clf"] = evaluate(built, modules, device_of(*modules.values()))["fid/fid"]
-        rows[name] = {**r, "seconds": seconds}
-        print(json.dumps({"variant": name, **rows[name]}), flush=True)
+        if not available(registry, raw):
+            print(f"skipping {name}: not registered here")
+            continue
+        raw = with_latent_dim(registry, raw, args.latent_dim)
+        for seed in args.seeds:
+            out = workdir / f"{name}-{seed}"
+            row = run(raw, args, seed, out, registry, metrics, weights)
+            rows.setdefault(name, []).append(row)
+            print(json.dumps({"variant": name, "seed": seed, **row}), flush=True)
+            if args.pictures and seed == args.seeds[0]:
+                pictures(name, out, args.pictures)
 
     cols = [
         ("rec", "autoencoding/reconstruction"),
         ("fid_px", "fid/fid"),
         ("mmd", "autoencoding/latent_mmd"),
-        ("mmd_marg", "autoencoding/marginal_mmd"),
         ("elbo", "autoencoding/elbo"),
         ("iwae", "autoencoding/log_likelihood"),
         ("s", "seconds"),
@@ -122,11 +168,21 @@ def main() -> None:
     if weights:
         cols.insert(2, ("fid_clf", "fid_clf"))
     print()
-    print(f"digits, {args.steps} steps, batch {args.batch_size}, latent {args.latent_dim}, seed {args.seed}")
-    print(f"{'variant':10s}" + "".join(f"{c:>10s}" for c, _ in cols))
-    for name, r in rows.items():
-        cells = [r.get(k) for _, k in cols]
-        print(f"{name:10s}" + "".join(f"{v:10.4g}" if v is not None else f"{'-':>10s}" for v in cells))
+    print(
+        f"digits, {args.steps} steps, batch {args.batch_size}, latent {args.latent_dim}, "
+        f"seeds {' '.join(map(str, args.seeds))}: mean ± sd"
+    )
+    print(f"{'model':10s}" + "".join(f"{c:>18s}" for c, _ in cols))
+    for name, runs in rows.items():
+        cells = []
+        for _, key in cols:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if not values:
+                cells.append(f"{'-':>18s}")
+                continue
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):>10.4g} ± {sd:<5.2g}")
+        print(f"{name:10s}" + "".join(cells))
 
 
 if __name__ == "__main__":
