@@ -272,7 +272,8 @@ class LeCam:
     ``alpha_R`` and ``alpha_F`` the EMAs of the mean real and fake scores (module ``lecam``). As in
     the authors' code, each critic step first folds its own (detached) means into the EMAs, then
     uses the updated anchors; with ``relu`` (their code's form) each squared term is taken only
-    where it is positive.
+    where it is positive. On several processes the means are averaged over them first (the
+    authors' TensorFlow variables aggregate by mean), so every process keeps the same anchors.
     """
 
     phases: tuple[str, ...] = ("critic",)
@@ -292,7 +293,12 @@ class LeCam:
     def penalty(self, ctx: dict[str, Any]) -> Tensor:
         real: Tensor = ctx["real_scores"].float()  # (B,)
         fake: Tensor = ctx["fake_scores"].float()  # (B,)
-        alpha_r, alpha_f = self.anchors.update(real.detach().mean(), fake.detach().mean(), self.decay)
+        means = torch.stack([real.detach().mean(), fake.detach().mean()])  # (2,)
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():  # one pair of anchors for every process
+            dist.all_reduce(means)
+            means = means / dist.get_world_size()
+        alpha_r, alpha_f = self.anchors.update(means[0], means[1], self.decay)
         above, below = real - alpha_f, alpha_r - fake
         if self.relu:
             above, below = F.relu(above), F.relu(below)

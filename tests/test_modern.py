@@ -215,6 +215,17 @@ def build_vae(registry, regs):
     )
 
 
+def test_orthogonal_is_computed_in_float32_under_autocast():
+    torch.manual_seed(0)
+    w = torch.randn(8, 16)
+    reg = Orthogonal(OrthogonalOptions())
+    reg.weights = {"generator": [(w, False)]}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = reg.penalty({"phase": "generator"})
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, 1e-4 * orthogonality(w))  # bf16 would be off by ~1e-2 relative
+
+
 # --- LeCam ----------------------------------------------------------------------------------------
 
 
@@ -354,6 +365,19 @@ def test_they_train_together(tmp_path, registry, variant, dataset):
     assert t.plain["lecam"].updates.item() == 4 * n_critic
     assert t.plain["top_k"].steps.item() == 4
     assert t.plain["top_k"].k.item() == top_k_size(16, 1, 0.99, 0.5)  # step 3 is in epoch 1
+
+
+def test_they_train_under_fp16_with_its_loss_scales(tmp_path, registry):
+    r = raw(regs=ALL, steps=3)
+    r["train"]["mixed_precision"] = "fp16"
+    t = Trainer(resolve(r, registry), tmp_path / "run")
+    # A first scale of 65536 overflows every gradient penalty's input gradients in fp16 at step 0
+    # (gradient_penalty's too), which the loop then reports as divergence; start lower.
+    t._scalers = {n: torch.amp.GradScaler("cpu", init_scale=256.0) for n in t._scalers}
+    logs = t.fit().last_logs
+    for key in ("critic/r2", "critic/lecam", "critic/orthogonal", "generator/top_k"):
+        assert math.isfinite(logs[key]), key
+    assert t.plain["lecam"].updates.item() == 3
 
 
 def test_resume_is_exact_with_the_stateful_remedies(tmp_path, registry):
