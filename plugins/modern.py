@@ -261,7 +261,7 @@ class LeCamOptions:
     # Decay of the anchors' EMAs (the paper's and the authors' StyleGAN2 code's 0.99).
     decay: float = attrs.field(default=0.99, validator=check.in_interval(0, 1, high_open=True))
     # true: only scores on the wrong side of the other anchor are pulled, relu(D(x) - alpha_F)^2 and
-    # relu(alpha_R - D(G(z)))^2, as both of the authors' implementations; false: the paper's eq. (3).
+    # relu(alpha_R - D(G(z)))^2, as both of the authors' implementations; false: the paper's R_LC.
     relu: bool = True
 
 
