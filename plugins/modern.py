@@ -337,7 +337,7 @@ def top_k_fits(variant: VariantInfo) -> bool:
     """An adversarial variant whose generator objective is its adversarial loss's generator term
     alone (no ``generator_objective``/``generator_extra`` of its own), with a loss slot of role
     adversarial and a generator phase that gives the fakes' scores."""
-    cls, slot = variant.factory, variant.factory.slots.get("loss")
+    cls, slot = variant.factory, getattr(variant.factory, "slots", {}).get("loss")
     return (
         isinstance(cls, type)
         and issubclass(cls, AdversarialGAN)
@@ -379,12 +379,13 @@ class TopK:
         for phase in model.phases:
             if phase.name not in self.phases:
                 continue
-            owner = getattr(phase.step, "__self__", None)
+            owner = getattr(phase.step, "__self__", None)  # the variant whose method the phase runs
             cls = type(owner)
-            if not top_k_fits(VariantInfo(cls.__name__, cls)):
+            if owner is None or not top_k_fits(VariantInfo(cls.__name__, cls)):
+                whose = f"{cls.__name__}'s" if owner is not None else "this variant's"
                 raise GenfwError(
                     f"top_k replaces the generator's objective by its adversarial loss on the k best fakes, "
-                    f"which would drop what {cls.__name__}'s generator phase adds; {applies}"
+                    f"which would drop what {whose} generator phase adds; {applies}"
                 )
         loss = ctx.components.get("loss") if ctx is not None else None
         if loss is None or getattr(loss.component.factory, "role", None) != "adversarial":
