@@ -467,6 +467,15 @@ def ada_augment(x: Tensor, p: Tensor, groups: tuple[str, ...]) -> Tensor:
     return x
 
 
+def pack_size(critic: nn.Module) -> int:
+    """``m`` where the critic, through its wrappers (``inner``), is a packed one; else 1."""
+    while critic is not None:
+        if isinstance(critic, PackedCritic):
+            return critic.m
+        critic = getattr(critic, "inner", None)
+    return 1
+
+
 class AdaState(nn.Module):
     """ADA's state, checkpointed with the model: ``p`` (the augmentation probability), and since
     the last adjustment the sum of ``sign(D(real))`` (``signs``), the number of real scores
@@ -569,8 +578,7 @@ class Ada(Callback):
         scored = {p.name for p in model.phases if "real_scores" in p.provides}
         self.phases = set(phases_training(model, names)) & scored
         # Under packing one score stands for a pack of m images.
-        inner = [model.modules[n].inner for n in names]
-        self.images_per_score = max(c.m if isinstance(c, PackedCritic) else 1 for c in inner)
+        self.images_per_score = max(pack_size(model.modules[n]) for n in names)
 
     def augment(self, x: Tensor) -> Tensor:
         return ada_augment(x, self.state.p, self.groups)
