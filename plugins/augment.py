@@ -460,10 +460,15 @@ def ada_augment(x: Tensor, p: Tensor, groups: tuple[str, ...]) -> Tensor:
     """ADA's augmentation of ``x (B, C, H, W)`` with probability ``p`` (a 0-d tensor) per image and
     op: the geometric groups (``blit``, ``geom``) in one resampling, then ``color``."""
     b, c, h, w = x.shape
-    if "blit" in groups or "geom" in groups:
-        x = apply_geometric(x, geometric_matrix(b, h, w, p, groups, x.device))
-    if "color" in groups:
-        x = apply_color(x, color_matrix(b, c, p, x.device))
+    geometric = "blit" in groups or "geom" in groups
+    # The matrices in float32 under mixed precision too: whole-pixel blits stay exact.
+    with torch.autocast(x.device.type, enabled=False):
+        g = geometric_matrix(b, h, w, p, groups, x.device) if geometric else None
+        m = color_matrix(b, c, p, x.device) if "color" in groups else None
+    if g is not None:
+        x = apply_geometric(x, g)
+    if m is not None:
+        x = apply_color(x, m)
     return x
 
 
@@ -655,15 +660,23 @@ class BalancedConsistency:
         """Refuse data that is not images before anything trains."""
         image_shape(tuple(ctx.data.shape), "bcr")
         self.registry = ctx.registry
+        for phase in model.phases:
+            for name in phase.modules if phase.name in self.phases else ():
+                shape = getattr(model.modules[name], "in_shape", None)  # the built-in networks'
+                if shape is not None and len(shape) != 3:
+                    raise GenfwError(self.refusal(tuple(shape)))
+
+    def refusal(self, shape: tuple[int, ...]) -> str:
+        return (
+            f"bcr augments the images a data-space critic scores; this critic phase scores samples of "
+            f"shape {shape} (codes of a latent critic); variants it applies to: "
+            f"{variants_where(self.fits, getattr(self, 'registry', None))}"
+        )
 
     def penalty(self, ctx: dict[str, Any]) -> Tensor:
         critic, labels = ctx["critic"], ctx["labels"]
-        if ctx["real"].dim() != 4:  # a latent critic's phase (AAE, WAE-GAN) scores codes
-            raise GenfwError(
-                f"bcr augments the images a data-space critic scores; this critic phase scores samples of "
-                f"shape {tuple(ctx['real'].shape[1:])} (codes of a latent critic); variants it applies to: "
-                f"{variants_where(self.fits, getattr(self, 'registry', None))}"
-            )
+        if ctx["real"].dim() != 4:  # a latent critic of a network setup could not see
+            raise GenfwError(self.refusal(tuple(ctx["real"].shape[1:])))
         total = ctx["real_scores"].new_zeros((), dtype=torch.float32)
         for weight, x, scores in (
             (self.lambda_real, ctx["real"], ctx["real_scores"]),

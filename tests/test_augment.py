@@ -391,9 +391,35 @@ def test_ada_refuses_a_critic_without_real_scores(registry):
 
 
 def test_bcr_refuses_a_latent_critic(registry):
-    run = small_run("aae", datasets=("digits",), extra={"regularisers": {"bcr": {}}})
-    with pytest.raises(GenfwError, match="bcr augments the images a data-space critic scores"):
-        run_phase(run, "critic")
+    with pytest.raises(
+        GenfwError, match=r"bcr augments the images .* of shape \(8,\) .*variants it applies to: acgan"
+    ):
+        small_run("aae", datasets=("digits",), extra={"regularisers": {"bcr": {}}})
+    # A critic phase on codes that setup could not tell (a network without in_shape): at its first step.
+    reg = A.BalancedConsistency(A.BCROptions())
+    ctx = {"real": torch.zeros(4, 8), "fake": torch.zeros(4, 8), "critic": None, "labels": None}
+    with pytest.raises(GenfwError, match=r"scores samples of shape \(8,\)"):
+        reg.penalty({**ctx, "real_scores": torch.zeros(4), "fake_scores": torch.zeros(4)})
+
+
+@pytest.mark.parametrize("name", ["diffaugment", "ada", "bcr"])
+def test_every_variant_it_fits_trains_with_it_and_the_others_refuse_in_one_line(registry, name):
+    from genfw.contracts import VariantInfo
+
+    fits = {"diffaugment": A.DiffAugment, "ada": A.Ada, "bcr": A.BalancedConsistency}[name].fits
+    options = {"p": 0.8} if name == "ada" else {}
+    for v in registry.names("variant"):
+        info = VariantInfo(v, registry.get("variant", v).factory, registry=registry)
+        try:
+            run = small_run(v, datasets=("digits",), extra={"regularisers": {name: options}})
+        except GenfwError as exc:
+            assert not fits(info), f"{name} fits {v} but was refused: {exc}"
+            assert "\n" not in str(exc) and f"{name}" in str(exc) and "variants it applies to:" in str(exc)
+            continue
+        assert fits(info), f"{name} does not fit {v} but was not refused"
+        for phase in run.built.model.phases:
+            loss, _, _ = run_phase(run, phase)
+            assert torch.isfinite(loss), (v, phase.name)
 
 
 def test_a_short_gan_run_on_digits_with_all_three_logs_p(tmp_path, run_cli):
