@@ -121,6 +121,15 @@ def test_cutout_mask_by_hand():
     assert torch.equal(out[:, 0], out[:, 1])  # every channel of an image alike
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 5, 7), (4, 16, 16), (3, 12, 9)])
+def test_diffaugment_and_bcr_take_images_of_any_size_and_channel_count(shape):
+    x = torch.randn(6, *shape, requires_grad=True)
+    for out in (A.diff_augment(x, tuple(A.POLICIES)), A.consistency_augment(x)):
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        assert torch.isfinite(grad).all()
+
+
 def test_diffaugment_policy_option_is_checked():
     assert A.DiffAugmentOptions("translation, color").policy == "translation, color"
     for bad in ("colour", "color,color", ""):
@@ -244,6 +253,72 @@ def test_ada_applies_each_op_per_image_with_probability_p():
     t = g[:, :2, 2]
     assert torch.equal(t.round(), t) and t.abs().max() == 1
     assert abs(share(t[:, 0] != 0) - 0.25) < 0.03
+
+
+def test_ada_draws_are_stylegan2_adas_parameterisation_at_p_one():
+    # With p = 1 every gate is open; the draws, in the authors' order, give these matrices.
+    b, h, w = 6, 8, 10
+    torch.manual_seed(7)
+    g = A.geometric_matrix(b, h, w, torch.tensor(1.0), ("blit", "geom"), torch.device("cpu"))
+    torch.manual_seed(7)
+    flip = torch.floor(torch.rand(b) * 2)
+    torch.rand(b)
+    k = torch.floor(torch.rand(b) * 4)
+    torch.rand(b)
+    t = (torch.rand(b, 2) * 2 - 1) * 0.125
+    torch.rand(b, 1)
+    s = torch.exp2(torch.randn(b) * 0.2)
+    torch.rand(b)
+    pre = (torch.rand(b) * 2 - 1) * math.pi
+    torch.rand(b)
+    aniso = torch.exp2(torch.randn(b) * 0.2)
+    torch.rand(b)
+    post = (torch.rand(b) * 2 - 1) * math.pi
+    torch.rand(b)
+    frac = torch.randn(b, 2) * 0.125
+    for i in range(b):
+
+        def rot(a):
+            return torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+
+        def move(x, y):
+            return torch.tensor([[1.0, 0, x], [0, 1, y], [0, 0, 1]])
+
+        want = torch.diag(torch.tensor([1 - 2 * flip[i].item(), 1, 1]))
+        want = want @ rot(math.pi / 2 * k[i].item())
+        want = want @ move(-round(t[i, 0].item() * w), -round(t[i, 1].item() * h))
+        want = want @ torch.diag(torch.tensor([1 / s[i].item(), 1 / s[i].item(), 1]))
+        want = want @ rot(pre[i].item()) @ torch.diag(torch.tensor([1 / aniso[i].item(), aniso[i].item(), 1]))
+        want = want @ rot(post[i].item()) @ move(-frac[i, 0].item() * w, -frac[i, 1].item() * h)
+        torch.testing.assert_close(g[i], want, rtol=1e-5, atol=1e-5)
+
+
+def test_ada_colour_draws_and_ops_by_hand_at_p_one():
+    x = torch.randn(5, 3, 2, 2)
+    torch.manual_seed(11)
+    out = A.apply_color(x, A.color_matrix(5, 3, torch.tensor(1.0), torch.device("cpu")))
+    torch.manual_seed(11)
+    bright = torch.randn(5) * 0.2
+    torch.rand(5)
+    con = torch.exp2(torch.randn(5) * 0.5)
+    torch.rand(5)
+    flip = torch.floor(torch.rand(5, 1, 1) * 2)
+    torch.rand(5, 1, 1)
+    theta = (torch.rand(5) * 2 - 1) * math.pi
+    torch.rand(5)
+    sat = torch.exp2(torch.randn(5, 1, 1))
+    axis = torch.ones(3) / math.sqrt(3)
+    for i in range(5):
+        y = (x[i] + bright[i]) * con[i]  # (3, 2, 2)
+        if flip[i]:
+            y = y - 2 * y.mean(0)  # the grey component negated
+        # Rodrigues' rotation about the grey axis.
+        v = y.permute(1, 2, 0)  # (2, 2, 3)
+        c, sn = math.cos(theta[i]), math.sin(theta[i])
+        v = v * c + torch.linalg.cross(axis.expand_as(v), v) * sn + axis * (v @ axis)[..., None] * (1 - c)
+        y = v.permute(2, 0, 1)
+        y = y.mean(0) + sat[i] * (y - y.mean(0))
+        torch.testing.assert_close(out[i], y, rtol=1e-5, atol=1e-5)
 
 
 def test_ada_is_differentiable():
