@@ -12,6 +12,7 @@ import attrs
 import torch
 from torch import nn
 
+from genfw import schedules
 from genfw.callbacks import Callbacks
 from genfw.config import RunConfig, applies_to
 from genfw.contracts import ALWAYS_PROVIDED, VariantInfo
@@ -58,10 +59,21 @@ def variant_info(cfg: RunConfig) -> VariantInfo:
 
 def build_model(cfg: RunConfig, data: DataInfo) -> tuple[Model, BuildContext]:
     """The variant's model for data of ``data``'s shape, with the run's callbacks attached (in
-    their declared order) and their ``on_model_built`` applied; ``ctx.events`` fires their events."""
+    their declared order; genfw's ``lr_schedule`` first where rates change) and their
+    ``on_model_built`` applied; ``ctx.events`` fires their events."""
     ctx = BuildContext(components=cfg.slots, data=data, events=Callbacks(), registry=cfg.registry)
     model = cfg.variant.build().build(ctx)
-    ctx.events.attach([(name, spec.build()) for name, spec in cfg.callbacks.items()])
+    callbacks = [(name, spec.build()) for name, spec in cfg.callbacks.items()]
+    # The learning rates (train.lr_schedule, a variant's Phase.lr_scale): genfw's own callback, first.
+    rates = schedules.schedule_callback(cfg.train, model, cfg.variant.name)
+    if rates is not None:
+        if schedules.NAME in cfg.callbacks:
+            raise GenfwError(
+                f"remedy '{schedules.NAME}' has the name of genfw's learning-rate schedule "
+                f"(train.lr_schedule); leave it out or rename it in its plugin"
+            )
+        callbacks.insert(0, (schedules.NAME, rates))
+    ctx.events.attach(callbacks)
     ctx.events.model_built(model, variant_info(cfg), ctx)
     return model, ctx
 

@@ -60,6 +60,7 @@ class Callbacks:
         """Set the callbacks (sorted by :func:`declared_order`)."""
         self.items = declared_order(items)
         cbs = [cb for _, cb in self.items]
+        self._start = [cb for cb in cbs if _implements(cb, "on_phase_start")]
         self._fakes = [cb for cb in cbs if _implements(cb, "on_fakes")]
         self._output = [cb for cb in cbs if _implements(cb, "on_phase_output")]
         self._phase_end = [cb for cb in cbs if _implements(cb, "on_phase_end")]
@@ -80,6 +81,10 @@ class Callbacks:
     def model_built(self, model: Model, variant: VariantInfo, ctx: BuildContext) -> None:
         for _, cb in self.items:
             cb.on_model_built(model, variant, ctx)
+
+    def phase_start(self, phase: str, state: LoopState) -> None:
+        for cb in self._start:
+            cb.on_phase_start(phase, state)
 
     def fakes(self, phase: str, fakes: Tensor) -> Tensor:
         for cb in self._fakes:

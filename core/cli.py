@@ -48,6 +48,8 @@ SHORTCUTS = {  # --flag -> config path
     "batch_size": "train.batch_size",
     "seed": "train.seed",
     "mixed_precision": "train.mixed_precision",
+    "lr_schedule": "train.lr_schedule",
+    "lr_warmup": "train.lr_warmup",
 }
 
 
@@ -503,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a variant",
         description="Train a variant. Any slot, option or section can be set: --prior spike_slab, "
-        "--prior.alpha 0.3, --regulariser gradient_penalty, --train.log_every 10, --set KEY=VALUE. "
+        "--prior.alpha 0.3, --regulariser gradient_penalty, --train.log_every 10, --train.lr_schedule "
+        "cosine, --set KEY=VALUE. "
         "--metric NAME adds a metric to those the run computes anyway: a config file's metrics: (exactly "
         "those), else the defaults of the data set and the variant (mode_coverage on toy2d, autoencoding "
         "for autoencoders on images); --no-default-metrics leaves the defaults out.",
@@ -536,8 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
         "batch_size": "N: examples per step and process",
         "seed": f"N: random seed, 0 .. {config_mod.MAX_SEED}",
         "mixed_precision": "MODE: no, fp16 or bf16",
+        "lr_schedule": "NAME: learning-rate schedule of every phase, constant, linear, cosine or step "
+        "(one phase's: --train.lr_schedules.PHASE.lr_schedule; more keys in the README)",
+        "lr_warmup": "N: steps of linear learning-rate warm-up before the schedule",
     }.items():
-        metavar, text = meaning.split(": ")
+        metavar, text = meaning.split(": ", 1)
         dashed = f"--{flag.replace('_', '-')}"
         group.add_argument(
             *dict.fromkeys([dashed, f"--{flag}"]),

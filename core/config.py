@@ -31,7 +31,8 @@ import yaml
 
 from genfw.errors import GenfwError, choices, nearest
 from genfw.registry import Component, ComponentSpec, PluginInfo, Registry, converter, structure_options
-from genfw.validators import in_interval
+from genfw.schedules import SCHEDULES, increasing
+from genfw.validators import in_interval, one_of, positive
 
 DEFAULT_VARIANT = "gan"
 DEFAULT_DATASET = "digits"  # embedded, no download
@@ -66,6 +67,25 @@ class TrainOptions:
     # same for every run and seed (see genfw.data.training_subset), for data-efficient GAN
     # experiments (DiffAugment's CIFAR-10 at 10% and 20%). Metrics' real statistics use all data.
     data_fraction: float = attrs.field(default=1.0, validator=in_interval(0, 1, low_open=True))
+    # Learning-rate schedule of every phase (genfw.schedules): constant, linear, cosine or step, after
+    # a linear warm-up over lr_warmup steps from lr_warmup_start (default 0) times the rate.
+    lr_schedule: str = attrs.field(default="constant", validator=one_of(*SCHEDULES))
+    lr_warmup: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    lr_warmup_start: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(in_interval(0, 1, high_open=True))
+    )
+    # linear, cosine: the rate's final factor (default 0); step: the steps at which it is multiplied
+    # by lr_gamma (default 0.1).
+    lr_min_factor: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(in_interval(0, 1))
+    )
+    lr_milestones: list[int] = attrs.field(factory=list, validator=increasing)
+    lr_gamma: float | None = attrs.field(default=None, validator=attrs.validators.optional(positive))
+    # The step at which linear and cosine end; 0: train.steps (a --resume with more steps keeps the
+    # horizon the run started with).
+    lr_steps: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    # Phase name -> its own lr_* keys over those above: {critic: {lr_schedule: cosine}}.
+    lr_schedules: dict[str, dict[str, Any]] = attrs.field(factory=dict)
 
 
 TRAIN = Component(

@@ -305,6 +305,12 @@ class Callback:
         """Before the first phase repeat that sees a new ``Model.stage()`` (a new resolution fades
         in, a curriculum moves on)."""
 
+    def on_phase_start(self, phase: str, state: LoopState) -> None:
+        """Before each repeat of ``phase``, before its objective is computed: set what the repeat
+        uses. genfw's learning-rate schedule (:mod:`genfw.schedules`, attached as ``lr_schedule``
+        where rates change) sets every phase's optimiser's rate here; a callback that schedules
+        rates too multiplies ``param_groups[i]["lr"]`` in :meth:`on_phase_output`."""
+
     def on_fakes(self, phase: str, fakes: Tensor) -> Tensor:
         """Fired by the shared adversarial step with the fakes ``(B, *shape)`` a critic phase is
         about to score; returns the fakes to score (experience replay swaps some for past ones)."""

@@ -104,9 +104,10 @@ class Phase:
     ``n_critic = 5``), each on a fresh batch when ``fresh_batch`` is true; a phase that only needs
     the batch size and labels (a generator step) sets ``fresh_batch=False`` and reuses the last.
     ``provides`` lists the context keys regularisers may ask for (the loop adds ``phase`` and
-    ``step``: :data:`genfw.contracts.PHASE_CONTEXT`). ``lr_scale``, where given, returns a float before each step: the optimiser's learning rate is
-    then ``optim.lr`` times it (a decay such as BEGAN's; it must be a host value, and derived from
-    module buffers so that ``--resume`` gives the same).
+    ``step``: :data:`genfw.contracts.PHASE_CONTEXT`). ``lr_scale``, where given, returns a float before
+    each repeat: the optimiser's learning rate is then ``optim.lr`` times it, times the factor of
+    ``train.lr_schedule`` (:mod:`genfw.schedules` sets it; a decay such as BEGAN's; it must be a host
+    value, and derived from module buffers so that ``--resume`` gives the same).
     """
 
     name: str

@@ -508,6 +508,7 @@ def run_phase(
     params = list({id(p): p for n in phase.modules for p in run.modules[n].parameters()}.values())
     opt = train_mod.make_optimizer(phase.optim, params)
     events, state = run.built.callbacks, LoopState(0, run.modules, run.modules, {phase.name: opt})
+    events.phase_start(phase.name, state)
     out = phase.step(run.batch, run.modules)
     out.context.update(phase=phase.name, step=0)  # as the loop does
     events.phase_output(phase.name, out, state)

@@ -290,6 +290,7 @@ class Trainer:
             self._autocast = functools.partial(torch.autocast, acc.device.type, dtype=dtype)
         self._batch: Batch | None = None
         self._log_keys = {p.name: {"loss": f"{p.name}/loss"} for p in self.phases}  # "phase/name"
+        self._on_start = self.callbacks.wants("on_phase_start")
         self._on_output = self.callbacks.wants("on_phase_output")
         self._on_phase_end = self.callbacks.wants("on_phase_end")
         self._on_step_end = self.callbacks.wants("on_step_end")
@@ -356,7 +357,8 @@ class Trainer:
         """One training step: every phase, ``repeats`` times, then ``self.step += 1``.
 
         Each repeat: the phase's objective, its regularisers' penalties, backward, the optimiser
-        step, post-step constraints, with the callbacks' events around them. Logged scalars stay
+        step, post-step constraints, with the callbacks' events around them (the learning rate is
+        set by the ``lr_schedule`` callback's ``on_phase_start``: :mod:`genfw.schedules`). Logged scalars stay
         tensors in ``self.pending``: nothing here waits for the device.
         """
         m, pending, backward, events, state = (
@@ -374,9 +376,8 @@ class Trainer:
             for _ in range(phase.repeats):
                 if stage_of is not None and stage_of() != self._stage:
                     self._new_stage(stage_of())
-                if phase.lr_scale is not None:
-                    for group in opt.param_groups:
-                        group["lr"] = phase.optim.lr * phase.lr_scale()
+                if self._on_start:  # genfw's learning-rate schedule sets the rate here
+                    events.phase_start(phase.name, state)
                 if phase.fresh_batch or batch is None:
                     batch = next(self.loader)
                 with self._autocast():

@@ -28,9 +28,10 @@ only against genfw's documented plugin API (:mod:`genfw.contracts`, :mod:`genfw.
         start_factor + (1 - start_factor) * min(s, steps) / steps
 
     so step 0 trains at ``start_factor`` times the base rate and step ``steps`` and later at the
-    base rate. Each phase's optimiser is set just before its step; where the variant sets a
-    phase's rate itself before every step (``genfw.Phase.lr_scale``, BEGAN's decay) the warm-up
-    multiplies that rate. The factor is logged as ``PHASE/lr_factor``.
+    base rate. Each phase's optimiser is set just before its step; where genfw sets a phase's rate
+    itself before every step (its callback ``lr_schedule``: ``train.lr_schedule``, or a variant's
+    ``genfw.Phase.lr_scale`` such as BEGAN's decay) the warm-up multiplies that rate. The factor is
+    logged as ``PHASE/lr_factor``.
 
 Use::
 
@@ -188,8 +189,8 @@ class LinearWarmup(Callback):
         # first time the optimiser is seen and kept in checkpoints: after --resume the optimisers
         # hold warmed-down rates, not their base ones.
         self.base: dict[str, list[float]] = {}
-        # Phases whose variant sets their rate before every step (genfw.Phase.lr_scale, e.g.
-        # BEGAN's decay): their base is the rate the loop just set, so the two schedules multiply.
+        # Phases whose rate genfw sets before every step (train.lr_schedule, genfw.Phase.lr_scale
+        # e.g. BEGAN's decay): their base is the rate genfw just set, so the two schedules multiply.
         self.scheduled: frozenset[str] = frozenset()
 
     def factor(self, step: int) -> float:
@@ -198,7 +199,9 @@ class LinearWarmup(Callback):
         return o.start_factor + (1.0 - o.start_factor) * min(step, o.steps) / o.steps
 
     def on_model_built(self, model: Any, variant: Any, ctx: Any) -> None:
-        self.scheduled = frozenset(p.name for p in model.phases if p.lr_scale is not None)
+        # genfw attaches its callback "lr_schedule" where it sets rates: then it sets every phase's.
+        every = ctx is not None and "lr_schedule" in ctx.events.names()
+        self.scheduled = frozenset(p.name for p in model.phases if every or p.lr_scale is not None)
 
     def on_phase_output(self, phase: str, output: Any, state: LoopState) -> None:
         # Fired before the phase's optimiser step: the rates set here are the ones this step uses.
