@@ -263,6 +263,32 @@ def test_a_variants_own_rate_schedule_is_multiplied_not_replaced():
     assert cb.state_dict() == {"base_lr/generator/0": 1.0}
 
 
+def test_genfws_own_schedule_is_multiplied_not_replaced(genfw_registry):
+    # train.lr_schedule cosine: genfw's callback lr_schedule sets every phase's rate before each
+    # repeat (2e-4 times the cosine's factor over 8 steps); the warm-up multiplies that rate.
+    run = small_run(
+        "gan",
+        registry=genfw_registry,
+        datasets=("toy2d",),
+        extra={
+            "regularisers": {"lr_warmup": {"steps": 4, "start_factor": 0.2}},
+            "train": {"steps": 8, "lr_schedule": "cosine"},
+        },
+    )
+    assert run.built.callbacks.names() == ["lr_schedule", "lr_warmup"]
+    optimizers = {
+        p.name: torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]) for p in run.built.model.phases
+    }
+    for step in range(6):
+        for phase in optimizers:
+            state = LoopState(step, run.modules, run.modules, optimizers)
+            run.built.callbacks.phase_start(phase, state)
+            run.built.callbacks.phase_output(phase, PhaseOutput(torch.tensor(0.0)), state)
+            cosine = (1 + math.cos(math.pi * step / 8)) / 2
+            warm = 0.2 + 0.8 * min(step, 4) / 4
+            assert optimizers[phase].param_groups[0]["lr"] == pytest.approx(2e-4 * cosine * warm, rel=1e-12)
+
+
 def test_keeps_genfws_callback_contract(genfw_contract):
     genfw_contract("callback", "lr_warmup", options={"steps": 3})
 
