@@ -24,7 +24,8 @@ base rate, so that players with different rates (TTUR) keep their ratio.
 :class:`LRSchedule` is a :class:`genfw.contracts.Callback` that the core attaches, as
 ``lr_schedule``, whenever a phase's rate changes during a run (a schedule other than a constant
 without warm-up, or a variant's ``lr_scale``). It sets the rate of every phase in
-``on_phase_start``, before each repeat, and logs it as ``PHASE/lr``. The factor depends only on the
+``on_phase_start``, before each repeat, and logs the rate each step used as ``PHASE/lr`` (with
+any other callback's factor on it). The factor depends only on the
 step and the horizon, which rides in checkpoints (``callbacks.lr_schedule``): ``--resume`` sets the
 same rates, and a resume with more ``--steps`` keeps the horizon the run started with (as torch's
 schedulers keep theirs), unless ``train.lr_steps`` says otherwise.
@@ -128,6 +129,7 @@ class LRSchedule(Callback):
         self.horizon = options.horizon
         # phase -> (base rate, schedule, the variant's factor or None), from the built model.
         self.plan: dict[str, tuple[float, Schedule, Callable[[], float] | None]] = {}
+        self.logged: dict[str, tuple[float, torch.Tensor]] = {}  # phase -> the last rate logged, as a tensor
 
     def on_model_built(self, model: Model, variant: Any, ctx: BuildContext) -> None:
         unknown = sorted(set(self.options.schedules) - {p.name for p in model.phases})
@@ -155,10 +157,14 @@ class LRSchedule(Callback):
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-    def on_phase_output(self, phase: str, output: PhaseOutput, state: LoopState) -> None:
+    def on_phase_end(self, phase: str, output: PhaseOutput, state: LoopState) -> None:
         optimizer = state.optimizers.get(phase)
-        if optimizer is not None:  # the rate this repeat's optimiser step uses
-            output.logs["lr"] = output.loss.new_full((), optimizer.param_groups[0]["lr"], dtype=torch.float32)
+        if optimizer is not None:  # the rate this repeat's optimiser stepped with, on the loss's device
+            lr, loss = optimizer.param_groups[0]["lr"], output.loss
+            last = self.logged.get(phase)
+            if last is None or last[0] != lr or last[1].device != loss.device:  # a new tensor only then
+                last = self.logged[phase] = (lr, loss.new_full((), lr, dtype=torch.float32))
+            output.logs["lr"] = last[1]
 
     def state_dict(self) -> dict[str, Any]:
         return {"horizon": self.horizon}

@@ -301,6 +301,9 @@ def test_the_flags_train_with_a_schedule(run_cli, tmp_path) -> None:
     # linear after a 1-step warm-up over T = 4: 0, then 1, 2/3, 1/3; the generator warms up only.
     assert [row["critic/lr"] for row in rows] == pytest.approx([0, BASE, BASE * 2 / 3, BASE / 3], rel=1e-6)
     assert [row["generator/lr"] for row in rows] == pytest.approx([0, BASE, BASE, BASE], rel=1e-6)
+    # The run's commands rebuild it with its schedule.
+    code, _, err = run_cli("sample", tmp_path / "run", "-n", "4", "--out", tmp_path / "s.safetensors")
+    assert code == 0, err
 
 
 class _ContractPlugin:
