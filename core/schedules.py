@@ -174,6 +174,19 @@ class LRSchedule(Callback):
             self.horizon = int(state["horizon"])
 
 
+def unscheduled_resume(
+    saved: Mapping[str, Any], attached: Sequence[str], phases: Sequence[Any], optimizers: Mapping[str, Any]
+) -> None:
+    """A run resumed without the schedule its checkpoint was saved with (``--train.lr_schedule
+    constant`` on ``--resume``): its optimisers came back with the last scheduled rates; from here
+    each phase trains at its base rate ``optim.lr``, as the config now says. ``saved``: the
+    checkpoint's callback states; ``attached``: the names of the callbacks attached now."""
+    if NAME in saved and NAME not in attached:
+        for phase in phases:
+            for group in optimizers[phase.name].param_groups:
+                group["lr"] = phase.optim.lr
+
+
 # --- from the train options -------------------------------------------------------------------------
 
 

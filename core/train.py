@@ -38,7 +38,7 @@ from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 
-from genfw import checkpoint, images
+from genfw import checkpoint, images, schedules
 from genfw.assemble import Built, attach_regularisers, build, make_optimizer
 from genfw.config import RunConfig
 from genfw.contracts import LoopState
@@ -576,6 +576,9 @@ class Trainer:
         if "stage" in state:
             self._stage = self.state_view.stage = state["stage"]
         self.callbacks.load_state_dict(state.get("callbacks", {}))
+        schedules.unscheduled_resume(
+            state.get("callbacks", {}), self.callbacks.names(), self.phases, self.optimizers
+        )
         if state.get("world") == 1 and self.accelerator.num_processes == 1:
             torch.set_rng_state(state["rng"]["cpu"])
             if "cuda" in state["rng"] and torch.cuda.is_available():

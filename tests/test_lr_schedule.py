@@ -223,6 +223,18 @@ def test_a_resume_with_more_steps_keeps_the_horizon(tmp_path, registry) -> None:
     assert rates["critic"] == [BASE * (1 - 4 / 12), BASE * (1 - 5 / 12)]
 
 
+def test_a_resume_without_the_schedule_trains_at_the_base_rates(tmp_path, registry) -> None:
+    # The checkpoint's optimisers hold the last scheduled rate (BASE / 4 at step 3 of a linear decay
+    # over 4); resumed with a constant schedule, the run trains at the base rate, as its config says.
+    Trainer(resolve(raw(4, lr_schedule="linear"), registry), tmp_path / "run").fit()
+    more = [("train.steps", 6), ("train.lr_schedule", "constant")]
+    resumed = Trainer(read_run(tmp_path / "run", registry, more), tmp_path / "run", resume=True)
+    assert NAME not in resumed.callbacks.names()
+    rates = record_rates(resumed)
+    resumed.fit()
+    assert rates == {"critic": [BASE, BASE], "generator": [BASE, BASE]}
+
+
 # --- refusals -----------------------------------------------------------------------------------
 
 
