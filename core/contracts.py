@@ -492,6 +492,7 @@ _VARIANT_MEMBERS = (
 _EVENTS = (
     "on_model_built",
     "on_stage_change",
+    "on_phase_start",
     "on_fakes",
     "on_phase_output",
     "on_phase_end",
