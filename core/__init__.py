@@ -8,6 +8,7 @@ from genfw.errors import GenfwError
 from genfw.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from genfw.api import Generator, Run, load, train
     from genfw.contracts import Callback, PhaseSpec, Players, Variant, VariantInfo
     from genfw.model import (
         Batch,
@@ -50,7 +51,21 @@ _FROM_MODEL = frozenset(
 _FROM_CONTRACTS = frozenset({"Callback", "PhaseSpec", "Players", "Variant", "VariantInfo"})
 
 
+# The Python API (genfw.api): train, load, and what they return. `genfw.train` is the module of
+# the loop (`from genfw import train` has always given it), made callable: genfw.train(config, ...)
+# is genfw.api.train.
+_FROM_API = frozenset({"Generator", "Run", "load", "train"})
+
+
 def __getattr__(name: str) -> Any:
+    if name == "train":
+        import importlib
+
+        return importlib.import_module("genfw.train")
+    if name in _FROM_API:
+        from genfw import api
+
+        return getattr(api, name)
     if name in _FROM_MODEL:
         from genfw import model
 
@@ -64,7 +79,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     # The lazy names too (tab completion, dir(genfw)), without importing torch.
-    return sorted({*globals(), *_FROM_MODEL, *_FROM_CONTRACTS})
+    return sorted({*globals(), *_FROM_MODEL, *_FROM_CONTRACTS, *_FROM_API})
 
 
 __all__ = [
@@ -74,6 +89,7 @@ __all__ = [
     "DataInfo",
     "EvalContext",
     "GenDataset",
+    "Generator",
     "GenfwError",
     "Model",
     "Modules",
@@ -82,10 +98,13 @@ __all__ = [
     "PhaseOutput",
     "PhaseSpec",
     "Players",
+    "Run",
     "Slot",
     "Variant",
     "VariantInfo",
     "__version__",
     "device_of",
     "hookimpl",
+    "load",
+    "train",
 ]

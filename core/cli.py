@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
@@ -161,7 +160,8 @@ class _Shortcut(argparse.Action):
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from genfw import train as train_mod
+    from genfw import api
+    from genfw.train import json_safe
 
     registry = get_host().registry
     # Shortcuts first: --train.steps and --set, given too, win over --steps.
@@ -177,44 +177,30 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.no_progress:
         overrides.append(("train.progress", False))
 
-    resume = args.resume is not None
-    if resume and args.no_default_metrics:
-        raise GenfwError("--no-default-metrics is for a new run; --resume keeps the run's metrics")
-    if resume:
+    resume = None
+    if args.resume is not None:
+        if args.no_default_metrics:
+            raise GenfwError("--no-default-metrics is for a new run; --resume keeps the run's metrics")
         folder = args.resume if isinstance(args.resume, str) else args.out
         if not folder:  # Path("") would be "."
             raise GenfwError("--resume needs the run folder: --resume RUN_DIR (or --resume --out RUN_DIR)")
-        run_dir = Path(folder)
+        resume = Path(folder)
         bad = [p for p, _ in overrides if not p.startswith("train.")]
         if bad or args.config:
             raise GenfwError(
                 f"on --resume only train options may change (e.g. --steps); got {bad[0] if bad else '--config'}"
             )
-        cfg = train_mod.read_run(run_dir, registry, overrides)
-    else:
-        raw = config_mod.load_file(args.config) if args.config else {}
-        raw = config_mod.with_command_line(
-            raw, overrides, registry, default_metrics=not args.no_default_metrics
-        )
-        cfg = config_mod.resolve(raw, registry)
-        if args.out:
-            run_dir = Path(args.out)
-        else:
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise GenfwError(
-                    "give --out DIR when launching several processes, so they share one run folder"
-                )
-            run_dir = Path("runs") / f"{cfg.variant.name}-{cfg.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-    trainer = train_mod.Trainer(cfg, run_dir, resume=resume, overwrite=args.overwrite)
-    if _is_main():  # once the run is set up (a refusal before it stays one line)
-        when = f"every {cfg.train.eval_every} steps and at the end" if cfg.train.eval_every else "at the end"
-        names = f"{', '.join(cfg.metrics)} ({when})" if cfg.metrics else "none"
-        print(f"genfw: metrics: {names}", file=sys.stderr)
-    result = trainer.fit()
+    run = api.run_training(
+        args.config,
+        overrides,
+        out=args.out,
+        resume=resume,
+        overwrite=args.overwrite,
+        default_metrics=not args.no_default_metrics,
+        registry=registry,
+    )
     if _is_main():
-        summary = {"run": str(result.run_dir), "step": result.step, **result.last_logs, **result.metrics}
-        print(json.dumps(train_mod.json_safe(summary)))
+        print(json.dumps(json_safe(run.summary())))
     return 0
 
 
@@ -225,40 +211,33 @@ def _is_main() -> bool:
 def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
     import safetensors.torch
 
-    from genfw import images
-    from genfw import train as train_mod
+    from genfw import api, export, hub, images
 
     if extra:
         raise GenfwError(f"unexpected argument '{extra[0]}' for sample")
-    run_dir = Path(args.run)
-    cfg = rundir.read_run(run_dir, get_host().registry, parts=rundir.SAMPLING)  # no data, no metrics
+    # A Hub model's samples go here, not into the hub cache.
+    where = Path(".") if args.run.startswith(hub.SCHEME) else Path(args.run)
+    if where == Path(args.run):
+        export.folder_kind(where)  # a folder that is not a run is the first thing said
     tag = f"-label{args.label}" if args.label is not None else ""
-    out = Path(args.out) if args.out else run_dir / f"sample-seed{args.seed}-n{args.n}{tag}.png"
+    out = Path(args.out) if args.out else where / f"sample-seed{args.seed}-n{args.n}{tag}.png"
     if out.suffix not in (".png", ".safetensors"):
         raise GenfwError(
             f"--out {out}: unknown format '{out.suffix}'; use .png (a grid) or .safetensors (tensors)"
         )
     if out.exists() and not args.overwrite:
         raise GenfwError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-    _, model, modules = train_mod.load_model(run_dir, cfg, with_data=False)
-    info = json.loads((run_dir / train_mod.RUN_FILE).read_text())["data"]
-    device = device_of(*modules.values())
+    gen = api.load(args.run, registry=get_host().registry)  # no data, no metrics
     # A conditional model draws --label's class, or else one row per class: labels 0 0 .. 1 1 ..
-    labels = args.label
-    if labels is None and model.num_classes:
-        labels = train_mod.class_rows(model.num_classes, -(-args.n // model.num_classes))[: args.n]
-    labels = train_mod.sample_labels(model, args.n, labels, device)  # checks --label
-    samples = train_mod.forked(
-        args.seed, device, lambda: train_mod.generate(model, modules, args.n, labels=labels)
-    )
+    samples, labels = gen.sample_with_labels(args.n, args.label, args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
-        rows = labels.cpu() if labels is not None and args.label is None else None
-        images.save_png(images.render(samples, info["kind"], labels=rows), out)
+        rows = labels if labels is not None and args.label is None else None
+        images.save_png(images.render(samples, gen.data.kind, labels=rows), out)
     else:
         tensors = {"samples": samples.contiguous()}
         if labels is not None:
-            tensors["labels"] = labels.cpu().contiguous()
+            tensors["labels"] = labels.contiguous()
         safetensors.torch.save_file(tensors, str(out))
     print(str(out))
     return 0
@@ -555,8 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
     p.set_defaults(func=cmd_train, shortcuts=[], passthrough=True)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run")
-    p.add_argument("run", help="the run folder")
+    p = sub.add_parser("sample", help="draw samples from a trained run or an exported model")
+    p.add_argument("run", help="the run folder, an exported folder (genfw export) or hf://USER/NAME")
     p.add_argument("-n", type=int_arg("n", check.at_least(1)), default=64, help="number of samples")
     p.add_argument("--seed", type=SEED, default=0, help=f"0 .. {config_mod.MAX_SEED} (default 0)")
     p.add_argument(

@@ -311,27 +311,67 @@ def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built
     if with_data:
         built = build(cfg)
         model = built.model
-        path = checkpoint.find(run_dir / "checkpoints")
-        _, state = checkpoint.load(path)
-        modules = state.get("modules")
-        check_weights(path, modules, model.modules)
-        check_finite({"modules": modules}, f"checkpoint {path}", checkpoint.others(path))
-        for name, mod in model.modules.items():
-            checkpoint.load_state(mod, modules[name], f"checkpoint {path} [{name}]")
+        load_checkpoint(run_dir / "checkpoints", model)
         return built, model, built.callbacks.sampler(Modules(model.modules))
+    data = read_data_info(run_dir)
+    model, modules = load_sampler(run_dir, cfg, data, weights=EXPORT_FILE)
+    return None, model, modules
+
+
+def load_checkpoint(ckpt_root: Path, model: Model) -> None:
+    """Load every module of ``model`` from the latest checkpoint in ``ckpt_root``, after checking
+    that it holds each one's tensors, of their shapes, and that they are finite."""
+    path = checkpoint.find(ckpt_root)
+    _, state = checkpoint.load(path)
+    modules = state.get("modules")
+    check_weights(path, modules, model.modules)
+    check_finite({"modules": modules}, f"checkpoint {path}", checkpoint.others(path))
+    for name, mod in model.modules.items():
+        checkpoint.load_state(mod, modules[name], f"checkpoint {path} [{name}]")
+
+
+def read_data_info(folder: Path) -> DataInfo:
+    """The shape, classes and kind of a run's data, as ``run.json`` recorded them."""
     try:
-        info = json.loads((run_dir / RUN_FILE).read_text())["data"]
-        data = DataInfo(shape=tuple(info["shape"]), num_classes=info["num_classes"], kind=info["kind"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise GenfwError(f"{run_dir}/{RUN_FILE} is missing or unreadable ({exc})") from None
-    # The callbacks shape the modules (spectral norm, EMA copies); generator.safetensors holds the
+        info = json.loads((Path(folder) / RUN_FILE).read_text())["data"]
+        return DataInfo(shape=tuple(info["shape"]), num_classes=info["num_classes"], kind=info["kind"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GenfwError(f"{folder}/{RUN_FILE} is missing or unreadable ({exc})") from None
+
+
+def load_sampler(
+    folder: Path, cfg: RunConfig, data: DataInfo, *, weights: str, names: tuple[str, ...] | None = None
+) -> tuple[Model, Modules]:
+    """The model of ``cfg`` for ``data``, with the modules ``names`` (default: the model's
+    ``export``) loaded from the weights file ``folder/weights`` (``generator.safetensors`` of a
+    run, ``model.safetensors`` of an export); the other modules keep their initial weights."""
+    # The callbacks shape the modules (spectral norm, EMA copies); the weights file holds the
     # sampling weights (the callbacks' sampler's choice) under the export names.
     model, _ = build_model(cfg, data)
-    export = {n: model.modules[n] for n in model.export}
-    checkpoint.load_weights(run_dir / EXPORT_FILE, export)
-    weights = {f"{n}.{k}": v for n, mod in export.items() for k, v in mod.state_dict().items()}  # its keys
-    check_finite(weights, str(run_dir / EXPORT_FILE))
-    return None, model, Modules(model.modules)
+    names = tuple(model.export) if names is None else names
+    missing = [n for n in names if n not in model.modules]
+    if missing:
+        raise GenfwError(
+            f"{folder / weights} holds module '{missing[0]}', which the model built from "
+            f"{folder / CONFIG_FILE} does not have (it has {', '.join(model.modules)})"
+        )
+    chosen = {n: model.modules[n] for n in names}
+    checkpoint.load_weights(Path(folder) / weights, chosen)
+    tensors = {f"{n}.{k}": v for n, mod in chosen.items() for k, v in mod.state_dict().items()}  # its keys
+    check_finite(tensors, str(Path(folder) / weights))
+    return model, Modules(model.modules)
+
+
+def load_checkpoint_weights(
+    ckpt_root: Path, cfg: RunConfig, data: DataInfo, names: tuple[str, ...]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The state dicts of modules ``names`` as the run samples with them (the callbacks'
+    sampler's choice) at its latest checkpoint in ``ckpt_root``: an autoencoder's encoders, which
+    ``generator.safetensors`` leaves out. The whole checkpoint's modules are checked first."""
+    model, ctx = build_model(cfg, data)
+    load_checkpoint(Path(ckpt_root), model)
+    sampling = ctx.events.sampler(Modules(model.modules))
+    return {n: sampling[n].state_dict() for n in names}
 
 
 def is_empty_run(run_dir: Path) -> bool:

@@ -1,5 +1,8 @@
 """The training loop, on Hugging Face Accelerate.
 
+``genfw.train(config, *, out=None, **overrides) -> Run``, the Python API's way to train a run, is
+this module called (see :func:`genfw.api.train`); what follows is the loop behind it.
+
 A run is assembled in :mod:`genfw.assemble` (data set, model, remedies, metrics), fed by
 :mod:`genfw.data`, sampled and evaluated by :mod:`genfw.sampling`, and written to the run folder by
 :mod:`genfw.rundir`; this module prepares it with Accelerate and trains it. The names of those
@@ -21,12 +24,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import inspect
 import json
 import math
 import os
 import shutil
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,7 @@ from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 
-from genfw import checkpoint, images, schedules
+from genfw import api, checkpoint, images, schedules
 from genfw.assemble import Built, attach_regularisers, build, make_optimizer
 from genfw.config import RunConfig
 from genfw.contracts import LoopState
@@ -590,3 +595,14 @@ class Trainer:
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Result:
     return Trainer(cfg, run_dir, resume=resume, overwrite=overwrite).fit()
+
+
+# `genfw.train` is this module (the package attribute Python sets on import, which `from genfw
+# import train` returns) and the public function alike: calling the module is genfw.api.train.
+class _TrainModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> api.Run:
+        return api.train(*args, **kwargs)
+
+
+__signature__ = inspect.signature(api.train)
+sys.modules[__name__].__class__ = _TrainModule
