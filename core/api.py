@@ -124,13 +124,17 @@ def train(
 def keyword_overrides(keywords: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """:func:`train`'s keywords as the ``(config path, value)`` pairs of the command line's flags:
     ``prior__alpha=0.3`` is ``("prior.alpha", 0.3)``, a train option ``steps=10`` is
-    ``("train.steps", 10)``, ``regulariser="ema"`` is ``("regularisers.ema", {})``."""
+    ``("train.steps", 10)``, ``regulariser="ema"`` is ``("regularisers.ema", {})``, ``plugin`` is
+    ``variant`` (``plugin__beta=4``)."""
     from genfw.config import TrainOptions
 
     train_options = set(attrs.fields_dict(TrainOptions))
     out: list[tuple[str, Any]] = []
     for key, value in keywords.items():
         path = key.replace("__", ".")
+        head, dot, rest = path.partition(".")
+        if head == "plugin":  # --plugin vae, --plugin.beta 4: the variant
+            path = f"variant{dot}{rest}"
         if path in _ADDS:
             names = [value] if isinstance(value, str) else value
             if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):

@@ -89,8 +89,9 @@ def test_autoencoder_encode_decode(vae_run):
 def test_api_and_cli_make_the_same_run(tmp_path, run_cli):
     """genfw.train with keywords resolves exactly as genfw train with the same flags."""
     by_api = genfw.train(
-        {"variant": "gan", "dataset": "toy2d"},
+        {"dataset": "toy2d"},
         out=tmp_path / "api",
+        plugin="gan",
         steps=3,
         generator__hidden=[16],
         critic__hidden=[16],

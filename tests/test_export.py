@@ -27,7 +27,7 @@ VAE = {
     "encoder": {"name": "mlp", "hidden": [16]},
     "generator": {"name": "mlp", "hidden": [16]},
     # The metrics a card reports, one with a feature extractor (raw pixels: no weights to install).
-    "metrics": {"autoencoding": {}, "fid": {"extractor": "raw", "num_samples": 100}},
+    "metrics": {"autoencoding": {"num_examples": 200}, "fid": {"extractor": "raw", "num_samples": 100}},
     "train": {"steps": 4, "batch_size": 16, "log_every": 2, "grid": 16, "progress": False},
 }
 FILES = ["README.md", "config.yaml", "model.safetensors", "run.json", "samples.png"]
