@@ -8,7 +8,9 @@ from genfw.errors import GenfwError
 from genfw.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from genfw.api import Generator, Run, load, train
+    # `train` is left out: the submodule genfw.train is what type checkers should see (it is
+    # callable at run time, see _FROM_API).
+    from genfw.api import Generator, Run, load
     from genfw.contracts import Callback, PhaseSpec, Players, Variant, VariantInfo
     from genfw.model import (
         Batch,

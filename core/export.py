@@ -194,10 +194,16 @@ def model_card(
     config = yaml.safe_load((gen.path / CONFIG_FILE).read_text()) or {}
     dataset = config.get("dataset") or {}
     dataset_name = dataset.get("name", "unknown") if isinstance(dataset, dict) else str(dataset)
-    family = "autoencoder" if variant.factory.players.encoders else "gan"
+    # Tags from the players the variant declares (the core names no variant).
+    players = variant.factory.players
+    encodes = bool(players.encoders)
+    family = [
+        *(["autoencoder"] if encodes else []),
+        *(["adversarial"] if players.critics or players.latent_critics else []),
+    ]
     front: dict[str, Any] = {
         "library_name": "genfw",
-        "tags": list(dict.fromkeys(["genfw", "generative-model", family, variant.name, dataset_name])),
+        "tags": list(dict.fromkeys(["genfw", "generative-model", *family, variant.name, dataset_name])),
     }
     if gen.data.kind == "image" and not gen.num_classes:
         front["pipeline_tag"] = "unconditional-image-generation"
@@ -269,7 +275,7 @@ def model_card(
         "",
         f'gen = genfw.load("hf://{repo_id}")  # or the folder',
         f"x = gen.sample(16, seed=0)  # a tensor (16, {', '.join(map(str, data.shape))})",
-        *(["z = gen.encode(x)  # codes; gen.decode(z) maps them back"] if family == "autoencoder" else []),
+        *(["z = gen.encode(x)  # codes; gen.decode(z) maps them back"] if encodes else []),
         "```",
         "",
         "```bash",

@@ -137,7 +137,7 @@ def test_a_plugin_adds_a_command_and_options_of_eval(tmp_path, run_cli, use):
         (
             lambda c: c.extend("evaluate", configure=print),
             "plugin 'p' (distribution genfw-p 1.0) extends command 'evaluate', which does not exist; "
-            "commands: compare, eval, list, new-plugin, plugins, sample, train, train-evaluator",
+            "commands: compare, eval, export, list, new-plugin, plugins, push, sample, train, train-evaluator",
         ),
         (
             lambda c: c.extend("train", configure=print, run_after=print),

@@ -86,7 +86,7 @@ def test_model_card(exported):
     assert text.startswith("---\n")
     front = yaml.safe_load(text.split("---\n")[1])
     assert front["library_name"] == "genfw"
-    assert {"genfw", "vae", "digits", "autoencoder"} <= set(front["tags"])
+    assert front["tags"] == ["genfw", "generative-model", "autoencoder", "vae", "digits"]
     assert front["pipeline_tag"] == "unconditional-image-generation"
     assert "Kingma & Welling" in text  # the paper, from the variant's docstring
     assert "trained with [genfw]" in text and "for 4 steps" in text and "batch size 16" in text
@@ -124,6 +124,8 @@ def test_export_of_an_ema_run_holds_the_averaged_generator(tmp_path, run_cli):
     text = (dest / "README.md").read_text()
     assert "The run computed no metrics." in text and "remedies: `ema`" in text
     assert "pipeline_tag" not in text  # points, not images
+    tags = yaml.safe_load(text.split("---\n")[1])["tags"]
+    assert tags == ["genfw", "generative-model", "adversarial", "gan", "toy2d"]
     assert torch.equal(genfw.load(dest).sample(5, seed=2), genfw.load(run).sample(5, seed=2))
 
 
