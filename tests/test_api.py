@@ -180,8 +180,10 @@ def test_refusals_are_one_line(vae_run, call, message):
 
 
 def test_gan_refuses_encode_and_decode(tmp_path):
+    config = tmp_path / "gan.yaml"  # a config file, as genfw train --config reads it
+    config.write_text("variant: gan\ndataset: toy2d\n")
     run = genfw.train(
-        {"variant": "gan", "dataset": "toy2d"},
+        config,
         out=tmp_path / "g",
         steps=1,
         generator__hidden=[8],
@@ -189,7 +191,7 @@ def test_gan_refuses_encode_and_decode(tmp_path):
         progress=False,
         default_metrics=False,
     )
-    assert run.metrics == {}
+    assert run.metrics == {} and "name: toy2d" in (run.path / "config.yaml").read_text()
     gen = run.load()
     assert gen.sample(4, seed=0).shape == (4, 2)
     for call in (lambda: gen.encode(torch.zeros(2, 2)), lambda: gen.decode(torch.zeros(2, 2))):

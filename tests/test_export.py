@@ -203,6 +203,17 @@ def test_push_refusals(exported, hub_calls, monkeypatch, run_cli):
     ):
         code, _, err = run_cli("push", run, repo)
         assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
+
+    def refused_upload(self, **kw):
+        raise OSError("connection refused\nby the proxy")
+
+    with monkeypatch.context() as m:
+        m.setattr(huggingface_hub.HfApi, "upload_folder", refused_upload)
+        code, _, err = run_cli("push", run, "me/vae-digits")
+        assert (
+            err == "genfw: error: upload to me/vae-digits failed: OSError: connection refused by the proxy\n"
+        )
+    hub_calls.clear()
     monkeypatch.setattr(huggingface_hub.utils, "get_token", lambda: None)
     code, _, err = run_cli("push", run, "me/vae-digits")
     assert code == 2 and "no Hugging Face token" in err, err
