@@ -214,8 +214,8 @@ class Generator:
     Made by :func:`load`. ``path`` is the folder it was read from (a run folder or an exported
     one), ``config`` the run's resolved config, ``variant`` its name, ``data`` the shape, number
     of classes and kind (``image`` or ``points``) of its data, ``num_classes`` the classes it draws
-    (0: unconditional), ``model`` and ``modules`` what the variant built, with the sampling weights.
-    Results are float32 tensors on the CPU, whatever the device the modules are on.
+    (0: unconditional), ``model`` and ``modules`` what the variant built, with the sampling weights,
+    ``encoders`` the names of an autoencoder's encoder modules (empty for a GAN). Results are float32 tensors on the CPU, whatever the device the modules are on.
     """
 
     def __init__(
@@ -232,7 +232,7 @@ class Generator:
         self.path, self.config, self.model, self.modules, self.data = path, config, model, modules, data
         # The encoders' weights: loaded with the rest (an exported folder) or, from a run folder,
         # from its latest checkpoint on the first encode (sampling needs only the generator).
-        self._encoders, self._encoder_weights = encoders, encoder_weights
+        self.encoders, self._encoder_weights = encoders, encoder_weights
         for mod in modules.values():
             mod.eval()
 
@@ -322,7 +322,7 @@ class Generator:
         from genfw.plugins import variants_where
 
         fn = getattr(self.model, what, None)
-        if not self._encoders or not callable(fn):
+        if not self.encoders or not callable(fn):
             fits = variants_where(lambda v: bool(v.players.encoders), self.config.registry)
             raise GenfwError(
                 f"{what}() needs an autoencoder; this model's variant '{self.variant}' has no encoder "
@@ -355,11 +355,12 @@ class Generator:
     def _load_encoders(self) -> None:
         if self._encoder_weights is None:
             return
+        from genfw import checkpoint
         from genfw.rundir import load_checkpoint_weights
 
-        weights = load_checkpoint_weights(self._encoder_weights, self.config, self.data, self._encoders)
-        for name in self._encoders:
-            self.modules[name].load_state_dict(weights[name])
+        weights = load_checkpoint_weights(self._encoder_weights, self.config, self.data, self.encoders)
+        for name in self.encoders:
+            checkpoint.load_state(self.modules[name], weights[name], f"{self._encoder_weights} [{name}]")
         self._encoder_weights = None
 
 

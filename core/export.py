@@ -96,7 +96,7 @@ def export_run(
                 f"refusing to overwrite {dest}: it is not an exported genfw model; choose another folder"
             )
     gen = api.load(run, registry=registry)
-    names = (*gen.model.export, *gen._encoders)
+    names = (*gen.model.export, *gen.encoders)
     gen._load_encoders()
     record = _record(run)
     record.pop("command", None)  # local paths
