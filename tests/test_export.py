@@ -195,8 +195,10 @@ def test_push_uploads_the_export(exported, hub_calls, run_cli):
     assert code == 0, err and hub_calls[1][1]["folder_path"] == str(dest)
 
 
-def test_push_refusals(exported, hub_calls, monkeypatch, run_cli):
+def test_push_refusals(exported, hub_calls, monkeypatch, run_cli, tmp_path):
     run, _ = exported
+    code, _, err = run_cli("push", tmp_path, "me/vae-digits")
+    assert code == 2 and "is not a genfw run folder nor an exported model" in err, err
     for repo, why in (
         ("vae-digits", "give USER/NAME"),
         ("me/bad name", "is not a Hugging Face Hub repository id"),
