@@ -176,12 +176,15 @@ def run_training(
     against ``registry`` (default: the installed plugins), trained into ``out``; or the run in
     ``resume`` continued (``overrides`` then change train options only)."""
     from genfw import config as config_mod
+    from genfw import export
     from genfw.plugins import get_host
     from genfw.train import Trainer, read_run
 
     registry = get_host().registry if registry is None else registry
     if resume is not None:
         run_dir = Path(resume)
+        if (run_dir / export.MODEL_FILE).is_file() and export.folder_kind(run_dir) == "export":
+            raise GenfwError(f"{run_dir} is an exported model, not a run folder: it cannot be resumed")
         cfg = read_run(run_dir, registry, overrides)
     else:
         raw = config_mod.with_command_line(

@@ -139,6 +139,7 @@ def test_export_refusals(exported, run_cli, tmp_path):
 
     assert "already exists; pass --overwrite" in refused("export", run, dest)
     assert "is an exported model already" in refused("export", dest, tmp_path / "again")
+    assert "is an exported model, not a run folder" in refused("train", "--resume", dest, "--steps", "8")
     assert "is not a genfw run folder nor an exported model" in refused("export", tmp_path, tmp_path / "x")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
