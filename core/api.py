@@ -58,6 +58,9 @@ class Run:
         """The run's generator, as :func:`load` reads it from :attr:`path`."""
         return load(self.path)
 
+    def __fspath__(self) -> str:  # a Run is a path: genfw.load(run), Path(run)
+        return str(self.path)
+
     def summary(self) -> dict[str, Any]:
         """What ``genfw train`` prints: the folder, the step, the last logs and the metrics."""
         return {"run": str(self.path), "step": self.step, **self.logs, **self.metrics}

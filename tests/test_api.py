@@ -51,6 +51,7 @@ def test_notebook_trains_samples_and_reloads(vae_run, tmp_path):
     assert a.shape == (10, 1, 8, 8) and a.dtype == torch.float32 and a.device.type == "cpu"
     again = genfw.load(run.path)  # reloaded from the folder: the same samples, bit for bit
     assert torch.equal(again.sample(10, seed=7), a)
+    assert torch.equal(genfw.load(run).sample(10, seed=7), a)  # a Run is a path too
     assert not torch.equal(gen.sample(10, seed=8), a)
     # seed=None draws from torch's global stream: seeding it first gives the seeded draw.
     torch.manual_seed(7)
