@@ -215,10 +215,10 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
 
     if extra:
         raise GenfwError(f"unexpected argument '{extra[0]}' for sample")
-    # A Hub model's samples go here, not into the hub cache.
-    where = Path(".") if args.run.startswith(hub.SCHEME) else Path(args.run)
-    if where == Path(args.run):
-        export.folder_kind(where)  # a folder that is not a run is the first thing said
+    from_hub = args.run.startswith(hub.SCHEME)
+    where = Path(".") if from_hub else Path(args.run)  # a Hub model's samples: here, not in the hub cache
+    if not from_hub:
+        export.folder_kind(where)  # a folder that is neither a run nor an export is the first thing said
     tag = f"-label{args.label}" if args.label is not None else ""
     out = Path(args.out) if args.out else where / f"sample-seed{args.seed}-n{args.n}{tag}.png"
     if out.suffix not in (".png", ".safetensors"):
