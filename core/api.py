@@ -264,8 +264,14 @@ class Generator:
             device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise GenfwError(f"unknown device {device!r} ({exc}); e.g. 'cpu', 'cuda', 'cuda:1'") from None
-        for mod in self.modules.values():
-            mod.to(device)
+        before = self.device
+        try:
+            for mod in self.modules.values():
+                mod.to(device)
+        except (RuntimeError, AssertionError) as exc:  # no such device (a CPU-only torch: AssertionError)
+            for mod in self.modules.values():
+                mod.to(before)  # all on one device again
+            raise GenfwError(f"cannot move the model to {device}: {' '.join(str(exc).split())}") from None
         return self
 
     def __repr__(self) -> str:

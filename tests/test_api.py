@@ -164,6 +164,7 @@ def test_resume_through_the_api(vae_run, tmp_path):
             r"^label 1 given, but this model is unconditional",
         ),
         (lambda r: genfw.load(r.path / "samples"), r"is not a genfw run folder nor an exported model"),
+        (lambda r: genfw.load(r.path).to("gpu"), r"^unknown device 'gpu'"),
         (lambda r: genfw.train(3), r"^config must be a mapping or the path of a \.yaml"),
         (lambda r: genfw.train({"variant": "vae"}, stpes=3), r"^unknown config key 'stpes'"),
         (lambda r: genfw.train(resume=True), r"^resume=True needs the run folder"),
@@ -202,3 +203,12 @@ def test_gan_refuses_encode_and_decode(tmp_path):
         ) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="about a machine without CUDA")
+def test_to_an_absent_device_is_one_line(vae_run):
+    gen = genfw.load(vae_run.path)
+    with pytest.raises(genfw.GenfwError, match=r"^cannot move the model to cuda: ") as info:
+        gen.to("cuda")
+    assert "\n" not in str(info.value) and gen.device.type == "cpu"
+    assert gen.sample(2, seed=0).shape == (2, 1, 8, 8)
