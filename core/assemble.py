@@ -45,7 +45,9 @@ class Built:
 def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
     """Build the data set, the variant's model with its callbacks, its regularisers and metrics."""
     dataset = cfg.dataset.build() if dataset is None else dataset
-    model, ctx = build_model(cfg, dataset.info)
+    n = len(dataset)
+    info = attrs.evolve(dataset.info, size=n - round(cfg.train.holdout * n))  # the training examples
+    model, ctx = build_model(cfg, info)
     regs = attach_regularisers(cfg, model, ctx)
     metrics = {name: spec.build() for name, spec in cfg.metrics.items()}
     return Built(

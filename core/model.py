@@ -148,11 +148,14 @@ class Model:
 
 @attrs.frozen
 class DataInfo:
-    """What a variant may know of the data: sample shape, number of classes (0: none), kind."""
+    """What a variant may know of the data: sample shape, number of classes (0: none), kind, and
+    ``size``, the number of examples it trains on (those left after ``train.holdout``; 0 where the
+    model is rebuilt without its data, as ``genfw sample`` does)."""
 
     shape: tuple[int, ...]
     num_classes: int = 0
     kind: str = "image"
+    size: int = 0
 
 
 @attrs.frozen
