@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
+from torch import Tensor
 
 import genfw
 from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot
 from genfw import validators as check
 from genfw.contracts import PhaseSpec
 from genfw_plugins._autoencoder import AutoencoderBase, build_prior
+from genfw_plugins._expost import add_expost_density, sample_expost
 
 
 @attrs.define
@@ -26,6 +28,10 @@ class AEOptions:
     latent_dim: int = attrs.field(default=8, validator=check.at_least(1))
     lr: float = attrs.field(default=1e-3, validator=check.positive)
     beta1: float = attrs.field(default=0.9, validator=check.in_interval(0, 1, high_open=True))
+    # Where samples come from: none, the prior slot; gmm, a mixture fitted to the training codes.
+    ex_post: str = attrs.field(default="none", validator=check.one_of("none", "gmm"))
+    gmm_components: int = attrs.field(default=10, validator=check.at_least(1))  # ex_post gmm only
+    gmm_codes: int = attrs.field(default=2048, validator=check.at_least(2))  # ex_post gmm only
 
 
 class AE(AutoencoderBase):
@@ -46,13 +52,23 @@ class AE(AutoencoderBase):
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
-        self.prior = build_prior(ctx, o.latent_dim)
-        return self.single_phase_model(ctx, o.latent_dim, Optim("adam", o.lr, (o.beta1, 0.999)))
+        self.prior = build_prior(ctx, o.latent_dim) if o.ex_post == "none" else None
+        model = self.single_phase_model(ctx, o.latent_dim, Optim("adam", o.lr, (o.beta1, 0.999)))
+        if o.ex_post == "gmm":
+            add_expost_density(self, model, o)
+        return model
+
+    def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
+        if self.options.ex_post == "gmm":
+            return sample_expost(self, m, n)
+        return super().sample(m, n, y)
 
     def step(self, batch: Batch, m: Modules) -> PhaseOutput:
         z = self.code(m, batch.x)  # (B, d)
         x_hat = m.generator(z)
         rec = self.loss(x_hat, batch.x)  # (B,)
+        if self.options.ex_post == "gmm":
+            m.density.push(z)
         return PhaseOutput(
             rec.mean(), context={"x": batch.x, "x_hat": x_hat, "z": z}, logs={"reconstruction": rec.detach()}
         )
@@ -60,4 +76,6 @@ class AE(AutoencoderBase):
 
 @genfw.hookimpl
 def genfw_register_variants(register):
-    register("ae", AE, options=AEOptions, help="deterministic autoencoder (mse or bce reconstruction)")
+    register(
+        "ae", AE, options=AEOptions, help="deterministic autoencoder (mse or bce reconstruction; ex_post gmm)"
+    )
