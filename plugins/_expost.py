@@ -4,8 +4,9 @@ of a deterministic autoencoder, to sample from after training (``rae``; ``ae --p
 :func:`fit_gmm` is expectation-maximisation for a mixture of ``K`` full-covariance Gaussians, as
 scikit-learn's ``GaussianMixture(covariance_type="full")`` that the authors' code fits
 (``my_utility/estimate_density_and_sample.py``: 10 components, ``max_iter=2000``, ``tol=1e-3``):
-k-means++ seeds drawn with a fixed generator, hard assignments to them as the first
-responsibilities, then EM until the mean log-likelihood per code improves by less than ``tol``;
+k-means++ seeds drawn with a fixed generator, Lloyd's k-means from them, its hard assignments as
+the first responsibilities (scikit-learn's ``init_params="kmeans"``), then EM until the mean
+log-likelihood per code improves by less than ``tol``;
 ``1e-6`` is added to every covariance's diagonal (scikit-learn's ``reg_covar``). It runs in
 float64 and draws nothing from torch's global generator, so it is a function of the codes alone.
 
@@ -35,6 +36,7 @@ from genfw import Model, Modules, device_of
 
 _LOG_2PI = math.log(2 * math.pi)
 REG_COVAR = 1e-6  # scikit-learn's default, added to each covariance's diagonal
+KMEANS_ITERS = 300  # scikit-learn's KMeans max_iter
 
 
 def kmeans_pp(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -87,8 +89,16 @@ def fit_gmm(
     x = x.double()
     k = min(k, x.shape[0])
     generator = torch.Generator().manual_seed(seed)
-    seeds = kmeans_pp(x.cpu(), k, generator).to(x.device)
-    nearest = torch.cdist(x, seeds).argmin(1)
+    centres = kmeans_pp(x.cpu(), k, generator).to(x.device)
+    nearest = torch.cdist(x, centres).argmin(1)
+    for _ in range(KMEANS_ITERS):  # Lloyd's k-means from the seeds, as scikit-learn's init="kmeans"
+        counts = torch.bincount(nearest, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, nearest, x)
+        centres = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp(min=1).unsqueeze(1), centres)
+        moved = torch.cdist(x, centres).argmin(1)
+        if torch.equal(moved, nearest):
+            break
+        nearest = moved
     resp = torch.nn.functional.one_hot(nearest, k).to(x.dtype)
     weights, means, tril = _m_step(x, resp)
     previous = -math.inf
