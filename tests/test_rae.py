@@ -182,7 +182,8 @@ def test_ex_post_samples_are_reproduced_from_the_run_folder(tmp_path, run_cli, r
     the eval pictures work."""
     run = tmp_path / variant
     code, out, err = run_cli(
-        "train", "--plugin", variant, "--steps", "6", "--out", run, "--encoder.hidden", "[16]",
+        "train", "--plugin", variant, "--plugin.latent_dim", "2", "--steps", "6", "--out", run,
+        "--encoder.hidden", "[16]",
         "--generator.hidden", "[16]", "--plugin.gmm_codes", "100", *extra, *QUICK,
     )  # fmt: skip
     assert code == 0, err
@@ -208,8 +209,11 @@ def test_ex_post_samples_are_reproduced_from_the_run_folder(tmp_path, run_cli, r
     for k in (1, 2):
         assert run_cli("sample", run, "-n", "4", "--seed", "7", "--out", tmp_path / f"s{k}.png")[0] == 0
     assert (tmp_path / "s1.png").read_bytes() == (tmp_path / "s2.png").read_bytes()
-    code, out, err = run_cli("eval", run, "--reconstruct", "4", "--traverse", "0")
+    code, out, err = run_cli("eval", run, "--reconstruct", "4", "--latent-plot", "--traverse", "0,1")
     assert code == 0, err
+    assert out.strip().splitlines()[-3:] == [
+        str(run / f) for f in ("reconstructions.png", "latent.png", "traversals.png")
+    ]
 
 
 def test_rae_resumes_exactly(tmp_path, registry):

@@ -169,7 +169,7 @@ def test_refusals(registry, tmp_path, run_cli):
 def test_tcvae_trains_samples_and_draws_on_digits(tmp_path, run_cli):
     run = tmp_path / "tc"
     code, out, err = run_cli(
-        "train", "--plugin", "tcvae", "--steps", "6", "--out", run, "--encoder.hidden", "[16]",
+        "train", "--plugin", "tcvae", "--plugin.latent_dim", "2", "--steps", "6", "--out", run, "--encoder.hidden", "[16]",
         "--generator.hidden", "[16]", "--metric.autoencoding.importance_samples", "4", *QUICK,
     )  # fmt: skip
     assert code == 0, err
@@ -179,6 +179,8 @@ def test_tcvae_trains_samples_and_draws_on_digits(tmp_path, run_cli):
     for key in ("reconstruction", "elbo", "log_likelihood", "latent_mmd", "near_zero"):
         assert math.isfinite(summary[f"autoencoding/{key}"]), key
     assert run_cli("sample", run, "-n", "4", "--out", tmp_path / "s.png")[0] == 0
-    code, out, err = run_cli("eval", run, "--reconstruct", "4", "--traverse", "0,1")
+    code, out, err = run_cli("eval", run, "--reconstruct", "4", "--latent-plot", "--traverse", "0,1")
     assert code == 0, err
-    assert (run / "reconstructions.png").is_file() and (run / "traversals.png").is_file()
+    assert out.strip().splitlines()[-3:] == [
+        str(run / f) for f in ("reconstructions.png", "latent.png", "traversals.png")
+    ]
