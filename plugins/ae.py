@@ -6,6 +6,12 @@ decoder's default ``output: auto`` is then linear). Nothing pulls the codes towa
 distribution, so the ``prior`` slot only serves ``genfw sample`` (prior samples through the
 decoder): it shows why a plain autoencoder is not a generative model, and the ``autoencoder``
 metric's ``latent_mmd`` measures how far its codes are from that prior.
+
+``ex_post: gmm`` samples instead from the ex-post density of the regularised autoencoders (Ghosh
+et al. 2020, ``rae``): a Gaussian mixture of ``gmm_components`` components fitted by EM to the
+last ``gmm_codes`` training codes (:mod:`genfw_plugins._expost`), saved with the run. It is then
+the model's prior, so ``latent_mmd`` compares the codes with it; the ``prior`` slot is unused, and
+a prior other than the default ``normal`` is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import attrs
 from torch import Tensor
 
 import genfw
-from genfw import Batch, BuildContext, Model, Modules, Optim, PhaseOutput, Slot
+from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, PhaseOutput, Slot
 from genfw import validators as check
 from genfw.contracts import PhaseSpec
 from genfw_plugins._autoencoder import AutoencoderBase, build_prior
@@ -52,6 +58,11 @@ class AE(AutoencoderBase):
 
     def build(self, ctx: BuildContext) -> Model:
         o = self.options
+        if o.ex_post == "gmm" and ctx["prior"].name != "normal":
+            raise GenfwError(
+                f"ae --plugin.ex_post gmm samples from a mixture fitted to the codes, so prior "
+                f"'{ctx['prior'].name}' would go unused; leave --prior out, or use --plugin.ex_post none"
+            )
         self.prior = build_prior(ctx, o.latent_dim) if o.ex_post == "none" else None
         model = self.single_phase_model(ctx, o.latent_dim, Optim("adam", o.lr, (o.beta1, 0.999)))
         if o.ex_post == "gmm":

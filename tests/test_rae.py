@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from genfw import Batch, Modules
+from genfw import Batch, GenfwError, Modules
 from genfw.config import resolve
 from genfw.rundir import load_model, read_run
 from genfw.train import Trainer, build
@@ -157,6 +157,12 @@ def test_rae_objective_by_hand(registry, penalty):
     out.loss.backward()  # the gradient penalty is differentiable (a double backward)
     assert all(p.grad is not None for p in dec.parameters())
     assert int(m.density.pushed) == 8  # the phase keeps its codes
+
+
+def test_ae_ex_post_refuses_a_prior_it_would_not_use(registry):
+    raw = {"variant": {"name": "ae", "ex_post": "gmm"}, "dataset": "digits", "prior": "uniform"}
+    with pytest.raises(GenfwError, match="prior 'uniform' would go unused; leave --prior out"):
+        build(resolve(raw, registry))
 
 
 def test_rae_default_weights_and_spectral_norm(registry):
