@@ -159,7 +159,8 @@ def write_run_json(run_dir: Path, cfg: RunConfig, data: DataInfo, processes: int
     distributions.update({c["distribution"]: c["version"] for c in components.values() if c["version"]})
     record = {
         "genfw": genfw.__version__,
-        "data": attrs.asdict(data),
+        # What sampling rebuilds the model from (the training set's size is not needed for that).
+        "data": attrs.asdict(data, filter=attrs.filters.exclude(attrs.fields(DataInfo).size)),
         "processes": processes,
         "command": sys.argv,
         "distributions": dict(sorted(distributions.items())),
