@@ -94,6 +94,10 @@ __all__ = [  # the run API: what scripts, benchmarks and tests import from genfw
     "train",
 ]
 
+#: fp16: a loss scale below this means every step overflows (each skipped step halves it from
+#: 2**16): the run diverged, whatever its weights.
+MIN_LOSS_SCALE = 2.0**-10
+
 
 def check_compiler(device: torch.device) -> None:
     """torch.compile on the CPU generates C++: refuse early, in one line, where no compiler exists."""
@@ -338,7 +342,7 @@ class Trainer:
                             {k: f"{v:.3g}" for k, v in last.items() if k.endswith("/loss")}, refresh=False
                         )
                 bad = [k for k, v in last.items() if not math.isfinite(v)]
-                if bad:
+                if bad and not self._skipped_by_scalers():
                     raise self._divergence(bad)
             if bar is not None:
                 bar.update(1)
@@ -441,12 +445,28 @@ class Trainer:
         keys = list(self.pending)
         means = []
         if keys:
-            stacked = torch.stack([torch.stack(self.pending[k]).float().mean() for k in keys])
+            stacked = torch.stack([self._mean(torch.stack(self.pending[k]).float()) for k in keys])
             if self.accelerator.num_processes > 1:
                 stacked = self.accelerator.reduce(stacked, "mean")
             means = stacked.tolist()
         self.pending.clear()
         return dict(zip(keys, means, strict=True))
+
+    def _mean(self, values: Tensor) -> Tensor:
+        """The mean of one key's logged values; under fp16, of its finite ones (NaN if none): a step
+        whose gradients overflowed was skipped by the loss scaler, and its scaled penalties are not
+        finite by design."""
+        if not self._scalers:
+            return values.mean()
+        finite = values.isfinite()
+        return torch.where(finite, values, 0.0).sum() / finite.sum()
+
+    def _skipped_by_scalers(self) -> bool:
+        """fp16: whether values that are not finite may be the overflows the loss scalers skip.
+        They back off (halve) at each, so a run whose losses truly diverged drives a scale below
+        :data:`MIN_LOSS_SCALE` within a few dozen steps; until then its weights are never updated
+        with a non-finite gradient (and every checkpoint's are checked)."""
+        return bool(self._scalers) and min(s.get_scale() for s in self._scalers.values()) >= MIN_LOSS_SCALE
 
     # -- sampling, metrics and logs (main process) ------------------------------------------------
     def sampling_modules(self) -> Modules:
@@ -526,7 +546,11 @@ class Trainer:
                 for buf in mod.buffers():
                     torch.distributed.broadcast(buf, 0)
         state = self.state()
-        bad = sorted({path.rsplit("/", 1)[0] for path in checkpoint.non_finite(self.pending)})
+        bad = (
+            []
+            if self._skipped_by_scalers()
+            else sorted({path.rsplit("/", 1)[0] for path in checkpoint.non_finite(self.pending)})
+        )
         bad += checkpoint.non_finite({"modules": state["modules"], "optimizers": state["optimizers"]})
         if acc.num_processes > 1:  # every rank stops together
             count = acc.reduce(torch.tensor(float(len(bad)), device=acc.device), "sum")
@@ -554,8 +578,13 @@ class Trainer:
         return GenfwError(
             f"training diverged at step {self.step}: {', '.join(bad[: 4 if more else 5])}{more} "
             f"{'is' if len(bad) == 1 else 'are'} not finite; lower the learning rate or change the "
-            f"variant's options ({kept})"
+            f"variant's options ({kept}{self._scale_note()})"
         )
+
+    def _scale_note(self) -> str:
+        if not self._scalers:
+            return ""
+        return f"; the fp16 loss scale fell to {min(s.get_scale() for s in self._scalers.values()):.3g}"
 
     def _resume(self) -> None:
         """Load the latest checkpoint, after checking all of it against this run's model."""

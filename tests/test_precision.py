@@ -3,6 +3,8 @@ options of the loop, on the CPU."""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 
 import pytest
@@ -166,3 +168,40 @@ def test_fp16_hands_each_phase_its_loss_scale_for_gradient_penalties(tmp_path, r
     gp.penalty = spy
     t.train_step()
     assert seen and seen[0] == 256.0
+
+
+def test_fp16_overflows_the_scaler_skips_are_not_a_divergence(tmp_path, registry):
+    """A gradient penalty on scaled gradients overflows at a large loss scale (with dcgan critics
+    on digits, at fp16's first, 2**16): the scaler skips those steps and backs off. The run goes on,
+    checkpoints, and logs the means of the finite values; the skipped steps' are left out."""
+    cfg = raw("wgan-gp", steps=40, mixed_precision="fp16", log_every=1, checkpoint_every=1)
+    t = Trainer(resolve(cfg, registry), tmp_path / "r")
+    t._scalers["critic"] = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # overflows at first
+    result = t.fit()  # before: "training diverged at step 1: critic/gradient_penalty ... not finite"
+    scale = t._scalers["critic"].get_scale()
+    assert result.step == 40 and scale < 2.0**20  # it backed off through many skipped steps
+    assert checkpoint.find(tmp_path / "r" / "checkpoints").name == "step_0000040"
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    penalties = [json.loads(line).get("critic/gradient_penalty") for line in lines]
+    assert any(p is None or p != p or p == float("inf") for p in penalties[:5])  # skipped: NaN (no finite)
+    assert all(isinstance(p, float) and math.isfinite(p) for p in penalties[-5:])
+
+
+def test_fp16_run_whose_every_step_overflows_still_diverges(tmp_path, registry):
+    """A loss that is never finite drives the scale below MIN_LOSS_SCALE: a one-line divergence."""
+    t = Trainer(
+        resolve(raw("wgan-gp", steps=200, mixed_precision="fp16", log_every=1), registry), tmp_path / "r"
+    )
+    step = t.phases[0].step
+
+    def broken(batch, m):
+        out = step(batch, m)
+        out.loss = out.loss * float("nan")
+        return out
+
+    t.phases[0].step = broken
+    with pytest.raises(
+        GenfwError, match=r"training diverged at step \d+: critic/loss.*fp16 loss scale fell to"
+    ):
+        t.fit()
+    assert t.step < 60  # from 2**16 below 2**-10: 27 skipped steps
