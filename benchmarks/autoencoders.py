@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import attrs
+from _common import digits_evaluator
 
 from genfw import cli, device_of
 from genfw.config import resolve
@@ -72,20 +73,6 @@ def with_latent_dim(registry, raw: dict, latent_dim: int) -> dict:
     fields = {f.name for f in attrs.fields(options)} if options is not None else set()
     variant = {**raw["variant"], **({"latent_dim": latent_dim} if "latent_dim" in fields else {})}
     return {**raw, "variant": variant}
-
-
-def evaluator(choice: str, workdir: Path) -> str | None:
-    """A digits classifier's weights for FID, or None."""
-    if choice == "none":
-        return None
-    if choice != "auto":
-        return choice
-    out = workdir / "classifier-digits.safetensors"
-    try:
-        code = cli.main(["train-evaluator", "--dataset", "digits", "--out", str(out), "--no-progress"])
-    except SystemExit as exc:  # an older CLI without the command
-        code = exc.code
-    return str(out) if code == 0 and out.is_file() else None
 
 
 def run(raw: dict, args: argparse.Namespace, seed: int, out: Path, registry, metrics: dict, weights) -> dict:
@@ -136,7 +123,7 @@ def main() -> None:
     args = ap.parse_args()
     registry = get_registry()
     workdir = Path(tempfile.mkdtemp(prefix="genfw-ae-bench-"))
-    weights = evaluator(args.evaluator, workdir)
+    weights = digits_evaluator(workdir, args.evaluator)
     metrics = {
         "autoencoding": {"importance_samples": 64},
         "fid": {"extractor": "raw", "num_samples": 1797, "progress": False},

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import classifier_metrics, digits_evaluator
+
 from genfw.config import resolve
 from genfw.plugins import get_registry
 from genfw.train import Trainer, forked, generate, load_model, read_run
@@ -75,18 +77,6 @@ def config(recipe: str, fraction: float, seed: int, args: argparse.Namespace, me
     return {**raw, **extra}
 
 
-def classifier(workdir: Path, given: str | None) -> str:
-    if given:
-        return given
-    from genfw import cli
-
-    out = workdir / "classifier-digits.safetensors"
-    code = cli.main(["train-evaluator", "--dataset", "digits", "--out", str(out), "--no-progress"])
-    if code != 0 or not out.is_file():
-        raise SystemExit("could not train the digits classifier (genfw train-evaluator)")
-    return str(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=2000)
@@ -102,9 +92,10 @@ def main() -> None:
     for r in set(args.runs) - set(runs):
         print(f"skipping {r}: not registered here ({', '.join(f'{k} {n}' for k, n in needs(r))})")
     workdir = Path(tempfile.mkdtemp(prefix="genfw-data-efficient-"))
-    weights = classifier(workdir, args.evaluator)
-    feats = {"extractor": "classifier", "weights": weights, "num_samples": 1797, "progress": False}
-    metrics = {"fid": dict(feats), "precision_recall": dict(feats)}
+    weights = digits_evaluator(workdir, args.evaluator)
+    if weights is None:
+        raise SystemExit("could not train the digits classifier (genfw train-evaluator)")
+    metrics = classifier_metrics(weights)
 
     results: dict[tuple[str, float], list[dict]] = {}
     for fraction in args.fractions:

@@ -1,0 +1,26 @@
+"""What several benchmarks share: the digits classifier that scores them (``genfw train-evaluator``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genfw import cli
+
+
+def digits_evaluator(workdir: Path, given: str | None = None) -> str | None:
+    """A digits classifier's weights for classifier FID and precision/recall: ``given`` (a path),
+    none for ``"none"``, or one trained here into ``workdir`` (``"auto"`` or ``None``); None where
+    the command fails."""
+    if given == "none":
+        return None
+    if given not in (None, "auto"):
+        return given
+    out = Path(workdir) / "classifier-digits.safetensors"
+    code = cli.main(["train-evaluator", "--dataset", "digits", "--out", str(out), "--no-progress"])
+    return str(out) if code == 0 and out.is_file() else None
+
+
+def classifier_metrics(weights: str, n: int = 1797) -> dict[str, dict]:
+    """Metrics options: FID and precision/recall in the classifier's feature space, on ``n`` samples."""
+    feats = {"extractor": "classifier", "weights": weights, "num_samples": n, "progress": False}
+    return {"fid": dict(feats), "precision_recall": dict(feats)}
