@@ -58,9 +58,12 @@ class Players:
 
     ``generators: tuple[str, ...]`` make samples (the decoder of an autoencoder is one);
     ``critics: tuple[str, ...]`` score samples in data space; ``latent_critics: tuple[str, ...]``
-    score codes (AAE, WAE-GAN); ``encoders: tuple[str, ...]`` map data to codes. Every module a
-    phase trains is one of them (the contract kit checks it); a declared player may be absent
-    where the variant's options leave it out (WAE's critic with ``penalty: mmd``). A remedy that
+    score codes (AAE, WAE-GAN); ``encoders: tuple[str, ...]`` map data to codes; ``priors:
+    tuple[str, ...]`` are learned priors trained with the model (a prior that is a module, such as
+    the VampPrior's pseudo-inputs: :class:`Prior`). Every module a phase trains is one of them (the
+    contract kit checks it); a declared player may be absent where the variant's options or
+    components leave it out (WAE's critic with ``penalty: mmd``, VAE's prior module with a fixed
+    prior). A remedy that
     acts on critics (spectral norm, packing, instance noise, minibatch layers) acts on every name
     in ``critics`` or refuses; one that acts on generators (EMA) on every name in ``generators``.
     """
@@ -69,6 +72,7 @@ class Players:
     critics: tuple[str, ...] = attrs.field(default=(), converter=_names)
     latent_critics: tuple[str, ...] = attrs.field(default=(), converter=_names)
     encoders: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    priors: tuple[str, ...] = attrs.field(default=(), converter=_names)
     #: The slot a player is built from, where it is not the slot of the same name (two critics
     #: ``critic_a`` and ``critic_b`` built from slot ``critic``): packing rebuilds a critic from it.
     built_from: Mapping[str, str] = attrs.field(factory=dict)
@@ -77,8 +81,8 @@ class Players:
         return self.built_from.get(module, module)
 
     def all(self) -> tuple[str, ...]:
-        """Every player's module name: generators, critics, latent critics, encoders."""
-        return (*self.generators, *self.critics, *self.latent_critics, *self.encoders)
+        """Every player's module name: generators, critics, latent critics, encoders, priors."""
+        return (*self.generators, *self.critics, *self.latent_critics, *self.encoders, *self.priors)
 
 
 @attrs.frozen
@@ -373,7 +377,25 @@ class Encoder(Protocol):
 class Prior(Protocol):
     """A latent distribution. ``dim`` is set from the factory's ``dim=`` keyword. Optionally
     ``kl_from_normal(mu, logvar) -> (n,)`` (closed-form KL from a diagonal Gaussian; the VAE
-    needs it) and ``variance: float`` (per coordinate; kernel scales of MMD)."""
+    needs it) and ``variance: float`` (per coordinate; kernel scales of MMD).
+
+    A prior built from the variant's Gaussian encoder (the VampPrior, ``p(z) = (1/K) sum_k
+    q(z | u_k)``) declares the class attribute ``needs_encoder = True``, read before it is built.
+    Such a prior:
+
+    - is built as ``factory(options, dim=int, data=genfw.DataInfo)`` (the data's shape and kind:
+      its inputs ``u_k`` live in data space); a factory given no ``data`` refuses in one line (a
+      variant without a Gaussian encoder cannot use it);
+    - is a ``torch.nn.Module`` whose parameters are trained with the model: the variant adds it
+      to ``Model.modules`` (as ``"prior"``, declared in ``Players.priors``), trains it in the phase
+      that trains the encoder, and exports it with the encoder for sampling;
+    - ``forward() -> (K, *shape)``: the inputs to encode; the variant calls it through the
+      modules a phase is given (DDP-wrapped on several processes) and encodes them with its
+      encoder, ``encoded = (mu (K, dim), logvar (K, dim))``;
+    - ``log_prob(z, encoded=None)`` and ``sample(n, *, device, generator=None, encoded=None)``
+      take those posteriors; without them they encode its inputs with the posterior given to
+      ``bind(posterior)``, ``posterior(x) -> (mu, logvar)``, which the variant calls once after
+      building (metrics, pictures and the contract kit use the prior so)."""
 
     dim: int
 

@@ -109,8 +109,11 @@ def genfw_register_priors(register: Register) -> None:
     ``dim: int``, ``sample(n, *, device, generator=None) -> Tensor (n, dim)`` and
     ``log_prob(z) -> Tensor (n,)`` (raise ``NotImplementedError`` where no density exists).
     A prior may define ``kl_from_normal(mu, logvar) -> Tensor (n,)`` when the KL divergence
-    from a diagonal Gaussian posterior has a closed form (the VAE needs it). Contract:
-    :class:`genfw.contracts.Prior`.
+    from a diagonal Gaussian posterior has a closed form (the VAE needs it). A prior that declares
+    ``needs_encoder = True`` (the VampPrior: a mixture of the encoder's posteriors of learned
+    inputs) is called as ``factory(options, dim=int, data=genfw.DataInfo)`` by a variant with a
+    Gaussian encoder, is a ``torch.nn.Module`` trained with it, and is bound to that encoder; a
+    factory called without ``data`` refuses in one line. Contract: :class:`genfw.contracts.Prior`.
 
     :param register: the host's callback, ``register(name, factory, options=..., help=...)``.
     """

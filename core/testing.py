@@ -35,7 +35,11 @@ What each check does:
   ``torch.Generator`` and differs between seeds; ``log_prob`` is ``(n,)`` and finite on the
   prior's own samples; in 1-D and 2-D it integrates to 1 (point masses found in the samples are
   added) and the mass of a central box matches the share of samples in it; ``variance`` and
-  ``kl_from_normal``, where defined, agree with Monte-Carlo estimates.
+  ``kl_from_normal``, where defined, agree with Monte-Carlo estimates. A prior that declares
+  ``needs_encoder`` is built with ``data`` (3-D points) and bound to a fixed random linear
+  Gaussian encoder first; it must then be a ``torch.nn.Module`` whose ``forward()`` gives inputs
+  of the data's shape, and ``log_prob`` must not depend on whether the posteriors of those inputs
+  come from the bound encoder or are passed as ``encoded``.
 - **regulariser**: attached to a phase of a registered variant that provides what it
   ``needs``, its penalty is a finite scalar whose gradient reaches the phase's parameters (or it
   is a constraint with ``after_step``).
@@ -282,14 +286,17 @@ def check_prior(
     opts = _options(component, options)
     density_skipped: str | None = None
     built, refused = 0, []
+    needs_encoder = bool(getattr(component.factory, "needs_encoder", False))
     for dim in dims:
         try:
-            prior = component.factory(opts, dim=dim)
+            prior = _build_prior(component.factory, opts, dim, needs_encoder)
         except (GenfwError, ValueError) as exc:  # a dimension it does not support
             refused.append(f"dim={dim}: {exc}")
             continue
         built += 1
         at = f"{where} with dim={dim}"
+        if needs_encoder:
+            _check_encoder_prior(prior, at)
         if getattr(prior, "dim", None) != dim:
             raise _fail(at, f"prior.dim is {getattr(prior, 'dim', None)!r}, expected {dim}")
         n = 4000
@@ -330,6 +337,47 @@ def check_prior(
         raise _fail(where, f"it builds for none of the dimensions {dims}: {'; '.join(refused)}")
     if density_skipped:
         _skip(density_skipped)
+
+
+# The data a prior that needs the encoder is built with in the contract check: 3-D points.
+_ENCODER_PRIOR_DATA = DataInfo(shape=(3,), num_classes=0, kind="points")
+
+
+def _build_prior(factory: Any, opts: Any, dim: int, needs_encoder: bool) -> Any:
+    """The prior; one that ``needs_encoder`` built with ``data`` and bound to a fixed random
+    linear Gaussian encoder ``x (B, 3) -> (mu, logvar)``, each ``(B, dim)``."""
+    if not needs_encoder:
+        return factory(opts, dim=dim)
+    prior = factory(opts, dim=dim, data=_ENCODER_PRIOR_DATA)
+    g = _gen(3)
+    weight, bias = torch.randn(2 * dim, 3, generator=g), 0.5 * torch.randn(2 * dim, generator=g)
+
+    def posterior(x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = (x.flatten(1) @ weight.T + bias).chunk(2, dim=1)
+        return mu, logvar
+
+    if callable(getattr(prior, "bind", None)):
+        prior.bind(posterior)
+    return prior
+
+
+def _check_encoder_prior(prior: Any, where: str) -> None:
+    """A prior that needs the encoder: a module with ``forward() -> (K, *shape)`` and ``bind``;
+    ``log_prob(z, encoded=...)`` agrees with the bound encoder's."""
+    if not isinstance(prior, nn.Module) or not callable(getattr(prior, "bind", None)):
+        raise _fail(where, "a prior that needs_encoder is a torch.nn.Module with bind(posterior)")
+    inputs = prior()
+    if not isinstance(inputs, Tensor) or tuple(inputs.shape[1:]) != _ENCODER_PRIOR_DATA.shape:
+        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise _fail(where, f"forward() gave {got}, expected inputs (K, 3) of the data's shape (3,)")
+    g = _gen(4)
+    z = torch.randn(8, prior.dim, generator=g)
+    weight, bias = torch.randn(2 * prior.dim, 3, generator=g), torch.randn(2 * prior.dim, generator=g)
+    bound = prior.log_prob(z)
+    mu, logvar = (inputs.detach() @ weight.T + bias).chunk(2, dim=1)
+    other = prior.log_prob(z, encoded=(mu, logvar))
+    if tuple(other.shape) != (8,) or torch.allclose(other, bound):
+        raise _fail(where, "log_prob(z, encoded=(mu, logvar)) ignores the posteriors it is given")
 
 
 def _atoms(z: Tensor) -> Tensor:

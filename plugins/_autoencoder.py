@@ -64,6 +64,12 @@ def decoder_spec(spec: ComponentSpec, loss: Any) -> ComponentSpec:
         ) from None
 
 
+def needs_encoder(prior: Any) -> bool:
+    """Whether a prior is built from the variant's Gaussian encoder (``needs_encoder``, the
+    VampPrior: :class:`genfw.contracts.Prior`): a module the variant trains, binds and exports."""
+    return bool(getattr(prior, "needs_encoder", False))
+
+
 def categorical_block(prior: Any) -> int:
     """``K`` when the prior has a one-hot block of ``K`` categories in front (``categorical``), else 0."""
     return int(getattr(prior, "categories", 0) or 0)
@@ -190,7 +196,11 @@ class AutoencoderBase(Variant):
 
         ``log_weights`` (ELBO and IWAE estimates) is dropped, with a one-line note in the log,
         when the loss is not a likelihood (:func:`is_likelihood`): those numbers would be off by
-        the cost's missing normalising constant (``32 log pi = 36.6`` nats for ``mse`` on digits)."""
+        the cost's missing normalising constant (``32 log pi = 36.6`` nats for ``mse`` on digits).
+
+        A prior that is built from the encoder (:func:`needs_encoder`) is the module ``prior``:
+        the phase trains it with the networks and the export holds it with the encoder, which
+        sampling needs."""
         encoder, decoder = self.build_networks(ctx, encoder_dim)
         if log_weights is not None and not self.likelihood:
             log_weights = None
@@ -201,10 +211,16 @@ class AutoencoderBase(Variant):
                 f"--loss.sigma 0.70710678 it is mse plus a constant) or bernoulli (binary data)"
             )
         provides = self.phases["autoencoder"].provides
-        phase = Phase("autoencoder", ("encoder", "generator"), self.step, optim, provides=provides)
+        modules = {"encoder": encoder, "generator": decoder}
+        export: tuple[str, ...] = ("generator",)
+        if needs_encoder(self.prior):
+            modules["prior"] = self.prior
+            export = ("generator", "encoder", "prior")
+        phase = Phase("autoencoder", tuple(modules), self.step, optim, provides=provides)
         return AutoencoderModel(
-            modules={"encoder": encoder, "generator": decoder},
+            modules=modules,
             phases=[phase],
+            export=export,
             **self.model_fields(),
             log_weights=log_weights,
         )
@@ -266,12 +282,17 @@ class AutoencoderBase(Variant):
         )
 
 
-def build_prior(ctx: Any, dim: int) -> Any:
-    """The prior of slot ``prior``; a prior that cannot take this dimension is a GenfwError."""
+def build_prior(ctx: Any, dim: int, gaussian_encoder: bool = False) -> Any:
+    """The prior of slot ``prior``; a prior that cannot take this dimension is a GenfwError.
+
+    A variant with a Gaussian encoder says ``gaussian_encoder``: a prior that ``needs_encoder``
+    is then built with the data (``data=ctx.data``); without it such a prior refuses itself."""
+    spec = ctx["prior"]
+    context = {"data": ctx.data} if gaussian_encoder and needs_encoder(spec.component.factory) else {}
     try:
-        return ctx["prior"].build(dim=dim)
+        return spec.build(dim=dim, **context)
     except ValueError as exc:
-        raise GenfwError(f"prior '{ctx['prior'].name}': {exc}") from None
+        raise GenfwError(f"prior '{spec.name}': {exc}") from None
 
 
 def marginal_mmd(

@@ -1,9 +1,11 @@
-"""Built-in latent priors: ``normal``, ``uniform``, ``spike_slab``, ``mog`` and ``categorical``.
+"""Built-in latent priors: ``normal``, ``uniform``, ``spike_slab``, ``mog``, ``categorical`` and
+``vamp``.
 
 Each prior has ``dim``, ``sample(n, *, device, generator=None) -> (n, dim)`` and
 ``log_prob(z) -> (n,)``; ``normal`` also gives the closed-form KL from a diagonal Gaussian
 (``kl_from_normal``), which the VAE needs. ``variance`` is the per-dimension variance, e.g. for
-the kernel scale of the WAE's MMD.
+the kernel scale of the WAE's MMD. ``vamp`` is built from the variant's Gaussian encoder
+(``needs_encoder``, :class:`genfw.contracts.Prior`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Any
 
 import attrs
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 import genfw
+from genfw import DataInfo, GenfwError
 from genfw import validators as check
 from genfw.hookspecs import Register
 
@@ -303,6 +307,121 @@ class CategoricalPrior:
         return torch.where(vertex, out, torch.full_like(out, -math.inf))
 
 
+# --- VampPrior -----------------------------------------------------------------------------------
+
+
+@attrs.define
+class VampOptions:
+    """Options of the VampPrior."""
+
+    components: int = attrs.field(
+        default=500, validator=check.at_least(1)
+    )  # K pseudo-inputs (the paper's 500)
+    # Each coordinate of each pseudo-input starts at N(init_mean, init_std^2) in data space: 0 is
+    # the middle of the image range [-1, 1] (see VampPrior for the authors' start).
+    init_mean: float = 0.0
+    init_std: float = attrs.field(default=0.01, validator=check.non_negative)
+
+
+def diagonal_gaussian_mixture_log_prob(
+    z: Tensor, mu: Tensor, logvar: Tensor, max_elements: int = 2**22
+) -> Tensor:
+    """``log (1/K) sum_k N(z; mu_k, diag exp(logvar_k))`` for ``z (..., d)`` and ``mu, logvar
+    (K, d)`` -> ``(...)``, computed on at most ``max_elements / (K d)`` rows of ``z`` at a time."""
+    k, d = mu.shape
+    flat = z.reshape(-1, d)
+    inv_var = torch.exp(-logvar)  # (K, d)
+    norm = -0.5 * (logvar.sum(-1) + d * _LOG_2PI) - math.log(k)  # (K,): log of 1/K times the constant
+    rows = max(1, max_elements // (k * d))
+    out = []
+    for start in range(0, flat.shape[0], rows):
+        diff = flat[start : start + rows].unsqueeze(1) - mu  # (rows, K, d)
+        log_comp = norm - 0.5 * (diff.square() * inv_var).sum(-1)  # (rows, K)
+        out.append(torch.logsumexp(log_comp, dim=-1))
+    return torch.cat(out).reshape(z.shape[:-1]) if out else flat.new_zeros(z.shape[:-1])
+
+
+class VampPrior(nn.Module):
+    """VampPrior: (1/K) sum_k q(z | u_k), the encoder's posteriors of K learned pseudo-inputs.
+
+    Tomczak & Welling 2018, eq. 9: ``p(z) = (1/K) sum_k q(z | u_k)`` with ``q`` the variant's
+    Gaussian encoder and ``u_k`` pseudo-inputs of the data's shape, trained with the model (the
+    encoder's parameters get the prior's gradient too). ``log_prob`` is the exact log-sum-exp
+    over the components; ``sample`` picks a pseudo-input uniformly, encodes it and draws from that
+    posterior. It declares ``needs_encoder`` (:class:`genfw.contracts.Prior`): built with the
+    run's ``data``, added to the model's modules as ``prior``; ``forward()`` gives the pseudo-inputs.
+
+    Pseudo-inputs: ``u_k = hardtanh(w_k)`` for image data (the image range [-1, 1]; points are left
+    unbounded), ``w_k`` a parameter (the authors' linear layer without bias applied to the one-hot
+    ``e_k``). Start: ``w_k ~ N(0, 0.01^2)`` per coordinate, grey images in the middle of the range.
+    The authors' last code starts them at ``N(-0.05, 0.01^2)`` under ``Hardtanh(0, 1)`` (their
+    pixels in [0, 1]): every pre-activation is then 5 standard deviations below the clamp, where
+    hardtanh passes no gradient; their earlier code put a sigmoid there, which starts them at 0.49,
+    mid-grey, as here.
+    """
+
+    needs_encoder = True
+    full_support = True  # a positive density on all of R^dim (the VAE's Monte Carlo KL works)
+
+    def __init__(self, options: VampOptions, *, dim: int, data: DataInfo | None = None) -> None:
+        super().__init__()
+        if data is None:
+            raise GenfwError(
+                "prior 'vamp' is a mixture of the encoder's posteriors of learned pseudo-inputs: it "
+                "needs a variant with a Gaussian encoder that builds it with the data (vae, iwae)"
+            )
+        self.dim = _check_dim(dim)
+        self.image = data.kind == "image"
+        self.components = options.components
+        weights = torch.empty(options.components, *data.shape).normal_(options.init_mean, options.init_std)
+        self.pseudo_inputs = nn.Parameter(weights)  # (K, *shape), before the hardtanh
+        self._posterior: Any = None
+
+    def forward(self) -> Tensor:
+        """The pseudo-inputs ``(K, *shape)``, in the image range for image data."""
+        return F.hardtanh(self.pseudo_inputs) if self.image else self.pseudo_inputs
+
+    def bind(self, posterior: Any) -> None:
+        """``posterior(x) -> (mu, logvar)``: the encoder that ``log_prob``, ``sample`` and
+        ``variance`` use when not given ``encoded``."""
+        self._posterior = posterior
+
+    def encoded(self) -> tuple[Tensor, Tensor]:
+        """``(mu, logvar)``, each ``(K, dim)``: the bound encoder's posteriors of the pseudo-inputs
+        (no gradient: the variant computes them through its modules in training)."""
+        if self._posterior is None:
+            raise GenfwError(
+                "prior 'vamp' has no encoder: the variant calls prior.bind(posterior) once built"
+            )
+        with torch.no_grad():
+            mu, logvar = self._posterior(self())
+        return mu, logvar
+
+    @property
+    def variance(self) -> float:
+        """Per-coordinate variance, averaged over coordinates: ``mean_j (E_k var_kj + Var_k mu_kj)``."""
+        mu, logvar = (t.double() for t in self.encoded())
+        return float((logvar.exp().mean(0) + mu.var(0, unbiased=False)).mean())
+
+    def log_prob(self, z: Tensor, encoded: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        mu, logvar = self.encoded() if encoded is None else encoded
+        return diagonal_gaussian_mixture_log_prob(z, mu.to(z), logvar.to(z))
+
+    def sample(
+        self,
+        n: int,
+        *,
+        device: torch.device | str,
+        generator: torch.Generator | None = None,
+        encoded: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        mu, logvar = self.encoded() if encoded is None else encoded
+        k = torch.randint(mu.shape[0], (n,), device=device, generator=generator)
+        eps = torch.randn(n, self.dim, device=device, generator=generator)
+        mu, std = mu.to(device)[k], torch.exp(0.5 * logvar).to(device)[k]
+        return mu + std * eps
+
+
 # --- registration -------------------------------------------------------------------------------
 
 
@@ -318,3 +437,4 @@ def genfw_register_priors(register: Register) -> None:
         options=CategoricalOptions,
         help="one-hot category + continuous codes",
     )
+    register("vamp", VampPrior, options=VampOptions, help="VampPrior: mixture of the encoder's posteriors")
