@@ -574,13 +574,20 @@ def run_phase(
     return loss, out.context, terms
 
 
-def check_variant(name: str, *, registry: Registry | None = None, options: Any = None) -> None:
+def check_variant(
+    name: str,
+    *,
+    registry: Registry | None = None,
+    options: Any = None,
+    config: Mapping[str, Any] | None = None,
+) -> None:
     """The variant contract: its declarations (:class:`genfw.contracts.Variant`) hold: the
     registry has checked their types; slots default to registered components; it builds on a
     small data set the phases ``phases_for(options)`` names, in that order, each giving the
     ``provides`` its ``PhaseSpec`` declares and training only declared players; one step of every
     phase updates its parameters and its context holds every declared key; samples have the data's
-    shape."""
+    shape. ``config`` is merged into the small run's config: other components for its slots
+    (``{"prior": "vamp"}``)."""
     component = _component("variant", name, registry)
     where = _where(component)
     registry = default_registry() if registry is None else registry
@@ -591,7 +598,8 @@ def check_variant(name: str, *, registry: Registry | None = None, options: Any =
             raise _fail(
                 where, f"slot '{slot}' defaults to {spec.kind} '{spec.default}', which is not registered"
             )
-    extra = {"variant": {"name": name, **dict(options or {})}} if options else None
+    extra = {"variant": {"name": name, **dict(options or {})}} if options else {}
+    extra.update(config or {})
     try:
         run = small_run(name, registry=registry, extra=extra)
     except GenfwError as exc:
