@@ -12,13 +12,14 @@ minimises ``-mean_b L_k(x_b)``. ``k = 1`` is the VAE's single-sample ELBO (the M
 Gradient estimators (``estimator``):
 
 - ``iwae``: the paper's, the reparameterised gradient of ``L_k``: ``sum_i w~_i grad log w_i``
-  with the normalised weights ``w~_i = w_i / sum_j w_j`` (Burda et al., eq. 8).
-- ``dreg``: doubly reparameterised (Tucker et al. 2019, eq. 8) for the encoder:
+  with the normalised weights ``w~_i = w_i / sum_j w_j`` (Burda et al. 2016).
+- ``dreg``: doubly reparameterised (Tucker et al. 2019, IWAE-DReG) for the encoder:
   ``sum_i w~_i^2 (d log w_i / d z_i) (d z_i / d phi)``, where ``log w_i`` is taken with ``q``'s
   parameters held fixed (only the path through ``z_i``); the decoder's (and the prior's)
   parameters get the IWAE gradient ``sum_i w~_i grad log p(x, z_i)`` at fixed ``z_i``. Unbiased for
-  the same gradient as ``iwae``, with a variance that does not grow with ``k`` for the encoder (it
-  is 0 when ``q`` is the true posterior). With a prior built from the encoder (``vamp``) the
+  the same gradient as ``iwae``; the encoder's signal-to-noise ratio does not shrink as ``k``
+  grows, as IWAE's does (Rainforth et al. 2018), and the estimate is exactly 0 where ``q`` is the
+  true posterior. With a prior built from the encoder (``vamp``) the
   encoder also gets the prior's part, as a model parameter: ``sum_i w~_i grad log p(z_i)``.
 """
 

@@ -344,7 +344,7 @@ def diagonal_gaussian_mixture_log_prob(
 class VampPrior(nn.Module):
     """VampPrior: (1/K) sum_k q(z | u_k), the encoder's posteriors of K learned pseudo-inputs.
 
-    Tomczak & Welling 2018, eq. 9: ``p(z) = (1/K) sum_k q(z | u_k)`` with ``q`` the variant's
+    Tomczak & Welling 2018: ``p(z) = (1/K) sum_k q(z | u_k)`` with ``q`` the variant's
     Gaussian encoder and ``u_k`` pseudo-inputs of the data's shape, trained with the model (the
     encoder's parameters get the prior's gradient too). ``log_prob`` is the exact log-sum-exp
     over the components; ``sample`` picks a pseudo-input uniformly, encodes it and draws from that

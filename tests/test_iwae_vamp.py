@@ -14,7 +14,7 @@ from torch import nn
 
 from genfw import Batch, DataInfo, GenfwError, Modules, testing
 from genfw.config import resolve
-from genfw.train import build
+from genfw.train import Trainer, build, read_run
 from genfw_plugins import priors
 from genfw_plugins.iwae import IWAE, IWAEOptions, iwae_objective
 from genfw_plugins.losses import GaussianNLL, GaussianOptions
@@ -362,6 +362,40 @@ def test_iwae_keeps_the_variant_contract(genfw_contract, options):
 @pytest.mark.parametrize("variant", ["vae", "iwae"])
 def test_variants_keep_the_contract_with_vamp(variant):
     testing.check_variant(variant, config={"prior": {"name": "vamp", "components": 6}})
+
+
+def test_iwae_with_vamp_resumes_exactly(tmp_path, registry):
+    """The pseudo-inputs ride in the checkpoint with the networks: 3 + 3 resumed steps give the
+    weights of 6 straight ones, bit for bit."""
+
+    def raw(steps: int, **train) -> dict:
+        small = {"name": "mlp", "hidden": [16]}
+        return {
+            "variant": {"name": "iwae", "latent_dim": 3, "k": 3, "estimator": "dreg"},
+            "prior": {"name": "vamp", "components": 10},
+            "dataset": "digits",
+            "encoder": small,
+            "generator": small,
+            "metrics": {},
+            "train": {
+                "steps": steps,
+                "batch_size": 16,
+                "log_every": 1,
+                "progress": False,
+                "grid": 4,
+                **train,
+            },
+        }
+
+    straight = Trainer(resolve(raw(6, checkpoint_every=3), registry), tmp_path / "a")
+    straight.fit()
+    Trainer(resolve(raw(3), registry), tmp_path / "b").fit()
+    resumed = Trainer(read_run(tmp_path / "b", registry, [("train.steps", 6)]), tmp_path / "b", resume=True)
+    resumed.fit()
+    for name in ("encoder", "generator", "prior"):
+        a, b = straight.plain[name].state_dict(), resumed.plain[name].state_dict()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resume"
 
 
 # --- through the CLI -------------------------------------------------------------------------------------
