@@ -52,8 +52,9 @@ def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * ((z - mu).square() / logvar.exp() + logvar + _LOG_2PI).sum(-1)
 
 
-def refuse_prior(name: str, prior: Any) -> None:
-    """One-line error for a prior a Gaussian posterior has no finite KL from."""
+def refuse_prior(name: str, prior: Any, variant: str = "vae") -> None:
+    """One-line error for a prior a Gaussian posterior has no finite KL from (``variant``: the
+    variant refusing it, ``vae`` or ``iwae``)."""
     sparse = hasattr(prior, "kl_from_spike_slab")
     fit = "vsc, aae, wae" if sparse else "aae, wae"
     why = (
@@ -62,8 +63,8 @@ def refuse_prior(name: str, prior: Any) -> None:
         else "it has no density on all of the Gaussian posterior's support, so KL(q || p) is infinite"
     )
     raise GenfwError(
-        f"prior '{name}' cannot be used with vae: {why}; variants that can use it: {fit} "
-        f"(vae takes priors with a density everywhere: normal, mog, vamp)"
+        f"prior '{name}' cannot be used with {variant}: {why}; variants that can use it: {fit} "
+        f"({variant} takes priors with a density everywhere: normal, mog, vamp)"
     )
 
 
@@ -91,7 +92,7 @@ class VAE(AutoencoderBase):
         self.prior = build_prior(ctx, o.latent_dim, gaussian_encoder=True)
         self.closed_form = hasattr(self.prior, "kl_from_normal")
         if not self.closed_form and not getattr(self.prior, "full_support", False):
-            refuse_prior(ctx["prior"].name, self.prior)
+            refuse_prior(ctx["prior"].name, self.prior, type(self).__name__.lower())
         model = self.single_phase_model(
             ctx,
             2 * o.latent_dim,

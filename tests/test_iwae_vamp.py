@@ -327,6 +327,11 @@ def test_vamp_needs_a_variant_with_a_gaussian_encoder(registry, run_cli, tmp_pat
         assert len(err.strip().splitlines()) == 1
 
 
+def test_iwae_refuses_a_prior_without_a_density_everywhere(registry):
+    with pytest.raises(GenfwError, match=r"prior 'uniform' cannot be used with iwae: .*\(iwae takes priors"):
+        built(registry, {"name": "iwae"}, prior="uniform")
+
+
 def test_vae_with_vamp_trains_the_pseudo_inputs_through_a_monte_carlo_kl(registry):
     b = built(registry, {"name": "vae", "latent_dim": 2}, prior={"name": "vamp", "components": 5})
     model, vae = b.model, b.model.sample.__self__
