@@ -359,9 +359,9 @@ def test_vamp_keeps_the_prior_contract(genfw_contract):
     genfw_contract("prior", "vamp", options={"components": 7})
 
 
-@pytest.mark.parametrize("options", [{"estimator": "iwae", "k": 3}, {"estimator": "dreg", "k": 3}])
-def test_iwae_keeps_the_variant_contract(genfw_contract, options):
-    genfw_contract("variant", "iwae", options=options)
+def test_iwae_with_dreg_keeps_the_variant_contract(genfw_contract):
+    # (iwae with its defaults is in tests/test_contracts.py, with every registered component)
+    genfw_contract("variant", "iwae", options={"estimator": "dreg", "k": 3})
 
 
 @pytest.mark.parametrize("variant", ["vae", "iwae"])
