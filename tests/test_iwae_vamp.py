@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import genfw
 from genfw import Batch, DataInfo, GenfwError, Modules, testing
 from genfw.config import resolve
 from genfw.train import Trainer, build, read_run
@@ -362,6 +363,36 @@ def test_vamp_keeps_the_prior_contract(genfw_contract):
 def test_iwae_with_dreg_keeps_the_variant_contract(genfw_contract):
     # (iwae with its defaults is in tests/test_contracts.py, with every registered component)
     genfw_contract("variant", "iwae", options={"estimator": "dreg", "k": 3})
+
+
+class VampIgnoringItsPosteriors(priors.VampPrior):
+    def log_prob(self, z, encoded=None):
+        return super().log_prob(z)  # always the bound encoder's: wrong in training
+
+
+class VampWithoutItsInputs(priors.VampPrior):
+    def forward(self):
+        return self.pseudo_inputs.flatten(1)[:, :2]  # not the data's shape
+
+
+class BrokenEncoderPriors:
+    @genfw.hookimpl
+    def genfw_register_priors(self, register):
+        register("deaf_vamp", VampIgnoringItsPosteriors, options=priors.VampOptions)
+        register("shapeless_vamp", VampWithoutItsInputs, options=priors.VampOptions)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("deaf_vamp", r"log_prob\(z, encoded=\(mu, logvar\)\) ignores the posteriors it is given"),
+        ("shapeless_vamp", r"forward\(\) gave \(500, 2\), expected inputs \(K, 3\)"),
+    ],
+)
+def test_the_kit_catches_a_broken_encoder_prior(name, message):
+    registry = testing.registry_with(BrokenEncoderPriors())
+    with pytest.raises(AssertionError, match=message):
+        testing.check("prior", name, registry=registry)
 
 
 @pytest.mark.parametrize("variant", ["vae", "iwae"])
