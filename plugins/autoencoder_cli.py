@@ -73,6 +73,12 @@ def pictures(args: argparse.Namespace, run: LoadedRun) -> list[Path]:
             f"--reconstruct, --latent-plot and --traverse need an autoencoder (ae, vae, aae, wae, vsc); "
             f"this run's variant is '{run.cfg.variant.name}'"
         )
+    if args.latent_plot and model.prior is None:
+        raise GenfwError(
+            f"--latent-plot draws codes over samples of a prior distribution of codes; variant "
+            f"'{run.cfg.variant.name}' has none (its codes are codebook indices on a grid, sampled by "
+            f"an autoregressive prior); use --reconstruct or --traverse"
+        )
     if dataset.kind != "image" and (args.reconstruct or args.traverse is not None):
         raise GenfwError("--reconstruct and --traverse draw images; this run's data are points")
     holdout = run.cfg.train.holdout
