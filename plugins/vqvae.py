@@ -103,7 +103,7 @@ class Codebook(nn.Module):
     updated by moving averages (``ema=True``: buffers ``ema_count (K,)``, ``ema_sum (K, D)`` hold
     Sonnet's hidden, not yet debiased, averages and ``ema_steps`` the updates made). ``idle (K,)``
     counts the consecutive training steps each code went unused (dead-code restarts). Initial codes:
-    uniform on ``[-sqrt(3 / D), sqrt(3 / D)]`` (unit variance per coordinate), Sonnet's
+    uniform on ``[-sqrt(3 / D), sqrt(3 / D)]`` (variance 1 / D per coordinate), Sonnet's
     ``VarianceScaling(distribution='uniform')`` of its ``(D, K)`` embeddings.
     """
 

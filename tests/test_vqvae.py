@@ -59,6 +59,15 @@ def test_quantisation_picks_the_nearest_code_and_the_first_on_a_tie():
     assert commitment.item() == pytest.approx(1.8225) and codebook_term.item() == pytest.approx(1.8225)
 
 
+def test_initial_codes_are_sonnets_variance_scaling_uniform():
+    torch.manual_seed(0)
+    for ema in (False, True):
+        e = Codebook(512, 64, ema=ema, decay=0.99, epsilon=1e-5, restart=0).embedding.detach()
+        bound = math.sqrt(3 / 64)  # fan_in = D of Sonnet's (D, K) embeddings: U(-sqrt(3/D), sqrt(3/D))
+        assert e.abs().max() <= bound and e.abs().max() > 0.99 * bound
+        assert e.var().item() == pytest.approx(1 / 64, rel=0.05)  # a^2 / 3 = 1 / D
+
+
 def test_straight_through_passes_the_gradient_at_z_q_to_z_e():
     cb = codebook([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
     z_e = grid([[0.4, 0.1], [0.2, 1.2]]).requires_grad_()
