@@ -509,5 +509,5 @@ def genfw_register_variants(register: Any) -> None:
         "vqvae",
         VQVAE,
         options=VQVAEOptions,
-        help="VQ-VAE: codebook, straight-through, EMA option; PixelCNN prior for sampling",
+        help="VQ-VAE (van den Oord et al. 2017): codebook, straight-through, EMA option; PixelCNN prior",
     )
