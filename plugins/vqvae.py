@@ -125,8 +125,10 @@ class Codebook(nn.Module):
     def nearest(self, flat: Tensor) -> Tensor:
         """Indices ``(N,)`` of the nearest code of each row of ``flat (N, D)`` in squared Euclidean
         distance (the first on ties)."""
-        e = self.embedding.detach()
-        d = flat.square().sum(1, keepdim=True) - 2.0 * flat @ e.t() + e.square().sum(1)  # (N, K)
+        e = self.embedding.detach().float()
+        flat = flat.float()
+        with torch.autocast(flat.device.type, enabled=False):  # distances in float32 under bf16/fp16
+            d = flat.square().sum(1, keepdim=True) - 2.0 * flat @ e.t() + e.square().sum(1)  # (N, K)
         return d.argmin(1)
 
     def lookup(self, indices: Tensor) -> Tensor:
