@@ -272,7 +272,7 @@ def test_short_training_on_digits_learns_codes_and_their_prior(tmp_path, registr
     assert last["autoencoder/reconstruction"] < 0.5 * first["autoencoder/reconstruction"]
     assert last["autoencoder/perplexity"] > 4  # several codes in use
     # the prior beats the uniform distribution over 16 codes at 16 positions (16 log 16 = 44.4 nats)
-    assert last["prior/nll"] < 16 * math.log(16) - 5
+    assert last["prior/nll"] < 16 * math.log(16) - 3  # 37.3 measured
     assert result.metrics["autoencoding/reconstruction"] < 0.5 * first["autoencoder/reconstruction"]
     assert "autoencoding/latent_mmd" not in result.metrics and "autoencoding/elbo" not in result.metrics
 
