@@ -334,6 +334,14 @@ def test_cli_trains_samples_and_draws_the_autoencoder_pictures(tmp_path, run_cli
     assert not (run / "latent.png").exists()
 
 
+def test_cli_refuses_points_in_one_line(tmp_path, run_cli):
+    code, _, err = run_cli(
+        "train", "--plugin", "vqvae", "--dataset", "toy2d", "--out", tmp_path / "r", *QUICK
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "takes images (C, H, W)" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_list_shows_vqvae_with_its_options(run_cli):
     code, out, _ = run_cli("list", "variant")
     assert code == 0 and "vqvae" in out
