@@ -279,7 +279,13 @@ class Generator:
         return f"Generator(variant={self.variant!r}, data={self.data.kind} {shape}, path='{self.path}')"
 
     # -- sampling ---------------------------------------------------------------------------------
-    def sample(self, n: int, labels: int | Tensor | None = None, seed: int | None = None) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        labels: int | Tensor | None = None,
+        seed: int | None = None,
+        truncation: float | None = None,
+    ) -> Tensor:
         """``n`` samples ``(n, *data shape)``, float32 on the CPU.
 
         :param labels: a conditional model's classes: an int draws that class, a tensor ``(n,)``
@@ -288,28 +294,37 @@ class Generator:
         :param seed: ``0 .. 2**32-1``: the same seed gives the same samples, bit for bit, as
             ``genfw sample PATH -n N --seed SEED`` (on the same device), leaving torch's global
             random state as it was; ``None`` draws from torch's global random state.
+        :param truncation: the truncation trick's ``psi`` (``genfw sample --truncation``), for a
+            variant that declares one (:attr:`genfw.contracts.Variant.truncation`); refused in one
+            line for the others.
         """
-        return self.sample_with_labels(n, labels, seed)[0]
+        return self.sample_with_labels(n, labels, seed, truncation)[0]
 
     def sample_with_labels(
-        self, n: int, labels: int | Tensor | None = None, seed: int | None = None
+        self,
+        n: int,
+        labels: int | Tensor | None = None,
+        seed: int | None = None,
+        truncation: float | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """:meth:`sample`, and the labels ``(n,)`` it drew with (``None`` for an unconditional model)."""
         from genfw import validators as check
         from genfw.config import MAX_SEED
-        from genfw.sampling import class_rows, forked, generate, sample_labels
+        from genfw.sampling import class_rows, forked, generate, sample_labels, truncated_sampler
 
         _check_int("n", n, check.at_least(1))
         if seed is not None:
             _check_int("seed", seed, check.in_interval(0, MAX_SEED))
         model, device = self.model, self.device
+        if truncation is not None:  # refused before anything is drawn
+            truncated_sampler(model, truncation, f"variant '{self.variant}'")
         k = self.num_classes
         if labels is None and k:
             labels = class_rows(k, -(-n // k))[:n]
         y = sample_labels(model, n, labels, device)  # checks the labels
 
         def draw() -> Tensor:
-            return generate(model, self.modules, n, labels=y)
+            return generate(model, self.modules, n, labels=y, truncation=truncation)
 
         samples = draw() if seed is None else forked(seed, device, draw)
         return samples, (None if y is None else y.cpu())

@@ -63,7 +63,13 @@ def build_model(cfg: RunConfig, data: DataInfo) -> tuple[Model, BuildContext]:
     """The variant's model for data of ``data``'s shape, with the run's callbacks attached (in
     their declared order; genfw's ``lr_schedule`` first where rates change) and their
     ``on_model_built`` applied; ``ctx.events`` fires their events."""
-    ctx = BuildContext(components=cfg.slots, data=data, events=Callbacks(), registry=cfg.registry)
+    ctx = BuildContext(
+        components=cfg.slots,
+        data=data,
+        events=Callbacks(),
+        registry=cfg.registry,
+        batch_size=cfg.train.batch_size,
+    )
     model = cfg.variant.build().build(ctx)
     callbacks = [(name, spec.build()) for name, spec in cfg.callbacks.items()]
     # The learning rates (train.lr_schedule, a variant's Phase.lr_scale): genfw's own callback, first.

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import attrs
 
 from genfw import config as config_mod
-from genfw import rundir
+from genfw import rundir, sampling
 from genfw import validators as check
 from genfw.commands import Applied, CommandTable, LoadedRun, apply_extension
 from genfw.contracts import describe_variant_phases
@@ -145,6 +145,21 @@ def int_arg(name: str, validator: check.Validator) -> Callable[[str], int]:
     return parse
 
 
+def float_arg(name: str) -> Callable[[str], float]:
+    """An argparse ``type``: a finite float."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text}")
+        return value
+
+    return parse
+
+
 SEED = int_arg("seed", check.in_interval(0, config_mod.MAX_SEED))
 
 
@@ -229,7 +244,7 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
         raise GenfwError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     gen = api.load(args.run, registry=get_host().registry)  # no data, no metrics
     # A conditional model draws --label's class, or else one row per class: labels 0 0 .. 1 1 ..
-    samples, labels = gen.sample_with_labels(args.n, args.label, args.seed)
+    samples, labels = gen.sample_with_labels(args.n, args.label, args.seed, args.truncation)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
         rows = labels if labels is not None and args.label is None else None
@@ -544,6 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw this class only (conditional runs; a categorical code's value for codes)",
     )
     p.add_argument("--out", help="output file: .png (grid) or .safetensors (tensors 'samples', 'labels')")
+    p.add_argument(
+        "--truncation",
+        type=float_arg("truncation"),
+        metavar="PSI",
+        help="the truncation trick at PSI (variants that have one: stylegan2's w_avg + PSI (w - w_avg))",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_sample)
 

@@ -183,6 +183,11 @@ class Variant:
     #: ``bool``: its critic phase scores unconditional fakes of its generators, each labelled only
     #: as fake, which experience replay may swap for past ones.
     replayable: ClassVar[bool] = False
+    #: ``bool``: the models it builds draw truncated samples (the truncation trick: StyleGAN's
+    #: ``w' = w_avg + psi (w - w_avg)``, BigGAN's resampled latents): ``build`` then sets
+    #: ``Model.truncate``, which ``genfw sample --truncation PSI`` calls; a variant without it is
+    #: refused there in one line. Optional on a class that does not subclass this one (``False``).
+    truncation: ClassVar[bool] = False
 
     def __init__(self, options: Any) -> None:
         self.options = options
@@ -230,6 +235,11 @@ class VariantInfo:
     @property
     def phases(self) -> Mapping[str, PhaseSpec]:
         return self.factory.phases
+
+    @property
+    def truncation(self) -> bool:
+        """Whether its models draw truncated samples (:attr:`Variant.truncation`)."""
+        return bool(getattr(self.factory, "truncation", False))
 
     def provides(self, phase: str) -> frozenset[str]:
         """The keys phase ``phase`` declares, with those the loop always adds (empty when the
@@ -591,6 +601,8 @@ def _check_variant(cls: Any) -> str | None:
         return f"class attribute 'default_metrics' must be a tuple of metric names or None, not {cls.default_metrics!r}"
     if not isinstance(cls.replayable, bool):
         return f"class attribute 'replayable' must be True or False, not {cls.replayable!r}"
+    if not isinstance(getattr(cls, "truncation", False), bool):
+        return f"class attribute 'truncation' must be True or False, not {cls.truncation!r}"
     return None
 
 

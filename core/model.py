@@ -133,6 +133,10 @@ class Model:
 
     A family of variants whose metrics or commands need more (an autoencoder's ``encode`` and
     ``decode``) returns an attrs subclass with those fields; the core reads only these.
+    ``truncate(m, n, y, psi)``, where given, draws ``n`` samples as ``sample`` does with the
+    truncation trick at ``psi`` (its meaning is the variant's: StyleGAN2's ``w_avg + psi (w -
+    w_avg)``); a variant that sets it declares ``truncation = True``
+    (:attr:`genfw.contracts.Variant.truncation`), and an invalid ``psi`` is a one-line GenfwError.
     ``stage()``, where given, returns the model's current stage (an int: a resolution of a growing
     model, a curriculum's step), read before each phase repeat; when it changes the loop fires
     callbacks' ``on_stage_change`` (ProGAN resets its optimisers then), and checkpoints keep it.
@@ -144,6 +148,7 @@ class Model:
     export: tuple[str, ...] = ("generator",)
     num_classes: int = 0
     stage: Callable[[], int] | None = None
+    truncate: Callable[[Modules, int, Tensor | None, float], Tensor] | None = None
 
 
 @attrs.frozen
@@ -173,6 +178,9 @@ class BuildContext:
     events: Callbacks = attrs.field(factory=lambda: _callbacks())
     # The registry the run was resolved with (refusals list its variants); None: the process-wide.
     registry: Any = attrs.field(default=None, eq=False, repr=False)
+    # The run's train.batch_size (per process): schedules counted in images (an EMA's half-life)
+    # read it; None where no run config is at hand.
+    batch_size: int | None = None
 
     def __getitem__(self, slot: str) -> ComponentSpec:
         return self.components[slot]

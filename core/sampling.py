@@ -45,15 +45,36 @@ def class_rows(num_classes: int, per_class: int) -> Tensor:
     return torch.arange(num_classes).repeat_interleave(per_class)
 
 
+def truncated_sampler(model: Model, psi: float, variant: str = "this variant") -> Callable[..., Tensor]:
+    """``model``'s sampler with the truncation trick at ``psi`` (``Model.truncate``), or a one-line
+    GenfwError naming the variants that have one (:attr:`genfw.contracts.Variant.truncation`)."""
+    if model.truncate is None:
+        from genfw.plugins import variants_where
+
+        raise GenfwError(
+            f"--truncation {psi}: {variant} has no truncation trick (its sampler takes no psi); "
+            f"variants with one: {variants_where(lambda v: v.truncation)}"
+        )
+    return lambda m, k, y: model.truncate(m, k, y, psi)
+
+
 @torch.no_grad()
 def generate(
-    model: Model, modules: Modules, n: int, *, labels: int | Tensor | None = None, chunk: int = 1000
+    model: Model,
+    modules: Modules,
+    n: int,
+    *,
+    labels: int | Tensor | None = None,
+    chunk: int = 1000,
+    truncation: float | None = None,
 ) -> Tensor:
     """``n`` samples on the CPU, made in eval mode in chunks.
 
     A conditional model draws the classes ``labels`` chooses (see :func:`sample_labels`; by
-    default it cycles through all classes); the labels live on the modules' device.
+    default it cycles through all classes); the labels live on the modules' device. With
+    ``truncation`` the model's truncated sampler draws them (:func:`truncated_sampler`).
     """
+    sample = model.sample if truncation is None else truncated_sampler(model, truncation)
     y_all = sample_labels(model, n, labels, device_of(*modules.values()))
     was_training = {k: mod.training for k, mod in modules.items()}
     for mod in modules.values():
@@ -63,7 +84,7 @@ def generate(
         for start in range(0, n, chunk):
             k = min(chunk, n - start)
             y = None if y_all is None else y_all[start : start + k]
-            out.append(model.sample(modules, k, y).float().cpu())
+            out.append(sample(modules, k, y).float().cpu())
     finally:
         for k, mod in modules.items():
             mod.train(was_training[k])

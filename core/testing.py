@@ -585,9 +585,9 @@ def check_variant(
     registry has checked their types; slots default to registered components; it builds on a
     small data set the phases ``phases_for(options)`` names, in that order, each giving the
     ``provides`` its ``PhaseSpec`` declares and training only declared players; one step of every
-    phase updates its parameters and its context holds every declared key; samples have the data's
-    shape. ``config`` is merged into the small run's config: other components for its slots
-    (``{"prior": "vamp"}``)."""
+    phase updates its parameters and its context holds every declared key; samples (and truncated
+    samples, where it declares ``truncation``) have the data's shape. ``config`` is merged into the
+    small run's config: other components for its slots (``{"prior": "vamp"}``)."""
     component = _component("variant", name, registry)
     where = _where(component)
     registry = default_registry() if registry is None else registry
@@ -643,6 +643,20 @@ def check_variant(
             where,
             f"sample(m, 4, y) gave {tuple(samples.shape)}, expected finite (4, {', '.join(map(str, shape))})",
         )
+    declared = bool(getattr(factory, "truncation", False))
+    if declared != (model.truncate is not None):
+        raise _fail(
+            where,
+            f"it declares truncation = {declared}, but its Model.truncate is "
+            f"{'None' if model.truncate is None else 'set'}; set both or neither",
+        )
+    if model.truncate is not None:
+        with torch.no_grad():
+            samples = model.truncate(run.modules, 4, y, 0.5)
+        if tuple(samples.shape) != (4, *shape) or not torch.isfinite(samples).all():
+            raise _fail(
+                where, f"truncate(m, 4, y, 0.5) gave {tuple(samples.shape)}, expected finite (4, *shape)"
+            )
 
 
 def _check_declared_phases(factory: Any, run: SmallRun, where: str) -> None:

@@ -80,35 +80,60 @@ def he_scale(fan_in: int, gain: float = math.sqrt(2.0)) -> float:
 
 
 class EqualizedLinear(nn.Module):
-    """``y = x (c W)^T + b`` with ``W ~ N(0, 1)``, ``b = 0`` and ``c = gain / sqrt(in_features)``."""
+    """``y = x (c W)^T + b_s b`` with ``W ~ N(0, 1) / lr_multiplier``, ``c = gain * lr_multiplier /
+    sqrt(in_features)``, ``b`` filled with ``bias_init`` and ``b_s = lr_multiplier``.
 
-    def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2.0)) -> None:
+    ``lr_multiplier`` (StyleGAN's mapping network: 0.01) scales the effective learning rate of the
+    layer by that factor under Adam, as the authors' ``FullyConnectedLayer``; 1 gives ProGAN's layer.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        gain: float = math.sqrt(2.0),
+        *,
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.scale = he_scale(in_features, gain)
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.scale = he_scale(in_features, gain) * lr_multiplier
+        self.bias_scale = lr_multiplier
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
+        bias = self.bias if self.bias_scale == 1.0 else self.bias * self.bias_scale
+        return F.linear(x, self.weight * self.scale, bias)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, scale={self.scale:.4g}"
 
 
 class EqualizedConv2d(nn.Module):
-    """A same-padded convolution with ``W ~ N(0, 1)`` scaled by ``gain / sqrt(in_ch * k * k)``."""
+    """A convolution with ``W ~ N(0, 1)`` scaled by ``gain / sqrt(in_ch * k * k)``: same-padded
+    unless ``padding`` is given, with ``stride``, and without bias where ``bias`` is false."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: int, gain: float = math.sqrt(2.0)
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        gain: float = math.sqrt(2.0),
+        *,
+        stride: int = 1,
+        padding: int | None = None,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.scale = he_scale(in_channels * kernel * kernel, gain)
-        self.padding = kernel // 2
+        self.padding = kernel // 2 if padding is None else padding
+        self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape

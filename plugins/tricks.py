@@ -754,13 +754,26 @@ class EMAOptions:
     # Early on, decay min(decay, (1 + t) / (10 + t)) (TensorFlow's num_updates rule), so the
     # average forgets the initial weights quickly.
     warmup: bool = True
+    # The half-life of the average in thousands of training images (StyleGAN2's ema_kimg). Given,
+    # it replaces decay: decay = 0.5 ** (batch_size * processes / (1000 * half_life_kimg)), the
+    # images of one update over all processes. null: decay as given.
+    half_life_kimg: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(check.positive)
+    )
+
+
+def half_life_decay(half_life_kimg: float, images_per_update: int) -> float:
+    """The per-update decay ``0.5 ** (images / (1000 half_life_kimg))`` after which the average's
+    weight on the past halves every ``half_life_kimg`` thousand images (StyleGAN2's ``ema_beta``)."""
+    return 0.5 ** (images_per_update / (1000.0 * half_life_kimg))
 
 
 class EMA(Callback):
     """Exponential moving average of each generator's weights (Yazici et al. 2019).
 
     After each step of a phase that trains generator ``G``, ``theta_ema <- decay * theta_ema +
-    (1 - decay) * theta`` in the module ``G_ema`` (``generator_ema``). Sample grids, metrics,
+    (1 - decay) * theta`` in the module ``G_ema`` (``generator_ema``); with ``half_life_kimg``,
+    ``decay`` follows from the batch size (:func:`half_life_decay`, StyleGAN2's ``ema_kimg``). Sample grids, metrics,
     ``genfw sample`` and ``generator.safetensors`` use the averaged weights (the ``sampler``
     event); training uses the live ones. It copies the generators after every callback that
     changes them.
@@ -773,11 +786,18 @@ class EMA(Callback):
         self.phases = set(phases_training(model, self.generators))
         for g in self.generators:
             add_module(model, f"{g}_ema", AveragedGenerator(model.modules[g]))
+        self.decay = self.options.decay
+        if self.options.half_life_kimg is not None:
+            if not ctx.batch_size:
+                raise GenfwError("ema: half_life_kimg needs the run's batch size; give decay instead")
+            dist = torch.distributed
+            world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            self.decay = half_life_decay(self.options.half_life_kimg, ctx.batch_size * world)
 
     def on_phase_end(self, phase: str, output: PhaseOutput, state: LoopState) -> None:
         if phase in self.phases:
             for g in self.generators:
-                state.plain[f"{g}_ema"].update(state.plain[g], self.options.decay, self.options.warmup)
+                state.plain[f"{g}_ema"].update(state.plain[g], self.decay, self.options.warmup)
 
     def sampler(self, modules: Modules) -> Modules:
         return Modules({**modules, **{g: modules[f"{g}_ema"].average for g in self.generators}})
