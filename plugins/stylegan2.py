@@ -19,6 +19,11 @@ convolutions (the second downsampling) plus a 1x1 downsampling skip, summed and 
 1/sqrt 2; at 4x4 the minibatch standard deviation (groups of 4), a 3x3 convolution, a dense layer
 and a linear output. Every layer has an equalised learning rate.
 
+Conditional (``conditional: true``, labelled data): G's mapping network takes the normalised
+embedding of the one-hot label beside ``z``; the critic's output has as many features as its 4x4
+maps and is projected onto a mapping network's output for the label, divided by sqrt of their
+number (the authors' ``cmap``).
+
 Losses: non-saturating logistic (the ``loss`` slot); lazy R1 on the critic (the ``r1``
 regulariser with ``interval`` 16: on every 16th critic step, times 16); path-length
 regularisation of the generator on every 4th generator step, times 4 (below); an EMA of the
@@ -161,24 +166,46 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
 
 
 class MappingNetwork(nn.Module):
-    """``z (B, z_dim)`` -> ``w (B, w_dim)``: second-moment normalisation, then ``layers`` equalised
-    dense layers (learning-rate multiplier ``lr_multiplier``) with leaky ReLU. ``w_avg`` follows
-    the mean ``w`` of every call in training mode (``w_avg_beta``)."""
+    """``z (B, z_dim)`` and labels ``y (B,)`` -> ``w (B, w_dim)``: ``z`` normalised by its second
+    moment and, with ``num_classes``, beside it the embedding of the one-hot label (an equalised
+    dense layer to ``w_dim``) normalised the same way; then ``layers`` equalised dense layers
+    (learning-rate multiplier ``lr_multiplier``) with leaky ReLU (the authors'
+    ``MappingNetwork``). With ``w_avg_beta``, ``w_avg`` follows the mean ``w`` of every call in
+    training mode. ``z_dim`` 0: the label alone (the critic's projection)."""
 
-    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_multiplier: float, w_avg_beta: float) -> None:
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        layers: int,
+        lr_multiplier: float,
+        w_avg_beta: float | None,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
-        dims = [z_dim] + [w_dim] * layers
+        self.num_classes = num_classes
+        self.embed = EqualizedLinear(num_classes, w_dim, gain=1.0) if num_classes else None
+        dims = [z_dim + (w_dim if num_classes else 0)] + [w_dim] * layers
         self.fc = nn.ModuleList(
             EqualizedLinear(a, b, gain=1.0, lr_multiplier=lr_multiplier) for a, b in itertools.pairwise(dims)
         )
         self.w_avg_beta = w_avg_beta
-        self.register_buffer("w_avg", torch.zeros(w_dim))
+        if w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: Tensor, update_w_avg: bool = True) -> Tensor:
-        x = normalize_2nd_moment(z.float()).to(z.dtype)
+    def forward(self, z: Tensor | None, y: Tensor | None = None, update_w_avg: bool = True) -> Tensor:
+        parts = [] if z is None else [normalize_2nd_moment(z.float())]
+        if self.embed is not None:
+            if y is None:
+                raise GenfwError("this stylegan2 is conditional: it needs a label per sample (--label k)")
+            onehot = F.one_hot(y.long(), self.num_classes).float()
+            parts.append(normalize_2nd_moment(self.embed(onehot).float()))
+        x = torch.cat(parts, dim=1)
+        if z is not None:
+            x = x.to(z.dtype)
         for layer in self.fc:
             x = lrelu(layer(x))
-        if update_w_avg and self.training:
+        if update_w_avg and self.training and self.w_avg_beta is not None:
             with torch.no_grad():
                 self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         return x
@@ -218,11 +245,12 @@ class StyleGenerator(nn.Module):
         channel_base: int,
         channel_max: int,
         w_avg_beta: float,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
-        self.latent_dim, self.out_shape = latent_dim, tuple(out_shape)
+        self.latent_dim, self.out_shape, self.num_classes = latent_dim, tuple(out_shape), num_classes
         c, side = self.out_shape[0], self.out_shape[-1]
-        self.mapping = MappingNetwork(latent_dim, w_dim, mapping_layers, mapping_lr, w_avg_beta)
+        self.mapping = MappingNetwork(latent_dim, w_dim, mapping_layers, mapping_lr, w_avg_beta, num_classes)
         ch = lambda r: channels_at(r, channel_base, channel_max)  # noqa: E731
         self.const = nn.Parameter(torch.randn(ch(4), 4, 4))
         self.resolutions = [4 * 2**i for i in range(int(math.log2(side // 4)) + 1)]
@@ -240,12 +268,16 @@ class StyleGenerator(nn.Module):
             self.torgb.append(ToRGB(ch(r), c, w_dim))
         self.num_ws = sum(len(layers) for layers in self.convs) + 1
 
-    def styles(self, z: Tensor, mix: tuple[Tensor, int] | None = None, psi: float = 1.0) -> Tensor:
-        """``ws (B, num_ws, w_dim)``: the mapped ``w`` per layer, mixed and truncated."""
-        ws = self.mapping(z).unsqueeze(1).repeat(1, self.num_ws, 1)
+    def styles(
+        self, z: Tensor, y: Tensor | None = None, mix: tuple[Tensor, int] | None = None, psi: float = 1.0
+    ) -> Tensor:
+        """``ws (B, num_ws, w_dim)``: the mapped ``w`` per layer (labels ``y`` where conditional),
+        mixed and truncated."""
+        y = y if self.num_classes else None
+        ws = self.mapping(z, y).unsqueeze(1).repeat(1, self.num_ws, 1)
         if mix is not None:
             z2, cutoff = mix
-            ws2 = self.mapping(z2, update_w_avg=False).unsqueeze(1).repeat(1, self.num_ws, 1)
+            ws2 = self.mapping(z2, y, update_w_avg=False).unsqueeze(1).repeat(1, self.num_ws, 1)
             ws = mix_styles(ws, ws2, cutoff)
         return truncate(ws, self.mapping.w_avg, psi)
 
@@ -271,11 +303,11 @@ class StyleGenerator(nn.Module):
     ) -> Tensor:
         if path_length:  # float32: the double backward of a half-precision image underflows
             with torch.autocast(z.device.type, enabled=False):
-                ws = self.styles(z.float(), None if mix is None else (mix[0].float(), mix[1]), psi)
+                ws = self.styles(z.float(), y, None if mix is None else (mix[0].float(), mix[1]), psi)
                 img = self.synthesis(ws)
                 noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
                 return path_lengths(img, ws, noise)
-        return self.synthesis(self.styles(z, mix, psi))
+        return self.synthesis(self.styles(z, y, mix, psi))
 
 
 class ResidualBlock(nn.Module):
@@ -296,13 +328,29 @@ class ResidualBlock(nn.Module):
         return y + x
 
 
+def projection(out: Tensor, cmap: Tensor) -> Tensor:
+    """The conditional critic's score ``(out . cmap) / sqrt(d)`` per row (``(B, d)`` each) -> ``(B, 1)``."""
+    return (out * cmap).sum(dim=1, keepdim=True) / math.sqrt(out.shape[1])
+
+
 class ResidualCritic(nn.Module):
-    """Images ``(B, C, S, S)`` -> scores ``(B, 1)``: fromRGB (1x1), a residual block per
-    resolution down to 4x4, then minibatch stddev, a 3x3 convolution, a dense layer and a linear
-    output (the authors' ``DiscriminatorEpilogue``)."""
+    """Images ``(B, C, S, S)`` (and labels ``y (B,)`` where ``num_classes``) -> scores ``(B, 1)``:
+    fromRGB (1x1), a residual block per resolution down to 4x4, then minibatch stddev, a 3x3
+    convolution, a dense layer and a linear output (the authors' ``DiscriminatorEpilogue``). A
+    conditional critic's output has ``cmap_dim = channels at 4x4`` features, projected onto the
+    label's mapped embedding (:func:`projection`; the authors' ``cmap``, a mapping network of the
+    label alone)."""
 
     def __init__(
-        self, in_shape: tuple[int, ...], *, channel_base: int, channel_max: int, mbstd_group: int
+        self,
+        in_shape: tuple[int, ...],
+        *,
+        channel_base: int,
+        channel_max: int,
+        mbstd_group: int,
+        num_classes: int = 0,
+        mapping_layers: int = 8,
+        mapping_lr: float = 0.01,
     ) -> None:
         super().__init__()
         c, side = in_shape[0], in_shape[-1]
@@ -313,7 +361,10 @@ class ResidualCritic(nn.Module):
         self.mbstd = MinibatchStdDev(mbstd_group)
         self.conv = EqualizedConv2d(ch(4) + 1, ch(4), 3, gain=1.0)
         self.fc = EqualizedLinear(ch(4) * 16, ch(4), gain=1.0)
-        self.out = EqualizedLinear(ch(4), 1, gain=1.0)
+        self.num_classes = num_classes
+        self.out = EqualizedLinear(ch(4), ch(4) if num_classes else 1, gain=1.0)
+        if num_classes:
+            self.mapping = MappingNetwork(0, ch(4), mapping_layers, mapping_lr, None, num_classes)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         x = lrelu(self.fromrgb(x))
@@ -321,7 +372,12 @@ class ResidualCritic(nn.Module):
             x = block(x)
         x = lrelu(self.conv(self.mbstd(x)))
         x = lrelu(self.fc(x.flatten(1)))
-        return self.out(x)
+        out = self.out(x)
+        if self.num_classes:
+            if y is None:
+                raise GenfwError("this stylegan2 critic is conditional: it needs the labels of the images")
+            out = projection(out, self.mapping(None, y).to(out.dtype))
+        return out
 
 
 # --- path-length regularisation --------------------------------------------------------------------
@@ -383,6 +439,9 @@ class StyleGAN2Options:
     # Half-life of the generator's EMA in thousands of images (the ema callback's half_life_kimg);
     # 0: sample from the live generator.
     ema_kimg: float = attrs.field(default=10.0, validator=check.non_negative)
+    # true: G and D see the data's labels, as the authors' conditional networks: G's mapping takes
+    # the label's embedding beside z, D projects its output onto the label's mapped embedding.
+    conditional: bool = False
 
 
 def lazy_optim(lr: float, betas: tuple[float, float], interval: int) -> Optim:
@@ -415,6 +474,13 @@ class StyleGAN2(AdversarialGAN, Variant):
     replayable: ClassVar[bool] = True
     truncation: ClassVar[bool] = True
     options: StyleGAN2Options
+    num_classes: int = 0  # classes the players are conditioned on (conditional: true); set by build
+
+    @classmethod
+    def refuse(cls, remedy: str, options: StyleGAN2Options) -> str | None:
+        if options.conditional and remedy in ("experience_replay", "packing"):
+            return f"with conditional: true its critic scores labelled fakes, which {remedy} would strip"
+        return None
 
     @classmethod
     def remedies(cls, options: StyleGAN2Options) -> dict[str, dict[str, Any]]:
@@ -435,7 +501,13 @@ class StyleGAN2(AdversarialGAN, Variant):
                 f"stylegan2 makes square images of 8, 16, 32, 64, ... pixels; the data have shape {shape} "
                 f"(e.g. --dataset digits, or image_folder --dataset.size 32)"
             )
-        nets = {"channel_base": o.channel_base, "channel_max": o.channel_max}
+        self.num_classes = ctx.data.num_classes if o.conditional else 0
+        if o.conditional and not self.num_classes:
+            raise GenfwError(
+                "stylegan2 with conditional: true needs labelled data, and this data set has no classes; "
+                "drop --plugin.conditional or use a data set with labels (e.g. --dataset digits)"
+            )
+        nets = {"channel_base": o.channel_base, "channel_max": o.channel_max, "num_classes": self.num_classes}
         generator = StyleGenerator(
             o.latent_dim,
             shape,
@@ -445,7 +517,9 @@ class StyleGAN2(AdversarialGAN, Variant):
             w_avg_beta=o.w_avg_beta,
             **nets,
         )
-        critic = ResidualCritic(shape, mbstd_group=o.mbstd_group, **nets)
+        critic = ResidualCritic(
+            shape, mbstd_group=o.mbstd_group, mapping_layers=o.mapping_layers, mapping_lr=o.mapping_lr, **nets
+        )
         self.num_ws = generator.num_ws
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
@@ -461,7 +535,13 @@ class StyleGAN2(AdversarialGAN, Variant):
             generator_provides=self.phases["generator"].provides,
         )
         modules: dict[str, nn.Module] = {"generator": generator, "critic": critic}
-        model = Model(modules=modules, phases=phases, sample=self.sample, truncate=self.truncated)
+        model = Model(
+            modules=modules,
+            phases=phases,
+            sample=self.sample,
+            truncate=self.truncated,
+            num_classes=self.num_classes,
+        )
         self.count: HostCount | None = None
         if o.pl_weight > 0:
             self.path_length = PathLength()
@@ -481,13 +561,17 @@ class StyleGAN2(AdversarialGAN, Variant):
 
     def draw(self, m: Modules, batch: Batch) -> Turn:
         device = batch.x.device
-        return Turn(m, batch, self.noise(len(batch), device), None, self.mixing(len(batch), device))
+        n = len(batch)
+        return Turn(m, batch, self.noise(n, device), self.labels(batch), self.mixing(n, device))
+
+    def labels(self, batch: Batch) -> Tensor | None:
+        return batch.y if self.num_classes else None
 
     def generate(self, t: Turn) -> Tensor:
-        return t.m.generator(t.z, mix=t.extra)
+        return t.m.generator(t.z, t.labels, mix=t.extra)
 
     def score(self, t: Turn, x: Tensor, y: Tensor | None) -> Scores:
-        return Scores(t.m.critic(x).squeeze(1))
+        return Scores(t.m.critic(x, y).squeeze(1))
 
     def generator_extra(self, t: Turn, fake: Scores) -> tuple[Tensor | None, dict[str, Tensor]]:
         """Lazy path-length regularisation: on every ``pl_interval``-th generator step, ``pl_weight
@@ -498,7 +582,10 @@ class StyleGAN2(AdversarialGAN, Variant):
             return None, {}
         device = t.batch.x.device
         n = max(1, len(t.batch) // o.pl_batch_shrink)
-        lengths = t.m.generator(self.noise(n, device), mix=self.mixing(n, device), path_length=True).float()
+        y = None if t.labels is None else t.labels[:n]
+        lengths = t.m.generator(
+            self.noise(n, device), y, mix=self.mixing(n, device), path_length=True
+        ).float()
         penalty, a = path_length_penalty(lengths, self.path_length.pl_mean, o.pl_decay)
         self.path_length.pl_mean.copy_(a.detach())
         term = penalty.mean() * (o.pl_weight * o.pl_interval)
@@ -506,14 +593,14 @@ class StyleGAN2(AdversarialGAN, Variant):
 
     def sample(self, m: Modules, n: int, y: Tensor | None = None) -> Tensor:
         g = m.generator
-        return g(self.noise(n, device_of(g)))
+        return g(self.noise(n, device_of(g)), y if self.num_classes else None)
 
     def truncated(self, m: Modules, n: int, y: Tensor | None, psi: float) -> Tensor:
         """``n`` samples with every layer's ``w`` truncated: ``w_avg + psi (w - w_avg)``."""
         if not math.isfinite(psi):
             raise GenfwError(f"truncation psi must be a finite number, got {psi}; 1 leaves w as it is")
         g = m.generator
-        return g(self.noise(n, device_of(g)), psi=psi)
+        return g(self.noise(n, device_of(g)), y if self.num_classes else None, psi=psi)
 
 
 @genfw.hookimpl

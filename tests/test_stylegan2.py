@@ -14,14 +14,17 @@ from genfw.config import resolve
 from genfw.train import Trainer, build, read_run
 from genfw_plugins._layers import EqualizedLinear
 from genfw_plugins.stylegan2 import (
+    ResidualCritic,
     StyleGenerator,
     blur,
     downsample2d,
     lazy_optim,
     mix_styles,
     modulated_conv2d,
+    normalize_2nd_moment,
     path_length_penalty,
     path_lengths,
+    projection,
     truncate,
     upsample2d,
 )
@@ -294,6 +297,7 @@ def test_ema_half_life_gives_the_decay_per_step_from_the_batch_size(registry):
 
 def test_stylegan2_keeps_the_variant_contract():
     testing.check_variant("stylegan2", options=TINY)
+    testing.check_variant("stylegan2", options={**TINY, "conditional": True})
 
 
 def test_refuses_data_it_cannot_make_in_one_line(registry):
@@ -391,3 +395,70 @@ def test_listed_with_its_options(run_cli):
     entry = out.split("\n  stylegan2 - ")[1]
     assert "regularisers: r1, ema" in entry
     assert "--plugin.pl_weight float = 2.0" in entry and "--plugin.style_mixing float = 0.9" in entry
+
+
+# --- conditional -------------------------------------------------------------------------------------
+
+
+def test_projection_by_hand():
+    out, cmap = torch.tensor([[1.0, 2.0], [0.5, -1.0]]), torch.tensor([[3.0, 4.0], [2.0, 2.0]])
+    torch.testing.assert_close(projection(out, cmap), torch.tensor([[11.0], [-1.0]]) / math.sqrt(2))
+
+
+def test_conditional_networks_embed_and_project_the_label():
+    torch.manual_seed(8)
+    g = StyleGenerator(
+        8, (1, 8, 8), w_dim=6, mapping_layers=2, mapping_lr=0.01, channel_base=64, channel_max=8,
+        w_avg_beta=0.995, num_classes=3,
+    )  # fmt: skip
+    seen = []
+    g.mapping.fc[0].register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    z, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 1])
+    g.eval()
+    g(z, y)
+    embed = g.mapping.embed(F.one_hot(y, 3).float())
+    want = torch.cat([normalize_2nd_moment(z), normalize_2nd_moment(embed)], dim=1)  # (4, 8 + 6)
+    torch.testing.assert_close(seen[0], want)
+    assert not torch.allclose(g.styles(z, torch.zeros(4, dtype=torch.long)), g.styles(z, y))
+    # The critic: the linear output (8 features: channels at 4x4) projected onto the label's map.
+    critic = ResidualCritic((1, 8, 8), channel_base=64, channel_max=8, mbstd_group=4, num_classes=3)
+    outs = []
+    critic.out.register_forward_hook(lambda mod, args, out: outs.append(out))
+    x = torch.randn(4, 1, 8, 8)
+    scores = critic(x, y)
+    torch.testing.assert_close(scores, projection(outs[0], critic.mapping(None, y)))
+    assert scores.shape == (4, 1) and outs[0].shape == (4, 8)
+    with pytest.raises(GenfwError, match="needs the labels"):
+        critic(x)
+
+
+def test_conditional_trains_and_samples_a_chosen_class_truncated(tmp_path, registry, run_cli):
+    t = Trainer(resolve(raw(2, conditional=True), registry), tmp_path / "c")
+    t.fit()
+    assert t.built.model.num_classes == 10 and t.plain.critic.num_classes == 10
+    code, _, err = run_cli(
+        "sample",
+        tmp_path / "c",
+        "-n",
+        "3",
+        "--label",
+        "7",
+        "--truncation",
+        "0.5",
+        "--out",
+        tmp_path / "c7.png",
+    )
+    assert code == 0, err
+    with pytest.raises(
+        GenfwError, match="its critic scores labelled fakes, which experience_replay would strip"
+    ):
+        resolve({**raw(1, conditional=True), "regularisers": {"experience_replay": {}}}, registry)
+
+
+def test_conditional_refuses_data_without_labels(registry):
+    from genfw import BuildContext, DataInfo
+
+    spec = resolve(raw(1, conditional=True), registry)
+    variant = spec.variant.build()
+    with pytest.raises(GenfwError, match="needs labelled data"):
+        variant.build(BuildContext(components=spec.slots, data=DataInfo(shape=(1, 8, 8))))
