@@ -424,6 +424,7 @@ class StyleGAN2Options:
     lr_critic: float = attrs.field(default=0.002, validator=check.positive)
     beta1: float = attrs.field(default=0.0, validator=check.in_interval(0, 1, high_open=True))
     beta2: float = attrs.field(default=0.99, validator=check.in_interval(0, 1, high_open=True))
+    n_critic: int = attrs.field(default=1, validator=check.at_least(1))  # critic steps per step (1)
     # Lazy R1: gamma/2 E||grad D(x)||^2 on every r1_interval-th critic step, times r1_interval
     # (the r1 regulariser). 0: no R1. The paper's FFHQ gamma is 10 (CIFAR-10: 0.01).
     r1_gamma: float = attrs.field(default=10.0, validator=check.non_negative)
@@ -530,7 +531,7 @@ class StyleGAN2(AdversarialGAN, Variant):
             ctx,
             lazy_optim(o.lr_critic, betas, d_interval),
             lazy_optim(o.lr_generator, betas, g_interval),
-            n_critic=1,
+            n_critic=o.n_critic,
             critic_provides=self.phases["critic"].provides,
             generator_provides=self.phases["generator"].provides,
         )

@@ -28,6 +28,7 @@ ADVERSARIAL = {
     "began": {},
     "madgan": {},
     "progan": {"variant": {"name": "progan", "channels": 16, "min_channels": 8, "latent_dim": 8}},
+    "stylegan2": {"variant": {"name": "stylegan2", "channel_base": 64, "channel_max": 8, "w_dim": 8}},
 }
 
 
