@@ -563,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--truncation",
         type=float_arg("truncation"),
         metavar="PSI",
-        help="the truncation trick at PSI (variants that have one: stylegan2's w_avg + PSI (w - w_avg))",
+        help="the truncation trick at PSI, for variants that declare one (its meaning is the variant's: "
+        "StyleGAN's w_avg + PSI (w - w_avg))",
     )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_sample)
