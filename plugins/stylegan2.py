@@ -518,9 +518,8 @@ class StyleGAN2(AdversarialGAN, Variant):
             w_avg_beta=o.w_avg_beta,
             **nets,
         )
-        critic = ResidualCritic(
-            shape, mbstd_group=o.mbstd_group, mapping_layers=o.mapping_layers, mapping_lr=o.mapping_lr, **nets
-        )
+        # The conditional critic's label mapping has the authors' default 8 layers whatever G's has.
+        critic = ResidualCritic(shape, mbstd_group=o.mbstd_group, mapping_lr=o.mapping_lr, **nets)
         self.num_ws = generator.num_ws
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
