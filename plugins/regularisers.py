@@ -110,11 +110,13 @@ def gradient_norms(
     x = x.detach().requires_grad_(True)
     total = critic(x, labels).float().sum()
     if scale is not None:
-        total = total * scale
+        # scale / B per score: GradScaler's first scale, 65536, is itself above float16's largest
+        # value (65504), so each half-precision score's gradient would be inf.
+        total = total * (scale / x.shape[0])
     (grad,) = torch.autograd.grad(total, x, create_graph=True)
     grad = grad.float()
     if scale is not None:
-        grad = grad / scale
+        grad = grad * (x.shape[0] / scale)
     return torch.linalg.vector_norm(grad.flatten(1), dim=1)
 
 

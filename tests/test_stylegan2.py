@@ -462,3 +462,32 @@ def test_conditional_refuses_data_without_labels(registry):
     variant = spec.variant.build()
     with pytest.raises(GenfwError, match="needs labelled data"):
         variant.build(BuildContext(components=spec.slots, data=DataInfo(shape=(1, 8, 8))))
+
+
+# --- half precision ----------------------------------------------------------------------------------
+
+
+def test_gradient_norms_survive_the_first_fp16_loss_scale():
+    # GradScaler starts at 65536, above float16's largest value (65504): a score's gradient must not be it.
+    from genfw_plugins.regularisers import gradient_norms
+
+    torch.manual_seed(9)
+    critic = ResidualCritic((1, 8, 8), channel_base=64, channel_max=8, mbstd_group=4)
+    x = torch.randn(4, 1, 8, 8)
+    want = gradient_norms(lambda v, y=None: critic(v).squeeze(1), x, None)
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = gradient_norms(lambda v, y=None: critic(v).squeeze(1), x, None, torch.tensor(65536.0))
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=0.05, atol=1e-3)
+
+
+def test_fp16_trains_a_few_steps_with_lazy_r1_and_path_length(tmp_path, registry):
+    cfg = raw(2)
+    cfg["train"].update(mixed_precision="fp16", cpu=True)
+    result = Trainer(resolve(cfg, registry), tmp_path / "fp16").fit()
+    first = json.loads((tmp_path / "fp16" / "metrics.jsonl").read_text().splitlines()[0])
+    assert (
+        result.step == 2
+        and math.isfinite(first["critic/r1"])
+        and math.isfinite(first["generator/path_length"])
+    )
