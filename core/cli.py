@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import attrs
 
 from genfw import config as config_mod
-from genfw import rundir, sampling
+from genfw import rundir
 from genfw import validators as check
 from genfw.commands import Applied, CommandTable, LoadedRun, apply_extension
 from genfw.contracts import describe_variant_phases

@@ -333,6 +333,10 @@ def test_trains_on_digits_and_samples_with_truncation(tmp_path, registry, run_cl
     code, _, err = run_cli("sample", tmp_path / "r", "-n", "4", "--out", tmp_path / "t1.safetensors")
     t1 = safetensors.torch.load_file(str(tmp_path / "t1.safetensors"))["samples"]
     assert code == 0 and spread < (t1 - t1.mean(0)).abs().max()
+    # The Python API draws what the CLI draws, truncated alike (the same seed: 0, the CLI's default).
+    import genfw
+
+    assert torch.equal(genfw.load(tmp_path / "r").sample(4, seed=0, truncation=0.0), t0)
     # The truncated sampler at psi = 1 is the sampler itself (the same draws).
     model, modules = t.built.model, t.sampling_modules()
     torch.manual_seed(0)
@@ -363,6 +367,10 @@ def test_truncation_is_refused_for_a_variant_without_it_and_the_run_folder_is_un
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "g").rglob("*")) == before
     code, _, err = run_cli("sample", tmp_path / "g", "--truncation", "nan")
     assert code == 2 and "truncation must be a finite number" in err
+    import genfw
+
+    with pytest.raises(genfw.GenfwError, match="variant 'gan' has no truncation trick"):
+        genfw.load(tmp_path / "g").sample(2, truncation=0.7)  # the Python API refuses alike
 
 
 def test_resume_continues_exactly(tmp_path, registry):
