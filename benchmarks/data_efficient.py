@@ -7,7 +7,9 @@ training examples (the 10% are one fixed subset for every run and seed). Recipes
 
 - ``plain``: no remedy;
 - ``diffaugment``: DiffAugment (Zhao et al. 2020), policy ``color,translation,cutout``;
-- ``ada``: adaptive discriminator augmentation (Karras et al. 2020), target 0.6;
+- ``ada``: adaptive discriminator augmentation (Karras et al. 2020), target 0.6, with p's speed
+  scaled to the budget: ``kimg`` 10 (p can move by 1 over 10k images) where the authors use 500
+  over runs of ~25M images;
 - ``diffaugment+lecam``: DiffAugment with the LeCam regulariser (Tseng et al. 2021);
 - ``r1``: the R1 penalty (Mescheder et al. 2018);
 - ``sngan``: the ``sngan`` variant, where it is registered.
@@ -43,7 +45,8 @@ from genfw.train import Trainer, forked, generate, load_model, read_run
 RECIPES: dict[str, dict] = {
     "plain": {},
     "diffaugment": {"regularisers": {"diffaugment": {"policy": "color,translation,cutout"}}},
-    "ada": {"regularisers": {"ada": {}}},
+    # The authors adjust p over 500k images in runs of ~25M; this budget sees tens of thousands.
+    "ada": {"regularisers": {"ada": {"kimg": 10}}},
     "diffaugment+lecam": {
         "regularisers": {"diffaugment": {"policy": "color,translation,cutout"}, "lecam": {}}
     },

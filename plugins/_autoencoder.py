@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genfw import Batch, BuildContext, GenfwError, Model, Modules, Optim, Phase, PhaseOutput, device_of
-from genfw.contracts import PhaseSpec, Players, Variant
+from genfw.contracts import PhaseSpec, Players, Variant, VariantInfo
 from genfw.registry import ComponentSpec
 
 
@@ -93,6 +93,19 @@ def prior_sample(prior: Any, n: int, device: torch.device, y: Tensor | None = No
     if y is not None and categorical_block(prior):
         return prior.sample(n, device=device, labels=y)
     return prior.sample(n, device=device)
+
+
+def reconstructs(variant: VariantInfo) -> bool:
+    """Whether a variant is an autoencoder in the sense of the autoencoding metric and the eval
+    pictures: a phase of it provides reconstructions (``x_hat``)."""
+    return any("x_hat" in spec.provides for spec in variant.phases.values())
+
+
+def autoencoders() -> str:
+    """The registered autoencoders, comma-separated, for the last words of a refusal."""
+    from genfw.plugins import variants_where
+
+    return variants_where(reconstructs)
 
 
 @attrs.define

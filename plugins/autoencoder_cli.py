@@ -65,12 +65,12 @@ def pictures(args: argparse.Namespace, run: LoadedRun) -> list[Path]:
     from genfw import images
     from genfw.data import held_out_examples
     from genfw.sampling import forked
-    from genfw_plugins._autoencoder import AutoencoderModel
+    from genfw_plugins._autoencoder import AutoencoderModel, autoencoders
 
     model, modules, dataset = run.model, run.modules, run.dataset
     if not isinstance(model, AutoencoderModel) or model.encode is None or model.decode is None:
         raise GenfwError(
-            f"--reconstruct, --latent-plot and --traverse need an autoencoder (ae, vae, aae, wae, vsc); "
+            f"--reconstruct, --latent-plot and --traverse need an autoencoder ({autoencoders()}); "
             f"this run's variant is '{run.cfg.variant.name}'"
         )
     if args.latent_plot and model.prior is None:

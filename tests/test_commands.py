@@ -205,8 +205,11 @@ def test_eval_pictures_options_refuse_what_they_cannot_draw(tmp_path, run_cli):
     )
     assert code == 0, err
     line = one_line_error(*run_cli("eval", run, "--latent-plot")[::2])
-    assert line.startswith("--reconstruct, --latent-plot and --traverse need an autoencoder")
+    assert line.startswith("--reconstruct, --latent-plot and --traverse need an autoencoder (")
     assert line.endswith("this run's variant is 'gan'")
+    # The autoencoders named are the registered variants with a reconstructing phase, new ones too.
+    named = line.split("need an autoencoder (")[1].split(");")[0].split(", ")
+    assert {"ae", "vae", "iwae", "tcvae", "rae", "vqvae"} <= set(named) and "gan" not in named
     assert not (run / "eval.json").exists()  # refused before any metric ran
 
 

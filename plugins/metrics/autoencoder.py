@@ -39,7 +39,7 @@ import torch
 import genfw
 from genfw import validators as check
 from genfw.hookspecs import Register
-from genfw_plugins._autoencoder import AutoencoderModel, marginal_mmd
+from genfw_plugins._autoencoder import AutoencoderModel, autoencoders, marginal_mmd
 from genfw_plugins.regularisers import mmd_imq, prior_variance
 
 
@@ -80,7 +80,7 @@ class AutoencoderMetric:
             or model.reconstruct is None
         ):
             raise genfw.GenfwError(
-                "metric 'autoencoding' needs an autoencoder variant (ae, vae, aae, wae, vsc): "
+                f"metric 'autoencoding' needs an autoencoder variant ({autoencoders()}): "
                 "a model with encode and reconstruct"
             )
         if ctx.held_out is not None:
