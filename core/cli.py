@@ -49,6 +49,7 @@ SHORTCUTS = {  # --flag -> config path
     "mixed_precision": "train.mixed_precision",
     "lr_schedule": "train.lr_schedule",
     "lr_warmup": "train.lr_warmup",
+    "log_with": "train.log_with",
 }
 
 
@@ -70,7 +71,7 @@ def parse_overrides(
                 f"unexpected argument '{tok}'; options look like --prior spike_slab or --prior.alpha 0.3"
             )
         name, eq, value = tok[2:].partition("=")
-        key = name.replace("-", "_") if name in ("batch-size", "mixed-precision") else name
+        key = name.replace("-", "_") if name in ("batch-size", "mixed-precision", "log-with") else name
         head, _, rest = key.partition(".")
         if heads is not None and head not in heads:
             raise GenfwError(_unknown_flag(name, heads, flags))
@@ -161,6 +162,12 @@ def float_arg(name: str) -> Callable[[str], float]:
 
 
 SEED = int_arg("seed", check.in_interval(0, config_mod.MAX_SEED))
+
+
+def _default(field: attrs.Attribute) -> str:
+    """An option's default as the help shows it: ``tensorboard`` for the list ``["tensorboard"]``."""
+    value = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default  # type: ignore[arg-type]
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 class _Shortcut(argparse.Action):
@@ -536,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
         "lr_schedule": "NAME: learning-rate schedule of every phase, constant, linear, cosine or step "
         "(one phase's: --train.lr_schedules.PHASE.lr_schedule; more keys in the README)",
         "lr_warmup": "N: steps of linear learning-rate warm-up before the schedule",
+        "log_with": "NAMES: experiment trackers, tensorboard, mlflow, wandb, aim or all, separated by commas",
     }.items():
         metavar, text = meaning.split(": ", 1)
         dashed = f"--{flag.replace('_', '-')}"
@@ -545,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
             action=_Shortcut,
             default=argparse.SUPPRESS,
             metavar=metavar,
-            help=f"{text} ({SHORTCUTS[flag]}, default {defaults[flag].default})",
+            help=f"{text} ({SHORTCUTS[flag]}, default {_default(defaults[flag])})",
         )
     p.set_defaults(func=cmd_train, shortcuts=[], passthrough=True)
 

@@ -29,10 +29,11 @@ import attrs
 import tomllib
 import yaml
 
+from genfw import trackers
 from genfw.errors import GenfwError, choices, nearest
 from genfw.registry import Component, ComponentSpec, PluginInfo, Registry, converter, structure_options
 from genfw.schedules import SCHEDULES, increasing
-from genfw.validators import in_interval, one_of, positive
+from genfw.validators import Names, in_interval, one_of, positive
 
 DEFAULT_VARIANT = "gan"
 DEFAULT_DATASET = "digits"  # embedded, no download
@@ -60,6 +61,9 @@ class TrainOptions:
     compile: bool = False
     sync_batch_norm: bool = False  # batch norm as SyncBatchNorm over processes (GPUs only)
     progress: bool = True  # tqdm progress bar
+    # Experiment trackers (genfw.trackers): tensorboard, mlflow, wandb, aim, or all (tensorboard and
+    # every other one installed); a list or names separated by commas; [] for metrics.jsonl alone.
+    log_with: Names = attrs.field(factory=lambda: ["tensorboard"], validator=trackers.names)
     # Fraction of the data set held out from training (a fixed split, the same for every run and
     # seed: see genfw.train.holdout_split); metrics and `genfw eval` reconstruct it. 0: none.
     holdout: float = attrs.field(default=0.0, validator=in_interval(0, 1, high_open=True))
@@ -444,6 +448,7 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
     }
 
     train = structure_options(TRAIN, raw.get("train") or {}, where="train")
+    trackers.check_installed(train.log_with)  # before anything is written
     return RunConfig(
         variant=variant,
         dataset=dataset,

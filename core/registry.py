@@ -13,7 +13,7 @@ import cattrs.v
 from genfw.contracts import check_factory
 from genfw.errors import GenfwError, choices, nearest, plural
 from genfw.hookspecs import KINDS
-from genfw.validators import AnyFloat
+from genfw.validators import AnyFloat, Names
 
 
 @attrs.define
@@ -211,6 +211,14 @@ def _strict_str(value: Any, _: type) -> str:
     return value
 
 
+def _names(value: Any, _: type) -> list[str]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a name, names separated by commas, or a list of names, got {value!r}")
+    return list(value)
+
+
 def make_converter() -> cattrs.Converter:
     """A cattrs converter that refuses unknown keys and does not coerce types silently."""
     conv = cattrs.Converter(forbid_extra_keys=True)
@@ -219,6 +227,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(AnyFloat, _any_float)
     conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(Names, _names)
     return conv
 
 

@@ -11,7 +11,8 @@ modules that scripts and tests use are importable from here too (``__all__``).
 The loop knows nothing of GANs or autoencoders: it builds the variant's :class:`~genfw.Model`, then for
 each step runs every phase (``repeats`` times), adds the attached regularisers' penalties,
 back-propagates with ``accelerator.backward``, steps that phase's optimiser and applies
-post-step constraints. Around that: logging (``metrics.jsonl``, TensorBoard, tqdm), sample grids,
+post-step constraints. Around that: logging (``metrics.jsonl``, the experiment trackers of
+``train.log_with`` through Accelerate, TensorBoard by default: :mod:`genfw.trackers`; tqdm), sample grids,
 metrics and checkpoints, all on the main process.
 
 Where is a loss computed? In the variant's phase ``step`` (e.g. ``genfw_plugins/gan.py``) with the
@@ -43,7 +44,7 @@ from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 
-from genfw import api, checkpoint, images, schedules
+from genfw import api, checkpoint, images, schedules, trackers
 from genfw.assemble import Built, attach_regularisers, build, make_optimizer
 from genfw.config import RunConfig
 from genfw.contracts import LoopState
@@ -58,6 +59,7 @@ from genfw.rundir import (
     check_run_dir,
     check_run_state,
     create_run_dir,
+    flat_config,
     is_empty_run,
     json_safe,
     load_model,
@@ -136,8 +138,9 @@ def phase_objective(
     return loss, terms
 
 
-def make_accelerator(opts: Any) -> Accelerator:
-    """The run's Accelerator, checked against the launcher's world size."""
+def make_accelerator(opts: Any, run_dir: Path | None = None) -> Accelerator:
+    """The run's Accelerator, checked against the launcher's world size, with the trackers of
+    ``opts.log_with`` for ``run_dir`` (none without one; :mod:`genfw.trackers` starts them)."""
     # Under torchrun on a machine without a GPU, Accelerate starts no process group unless told
     # to use the CPU (gloo); each process would then train alone and race on the run folder.
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -148,7 +151,13 @@ def make_accelerator(opts: Any) -> Accelerator:
     # call (accelerate.test_utils), and its state says which precision it holds.
     if is_initialized() and AcceleratorState().mixed_precision != opts.mixed_precision:
         AcceleratorState._reset_state()
-    acc = Accelerator(cpu=cpu, mixed_precision=opts.mixed_precision)
+    log_with = trackers.log_with(opts.log_with, run_dir) if run_dir is not None else []
+    acc = Accelerator(
+        cpu=cpu,
+        mixed_precision=opts.mixed_precision,
+        log_with=log_with or None,
+        project_config=trackers.project_config(run_dir) if run_dir is not None else None,
+    )
     if world > 1:
         atexit.unregister(_close_process_group)  # once per process, however many runs it makes
         atexit.register(_close_process_group)
@@ -185,7 +194,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False):
         self.cfg, self.run_dir, self.opts = cfg, Path(run_dir), cfg.train
-        acc = self.accelerator = make_accelerator(self.opts)
+        acc = self.accelerator = make_accelerator(self.opts, self.run_dir)
         check_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         # Every process builds the same modules, also those DDP does not synchronise (EMA weights,
         # historical means); then seed + rank: each process its own noise.
@@ -216,13 +225,12 @@ class Trainer:
         self.state_view = LoopState(self.step, self.m, self.plain, self.optimizers, self._stage)
         if resume:
             self._resume_or_restart()
-        self.writer = None
+        self.writer = None  # TensorBoard's SummaryWriter, where the run logs to TensorBoard
         if acc.is_main_process:
             write_config(self.run_dir, cfg)
             write_run_json(self.run_dir, cfg, self.built.dataset.info, acc.num_processes)
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            trackers.start(acc, self.run_dir, flat_config(cfg), resume=resume)
+            self.writer = next((t.writer for t in acc.trackers if t.name == "tensorboard"), None)
         self._real_cache: Tensor | None = None
 
     # -- setting up -------------------------------------------------------------------------------
@@ -324,7 +332,18 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------------
     def fit(self) -> Result:
-        """The loop: train steps; log, sample, evaluate and checkpoint on their schedules."""
+        """The loop (:meth:`loop`), then the trackers closed, also when it fails."""
+        try:
+            result = self.loop()
+        except BaseException as exc:
+            trackers.finish(self.accelerator, exc)
+            raise
+        trackers.finish(self.accelerator)
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def loop(self) -> Result:
+        """Train steps; log, sample, evaluate and checkpoint on their schedules."""
         opts, is_main = self.opts, self.accelerator.is_main_process
         last: dict[str, float] = {}
         metrics: dict[str, float] = {}
@@ -358,8 +377,6 @@ class Trainer:
             bar.close()
         if self.writer is not None:
             write_hparams(self.writer, self.cfg, {**last, **metrics}, self.step)
-            self.writer.close()
-        self.accelerator.wait_for_everyone()
         return Result(run_dir=self.run_dir, step=self.step, last_logs=last, metrics=metrics)
 
     def train_step(self) -> None:
@@ -490,20 +507,19 @@ class Trainer:
                 self._real_cache = real_examples(data, 2000)
             real = self._real_cache
         picture = images.render(samples, data.kind, real, labels=labels)
-        images.save_png(picture, self.run_dir / "samples" / f"step_{self.step:07d}.png")
-        if self.writer is not None:
-            self.writer.add_image("samples", picture, self.step, dataformats="HWC")
+        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+        images.save_png(picture, path)
+        trackers.log_image(self.accelerator, "samples", picture, path, self.step)
 
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.built, self.sampling_modules(), self.accelerator.device)
 
     def log(self, record: dict[str, float]) -> None:
+        """The one path of every scalar: a line of ``metrics.jsonl``, and the finite values to
+        each tracker (``accelerator.log``)."""
         with open(self.run_dir / METRICS_FILE, "a") as f:
             f.write(json.dumps(json_safe({"step": self.step, **record})) + "\n")
-        if self.writer is not None:
-            for k, v in record.items():
-                if k != "time" and math.isfinite(v):
-                    self.writer.add_scalar(k, v, self.step)
+        self.accelerator.log({k: v for k, v in record.items() if math.isfinite(v)}, step=self.step)
 
     def _progress_bar(self) -> Any:
         if not (self.accelerator.is_main_process and self.opts.progress):

@@ -29,6 +29,9 @@ Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 # A float option that may be infinite or NaN; plain ``float`` options must be finite.
 AnyFloat = NewType("AnyFloat", float)
+# A list of names that may also be given as one comma-separated string: ``"mlflow,wandb"`` (as a
+# flag is typed) is ``["mlflow", "wandb"]``, ``"mlflow"`` is ``["mlflow"]``.
+Names = NewType("Names", list)
 
 
 def positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
