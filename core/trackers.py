@@ -35,7 +35,7 @@ from genfw.errors import GenfwError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "aim")
 ALL = "all"  # tensorboard and every other tracker installed
-PROJECT = "genfw"  # mlflow's experiment, wandb's project, aim's run name prefix
+PROJECT = "genfw"  # mlflow's experiment, wandb's project, aim's run name (Accelerate's choice)
 IDS_FILE = "trackers.json"  # {"mlflow": run id, "wandb": run id, "aim": run hash}
 TB_DIR, MLFLOW_DIR, AIM_DIR = "tb", "mlruns", "aim"
 
