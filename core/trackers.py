@@ -201,14 +201,20 @@ def finish(accelerator: Any, error: BaseException | None = None) -> None:
     on Ctrl-C) and wandb's exits with 1. Not ``accelerator.end_training()``: that also destroys the
     process group, which genfw tears down itself at exit, after a barrier (:mod:`genfw.train`)."""
     for tracker in accelerator.trackers:
-        if error is None:
-            tracker.finish()
-        elif tracker.name == "mlflow":
-            import mlflow
+        try:
+            if error is None:
+                tracker.finish()
+            elif tracker.name == "mlflow":
+                import mlflow
 
-            mlflow.end_run(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        elif tracker.name == "wandb":
-            tracker.tracker.finish(exit_code=1)
-        else:
-            tracker.finish()
+                mlflow.end_run(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            elif tracker.name == "wandb":
+                tracker.tracker.finish(exit_code=1)
+            else:
+                tracker.finish()
+        except Exception:
+            if error is None:
+                raise
+            # After an error, closing is best effort (a tracker that failed to start has nothing
+            # to close): the error itself is what the user sees.
     accelerator.trackers.clear()

@@ -229,7 +229,11 @@ class Trainer:
         if acc.is_main_process:
             write_config(self.run_dir, cfg)
             write_run_json(self.run_dir, cfg, self.built.dataset.info, acc.num_processes)
-            trackers.start(acc, self.run_dir, flat_config(cfg), resume=resume)
+            try:
+                trackers.start(acc, self.run_dir, flat_config(cfg), resume=resume)
+            except BaseException as exc:  # those started are closed (an mlflow run ends as failed)
+                trackers.finish(acc, exc)
+                raise
             self.writer = next((t.writer for t in acc.trackers if t.name == "tensorboard"), None)
         self._real_cache: Tensor | None = None
 
