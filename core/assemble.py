@@ -16,6 +16,7 @@ from genfw import schedules
 from genfw.callbacks import Callbacks
 from genfw.config import RunConfig, applies_to
 from genfw.contracts import ALWAYS_PROVIDED, VariantInfo
+from genfw.data import refuse_for_streams
 from genfw.errors import GenfwError
 from genfw.model import BuildContext, DataInfo, GenDataset, Model, Optim
 
@@ -45,6 +46,7 @@ class Built:
 def build(cfg: RunConfig, dataset: GenDataset | None = None) -> Built:
     """Build the data set, the variant's model with its callbacks, its regularisers and metrics."""
     dataset = cfg.dataset.build() if dataset is None else dataset
+    refuse_for_streams(dataset, cfg.train.holdout, cfg.train.data_fraction)  # before a run folder exists
     n = len(dataset)
     info = attrs.evolve(dataset.info, size=n - round(cfg.train.holdout * n))  # the training examples
     model, ctx = build_model(cfg, info)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -53,6 +54,96 @@ class TensorLoader:
         self._perm = self._permutation()
 
 
+class StreamLoader:
+    """Endless batches from a streamed data set (``dataset.streaming``), each process its own shard.
+
+    Each epoch is a new pass over ``dataset.stream(seed, epoch, rank, world)`` (its order re-seeded
+    by the epoch), batched by a ``DataLoader`` with ``dataset.num_workers`` decoding workers; a
+    shard's last incomplete batch is dropped. The position is the epoch and the number of batches
+    this process has consumed in it: a resumed run opens that epoch again and skips that many
+    batches (reading and decoding them again), so it continues with the batch it would have
+    drawn next. The position is per process: resumed on another number of processes, each
+    process skips as many batches of its new shard.
+    """
+
+    def __init__(
+        self,
+        dataset: GenDataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        device: torch.device | str = "cpu",
+    ):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world, self.device = rank, world, torch.device(device)
+        self.epoch, self.batches = 0, 0
+        self._it: Iterator[Any] | None = None
+
+    def _open(self) -> Iterator[Any]:
+        """The current epoch's batches, the first ``self.batches`` of them skipped."""
+        items = self.dataset.stream(self.seed, self.epoch, self.rank, self.world)
+        workers = self.dataset.num_workers
+        loader = torch.utils.data.DataLoader(
+            items,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            # its own generator: opening an epoch leaves the training RNG alone (a resume reopens
+            # one at another step than the run it continues did)
+            generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch),
+        )
+        it = iter(loader)
+        for _ in range(self.batches):
+            next(it)  # a resumed run: the batches this epoch had already given
+        return it
+
+    def __next__(self) -> Batch:
+        if self._it is None:
+            self._it = self._open()
+        try:
+            x, y = next(self._it)
+        except StopIteration:
+            if self.batches == 0:
+                raise GenfwError(
+                    f"train.batch_size {self.batch_size} exceeds the examples of process {self.rank}'s "
+                    f"shard of the streamed data set ({self.world} process(es)); choose a smaller batch"
+                ) from None
+            self.epoch, self.batches = self.epoch + 1, 0
+            self._it = self._open()
+            return next(self)
+        self.batches += 1
+        nb = self.device.type == "cuda"
+        return Batch(x.to(self.device, torch.float32, non_blocking=nb), y.to(self.device, torch.long))
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches": self.batches}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        epoch, batches = state.get("epoch"), state.get("batches")
+        if not (type(epoch) is int and type(batches) is int and epoch >= 0 and batches >= 0):
+            raise GenfwError(
+                f"the streamed loader's position must be a whole epoch and number of batches >= 0, "
+                f"not {dict(state)!r}"
+            )
+        self.epoch, self.batches, self._it = epoch, batches, None
+
+
+def refuse_for_streams(dataset: GenDataset, holdout: float, data_fraction: float) -> None:
+    """``train.holdout`` and ``train.data_fraction`` pick examples by index: a stream has none."""
+    if dataset.streaming and (holdout > 0 or data_fraction < 1):
+        option = "train.holdout" if holdout > 0 else "train.data_fraction"
+        raise GenfwError(
+            f"{option} picks examples by index, which a streamed data set does not have; leave it "
+            f"out, or read the data set without streaming"
+        )
+
+
 HOLDOUT_SEED = 20_240_601  # one fixed split for every run and seed: runs compare on the same examples
 
 
@@ -93,6 +184,7 @@ def training_subset(keep: Tensor, fraction: float) -> Tensor:
 
 def held_out_examples(dataset: GenDataset, fraction: float, n: int) -> tuple[Tensor, Tensor]:
     """The first ``n`` held-out examples ``(x, y)`` (all of them if fewer), in a fixed order."""
+    refuse_for_streams(dataset, fraction, 1.0)
     idx = holdout_split(len(dataset), fraction)[1][:n]
     if dataset.tensors is not None:
         return dataset.tensors[0][idx].float(), dataset.tensors[1][idx].long()
@@ -110,7 +202,17 @@ def make_loader(
 ) -> Iterator[Batch]:
     """Endless training batches; with ``holdout > 0`` the held-out split (:func:`holdout_split`)
     is left out; with ``data_fraction < 1`` only the fixed :func:`training_subset` of the rest is
-    used."""
+    used. A streamed data set (``dataset.streaming``) is read by a :class:`StreamLoader`."""
+    refuse_for_streams(dataset, holdout, data_fraction)
+    if dataset.streaming:
+        return StreamLoader(
+            dataset,
+            batch_size,
+            seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+            accelerator.device,
+        )
     keep = holdout_split(len(dataset), holdout)[0] if holdout > 0 else None
     if data_fraction < 1:
         keep = training_subset(torch.arange(len(dataset)) if keep is None else keep, data_fraction)
@@ -129,7 +231,13 @@ def make_loader(
     g = torch.Generator().manual_seed(seed)
     source = dataset if keep is None else torch.utils.data.Subset(dataset, keep.tolist())
     loader = torch.utils.data.DataLoader(
-        source, batch_size=batch_size, shuffle=True, drop_last=True, generator=g
+        source,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=g,
+        num_workers=dataset.num_workers,
+        persistent_workers=dataset.num_workers > 0,
     )
     if len(loader) == 0:
         raise GenfwError(
@@ -146,7 +254,15 @@ def make_loader(
 
 
 def real_examples(dataset: GenDataset, n: int, seed: int = 0) -> Tensor:
-    """``n`` real examples drawn without replacement (all of them if fewer), reproducibly."""
+    """``n`` real examples drawn without replacement (all of them if fewer), reproducibly; of a
+    streamed data set, the first ``n`` of its epoch 0 in the order of ``seed``."""
+    if dataset.streaming:
+        items = []
+        for x, _ in dataset.stream(seed, 0):
+            if len(items) == n:
+                break
+            items.append(torch.as_tensor(x))
+        return torch.stack(items).float()
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(dataset), generator=g)[:n]
     if dataset.tensors is not None:

@@ -10,7 +10,7 @@ A GAN is "critic phase, then generator phase"; a VAE is one "autoencoder" phase.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -199,6 +199,11 @@ class GenDataset(torch.utils.data.Dataset):
     long (``-1`` where unlabelled); the base class then provides ``__len__``/``__getitem__``.
     ``kind`` and ``default_metrics`` (the metrics of a run that names none) are class
     attributes: the config is resolved from them before the data set is built.
+
+    A streamed data set (too large for memory, read in order) sets ``streaming = True`` and
+    implements :meth:`stream`; it need not support indexing, and ``len`` is its number of
+    examples where known (0 where not). ``num_workers`` is the number of ``DataLoader`` worker
+    processes that decode its items (0: in the training process).
     """
 
     shape: tuple[int, ...]
@@ -206,6 +211,15 @@ class GenDataset(torch.utils.data.Dataset):
     kind: str = "image"
     default_metrics: tuple[str, ...] = ()
     tensors: tuple[Tensor, Tensor] | None = None
+    streaming: bool = False
+    num_workers: int = 0
+
+    def stream(self, seed: int, epoch: int, rank: int = 0, world: int = 1) -> Iterable[tuple[Tensor, int]]:
+        """A streamed data set's items ``(x, y)`` for one epoch: process ``rank`` of ``world``'s
+        own shard (disjoint from the other processes'), in an order fixed by ``seed`` and
+        ``epoch``; a ``torch.utils.data.IterableDataset`` where ``num_workers > 0`` (each worker
+        then yields its own part)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a streamed data set")
 
     def __len__(self) -> int:
         assert self.tensors is not None, "set tensors or override __len__"

@@ -973,7 +973,8 @@ def check_network(
 
 def check_dataset(name: str, *, registry: Registry | None = None, options: Any = None) -> None:
     """The data set contract: ``shape``, ``kind`` and ``num_classes`` declared; items ``(x, y)``
-    with ``x`` float of ``shape`` and ``y`` in ``-1..num_classes-1``. A data set that needs
+    with ``x`` float of ``shape`` and ``y`` in ``-1..num_classes-1`` (of a streamed data set, the
+    first items of ``stream(0, 0)``). A data set that needs
     files or downloads it does not find (a :class:`GenfwError` when built) is skipped."""
     component = _component("dataset", name, registry)
     where = _where(component)
@@ -990,10 +991,17 @@ def check_dataset(name: str, *, registry: Registry | None = None, options: Any =
         raise _fail(where, f"kind is {data.kind!r}, expected 'image' or 'points'")
     if data.kind == "image" and len(shape) != 3:
         raise _fail(where, f"an image data set has shape (C, H, W), got {shape}")
-    if len(data) < 1:
+    if data.streaming:  # read in order, never indexed: its first items
+        items = []
+        for item in data.stream(0, 0):
+            items.append((len(items), item))
+            if len(items) == 3:
+                break
+    else:
+        items = [(i, data[i]) for i in sorted({0, len(data) // 2, len(data) - 1})] if len(data) else []
+    if not items:
         raise _fail(where, "the data set is empty")
-    for i in sorted({0, len(data) // 2, len(data) - 1}):
-        x, y = data[i]
+    for i, (x, y) in items:
         x = torch.as_tensor(x)
         if tuple(x.shape) != shape or not x.is_floating_point():
             raise _fail(

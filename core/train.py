@@ -48,7 +48,14 @@ from genfw import api, checkpoint, images, schedules, trackers
 from genfw.assemble import Built, attach_regularisers, build, make_optimizer
 from genfw.config import RunConfig
 from genfw.contracts import LoopState
-from genfw.data import TensorLoader, held_out_examples, holdout_split, make_loader, real_examples
+from genfw.data import (
+    StreamLoader,
+    TensorLoader,
+    held_out_examples,
+    holdout_split,
+    make_loader,
+    real_examples,
+)
 from genfw.errors import GenfwError
 from genfw.model import Batch, Modules, Phase
 from genfw.rundir import (
@@ -543,7 +550,7 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state()
-        if isinstance(self.loader, TensorLoader):
+        if isinstance(self.loader, (TensorLoader, StreamLoader)):
             state["loader"] = self.loader.state_dict()
         if self._scalers:
             state["scalers"] = {n: s.state_dict() for n, s in self._scalers.items()}
@@ -613,6 +620,8 @@ class Trainer:
             step, state = checkpoint.load(path)
             loader = self.loader.x.shape[0] if isinstance(self.loader, TensorLoader) else None
             check_run_state(path, state, self.plain, self.optimizers, self._scalers, loader)
+            if isinstance(self.loader, StreamLoader) and "loader" in state:
+                self.loader.load_state_dict(state["loader"])  # checked here, before anything is loaded
         except GenfwError as exc:
             raise GenfwError(
                 f"cannot resume: {exc}; to start the run again from step 0: genfw train --config "

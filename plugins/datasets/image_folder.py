@@ -67,7 +67,13 @@ def load_image(file: Path, size: int, channels: int) -> torch.Tensor:
     """Read one image as a ``(channels, size, size)`` float tensor in ``[-1, 1]``."""
     with Image.open(file) as im:
         im = ImageOps.exif_transpose(im)  # photos stored sideways with an orientation tag
-        im = im.convert("L" if channels == 1 else "RGB")
+        return image_to_tensor(im, size, channels)
+
+
+def image_to_tensor(im: Image.Image, size: int, channels: int) -> torch.Tensor:
+    """A Pillow image, center-cropped to a square and resized to ``size`` (bicubic), as a
+    ``(channels, size, size)`` float tensor in ``[-1, 1]`` (grey for 1 channel, RGB for 3)."""
+    im = im.convert("L" if channels == 1 else "RGB")
     w, h = im.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
