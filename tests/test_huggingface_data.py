@@ -9,6 +9,7 @@ socket is blocked where one is tried.
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -169,22 +170,56 @@ def test_a_table_without_images_says_which_columns_it_has(tmp_path) -> None:
         make(path=str(tmp_path / "d"))
 
 
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("the test tried to reach the network")
+class NetworkUsed(BaseException):
+    """Not an Exception: no ``except Exception`` on the way may turn it into a refusal."""
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test of this file: an internet connection raises (a Unix socket, which DataLoader
+    workers use to hand over tensors, is let through)."""
+    connect = socket.socket.connect
+
+    def refuse(*args, **kwargs):
+        raise NetworkUsed("the test tried to reach the network")
+
+    def local_only(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            refuse()
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def test_a_hub_id_not_in_the_cache_is_refused_offline_in_one_line(tmp_path, no_network) -> None:
+def test_a_hub_id_not_in_the_cache_is_refused_offline_in_one_line(tmp_path) -> None:
     with pytest.raises(GenfwError) as err:
         make(path="someone/not-cached", cache_dir=str(tmp_path / "cache"))
     message = str(err.value)
     assert "\n" not in message
     assert "'someone/not-cached' is neither a local folder nor in the hub cache" in message
     assert "datasets.load_dataset('someone/not-cached')" in message and "--dataset.download true" in message
+
+
+def test_a_hub_id_in_the_cache_is_read_offline(written, tmp_path, monkeypatch) -> None:
+    """A hub cache laid out as ``datasets`` lays one out after ``load_dataset('someone/tiny')``:
+    ``<cache>/someone___tiny/default/0.0.0/<hash>/tiny-train.arrow`` and its dataset_info.json (made
+    here from the Parquet files' own cache, the files renamed)."""
+    files = sorted(str(f) for f in written["parquet"].glob("*.parquet"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # else datasets counts a download
+    built = datasets.load_dataset(
+        "parquet", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "c")
+    )
+    prepared = Path(built.cache_files[0]["filename"]).parent
+    cached = tmp_path / "hub" / "someone___tiny" / "default" / "0.0.0" / prepared.name
+    shutil.copytree(prepared, cached)
+    for arrow in cached.glob("parquet-*.arrow"):
+        arrow.rename(cached / arrow.name.replace("parquet-", "tiny-"))
+    for streaming in (False, True):
+        data = make(path="someone/tiny", cache_dir=str(tmp_path / "hub"), streaming=streaming)
+        assert len(data) == N and data.num_classes == 3 and data.shape == (3, 8, 8)
+        items = [data[7]] if not streaming else [item for item in data.stream(0, 0) if index_of(item[0]) == 7]
+        assert len(items) == 1 and items[0][1] == 7 % 3
 
 
 # -- streams -----------------------------------------------------------------------------------

@@ -221,13 +221,14 @@ class HuggingFaceDataset(genfw.GenDataset):
             self._table = tables[0] if len(tables) == 1 else datasets.concatenate_datasets(tables)
             return
         split = self.options.split
-        ds = datasets.load_dataset(
-            kind,
-            data_files={split: found},
-            split=split,
-            streaming=self.streaming,
-            cache_dir=self.options.cache_dir,
-        )
+        with _offline(datasets):  # local files: nothing to fetch (datasets would count a download)
+            ds = datasets.load_dataset(
+                kind,
+                data_files={split: found},
+                split=split,
+                streaming=self.streaming,
+                cache_dir=self.options.cache_dir,
+            )
         if self.streaming:
             self._stream, self._rows = ds, _count_rows(kind, found)
         else:
