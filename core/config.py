@@ -375,6 +375,13 @@ def resolve(raw: Mapping[str, Any], registry: Registry) -> RunConfig:
     # A variant may carry a preset per kind of data (e.g. the settings its authors used on 2-D toy
     # data); anything the user set wins over it, and the resolved config records the outcome.
     preset = vcls.presets.get(dataset.component.factory.kind)
+    if preset and getattr(dataset.options, "streaming", False) is True:
+        # A streamed data set (its option streaming: true) has no indices to hold out or subsample
+        # by: a preset's train.holdout / data_fraction are left out (the user's own are refused).
+        train_preset = {
+            k: v for k, v in preset.get("train", {}).items() if k not in ("holdout", "data_fraction")
+        }
+        preset = {**preset, "train": train_preset}
     if preset:
         raw = overlay(preset, raw)
         variant_name, variant_opts = _split(raw.get("variant"), "variant")

@@ -136,7 +136,7 @@ class StreamLoader:
 
 def refuse_for_streams(dataset: GenDataset, holdout: float, data_fraction: float) -> None:
     """``train.holdout`` and ``train.data_fraction`` pick examples by index: a stream has none."""
-    if dataset.streaming and (holdout > 0 or data_fraction < 1):
+    if getattr(dataset, "streaming", False) and (holdout > 0 or data_fraction < 1):
         option = "train.holdout" if holdout > 0 else "train.data_fraction"
         raise GenfwError(
             f"{option} picks examples by index, which a streamed data set does not have; leave it "
@@ -204,7 +204,7 @@ def make_loader(
     is left out; with ``data_fraction < 1`` only the fixed :func:`training_subset` of the rest is
     used. A streamed data set (``dataset.streaming``) is read by a :class:`StreamLoader`."""
     refuse_for_streams(dataset, holdout, data_fraction)
-    if dataset.streaming:
+    if getattr(dataset, "streaming", False):
         return StreamLoader(
             dataset,
             batch_size,
@@ -229,6 +229,7 @@ def make_loader(
             accelerator.num_processes,
         )
     g = torch.Generator().manual_seed(seed)
+    workers = getattr(dataset, "num_workers", 0)  # duck-typed data sets may lack the attribute
     source = dataset if keep is None else torch.utils.data.Subset(dataset, keep.tolist())
     loader = torch.utils.data.DataLoader(
         source,
@@ -236,8 +237,8 @@ def make_loader(
         shuffle=True,
         drop_last=True,
         generator=g,
-        num_workers=dataset.num_workers,
-        persistent_workers=dataset.num_workers > 0,
+        num_workers=workers,
+        persistent_workers=workers > 0,
     )
     if len(loader) == 0:
         raise GenfwError(
@@ -256,7 +257,7 @@ def make_loader(
 def real_examples(dataset: GenDataset, n: int, seed: int = 0) -> Tensor:
     """``n`` real examples drawn without replacement (all of them if fewer), reproducibly; of a
     streamed data set, the first ``n`` of its epoch 0 in the order of ``seed``."""
-    if dataset.streaming:
+    if getattr(dataset, "streaming", False):
         items = []
         for x, _ in dataset.stream(seed, 0):
             if len(items) == n:

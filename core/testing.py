@@ -991,7 +991,7 @@ def check_dataset(name: str, *, registry: Registry | None = None, options: Any =
         raise _fail(where, f"kind is {data.kind!r}, expected 'image' or 'points'")
     if data.kind == "image" and len(shape) != 3:
         raise _fail(where, f"an image data set has shape (C, H, W), got {shape}")
-    if data.streaming:  # read in order, never indexed: its first items
+    if getattr(data, "streaming", False):  # read in order, never indexed: its first items
         items = []
         for item in data.stream(0, 0):
             items.append((len(items), item))

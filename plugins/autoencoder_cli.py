@@ -16,6 +16,7 @@ out (said on stderr). The paths are printed after the metrics.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -90,9 +91,14 @@ def pictures(args: argparse.Namespace, run: LoadedRun) -> list[Path]:
             "genfw: note: the run holds no data out (train.holdout 0); using training examples",
             file=sys.stderr,
         )
-        idx = torch.arange(min(n, len(dataset)))
-        x = torch.stack([dataset[int(i)][0] for i in idx]).float()
-        y = torch.tensor([int(dataset[int(i)][1]) for i in idx])
+        if getattr(
+            dataset, "streaming", False
+        ):  # read in order, never indexed: the first n of its first epoch
+            items = list(itertools.islice(dataset.stream(0, 0), n))
+        else:
+            items = [dataset[i] for i in range(min(n, len(dataset)))]
+        x = torch.stack([torch.as_tensor(xi) for xi, _ in items]).float()
+        y = torch.tensor([int(yi) for _, yi in items])
     device = run.device
     for mod in modules.values():
         mod.eval()

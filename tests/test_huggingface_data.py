@@ -309,15 +309,19 @@ def config(variant: str, dataset: dict, steps: int, **train) -> dict:
     return raw
 
 
-@pytest.mark.parametrize("variant, source", [("gan", "folder"), ("vae", "parquet")])
-def test_a_short_run_trains_on_it(tmp_path, registry, written, variant, source) -> None:
-    raw = config(variant, sources(written)[source], steps=3)
+@pytest.mark.parametrize("variant, source, streaming", [("gan", "folder", False), ("vae", "parquet", True)])
+def test_a_short_run_trains_on_it(tmp_path, registry, run_cli, written, variant, source, streaming) -> None:
+    raw = config(variant, {"streaming": streaming, **sources(written)[source]}, steps=3)
     t = Trainer(resolve(raw, registry), tmp_path / "run")
     before = {k: v.clone() for k, v in t.plain["generator"].state_dict().items()}
     t.fit()
     after = t.plain["generator"].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert (tmp_path / "run" / "samples" / "step_0000003.png").is_file()
+    if variant == "vae":  # the reconstructions of a streamed set: its first examples, never indexed
+        code, out, err = run_cli("eval", tmp_path / "run", "--reconstruct", "4")
+        assert code == 0, err
+        assert out.strip().splitlines()[-1] == str(tmp_path / "run" / "reconstructions.png")
 
 
 def test_a_resumed_streamed_run_continues_where_it_stopped(tmp_path, registry, written) -> None:
@@ -352,6 +356,13 @@ def test_holdout_and_data_fraction_are_refused_for_a_stream(tmp_path, run_cli, w
     assert f"train.{name} picks examples by index, which a streamed data set does not have" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_an_autoencoders_preset_holds_out_data_except_from_a_stream(registry, written) -> None:
+    """The autoencoders' image preset holds out 10%; a stream has no indices, so not from it."""
+    folder = sources(written)["folder"]
+    assert resolve(config("vae", folder, steps=1), registry).train.holdout == 0.1
+    assert resolve(config("vae", {"streaming": True, **folder}, steps=1), registry).train.holdout == 0
 
 
 def test_the_contract_kit_passes_it(written) -> None:

@@ -25,11 +25,14 @@ Without streaming the data set is memory-mapped Arrow (nothing is held in memory
 decoded when the loop's ``DataLoader`` asks for it, in ``num_workers`` worker processes.
 
 With ``streaming: true`` the items are read in order, never indexed: each process reads its own
-shard (``datasets.distributed.split_dataset_by_node``), shuffled with a buffer of
-``shuffle_buffer`` examples and a seed (``train.seed``) re-drawn every epoch, and decoded in
+shard (``datasets.distributed.split_dataset_by_node``), its shards in an order drawn from the
+seed (``train.seed``, re-drawn every epoch) and its examples shuffled through a buffer of
+``shuffle_buffer`` examples filled from one shard at a time (datasets' default of ten shards at
+once costs a 5 s pause at the end of every pass), and decoded in
 ``num_workers`` ``DataLoader`` workers, each reading its own shards (Parquet/Arrow files are the
 shards; a local folder or a cached hub set is cut into ``16`` or more, a multiple of the number
-of processes x workers). ``train.holdout`` and ``train.data_fraction`` are refused for a stream.
+of processes x workers). ``train.holdout`` and ``train.data_fraction`` are refused for a stream
+(a variant's preset of them, as the autoencoders' 10% hold-out, is left out).
 ``--resume`` restores the epoch and the number of batches this process has consumed in it, and
 skips that many batches (reading them again) to go on with the next one (``genfw.data.StreamLoader``).
 
@@ -329,8 +332,8 @@ class HuggingFaceDataset(genfw.GenDataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         if self._table is None:
             raise genfw.GenfwError(
-                "dataset 'huggingface': a stream from the hub has no indexed items; read it without "
-                "--dataset.streaming true, or from local files"
+                "dataset 'huggingface': a stream read from files or the hub has no indexed items; read "
+                "it in order (stream), or without --dataset.streaming true"
             )
         return self.decode(self._table[int(i)])
 
