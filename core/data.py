@@ -62,8 +62,8 @@ class StreamLoader:
     shard's last incomplete batch is dropped. The position is the epoch and the number of batches
     this process has consumed in it: a resumed run opens that epoch again and skips that many
     batches (reading and decoding them again), so it continues with the batch it would have
-    drawn next. The position is per process: resumed on another number of processes, each
-    process skips as many batches of its new shard.
+    drawn next. The position is per process (the checkpoint holds each one's): resumed on another
+    number of processes, each takes rank 0's, in its new shard.
     """
 
     def __init__(
@@ -125,13 +125,20 @@ class StreamLoader:
         return {"epoch": self.epoch, "batches": self.batches}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        epoch, batches = state.get("epoch"), state.get("batches")
-        if not (type(epoch) is int and type(batches) is int and epoch >= 0 and batches >= 0):
+        """Rank 0's position ``{"epoch", "batches"}``, and under ``"ranks"`` each process's
+        ``[epoch, batches]`` where several wrote it: the same number of processes each take their
+        own, another number rank 0's."""
+        ranks = state.get("ranks")
+        pairs = [state.get("epoch"), state.get("batches")]
+        if isinstance(ranks, list) and len(ranks) == self.world:
+            pairs = ranks[self.rank] if isinstance(ranks[self.rank], list) else [None]
+        if not (len(pairs) == 2 and all(type(v) is int and v >= 0 for v in pairs)):
             raise GenfwError(
                 f"the streamed loader's position must be a whole epoch and number of batches >= 0, "
                 f"not {dict(state)!r}"
             )
-        self.epoch, self.batches, self._it = epoch, batches, None
+        self.epoch, self.batches = pairs
+        self._it = None
 
 
 def refuse_for_streams(dataset: GenDataset, holdout: float, data_fraction: float) -> None:

@@ -552,6 +552,10 @@ class Trainer:
             state["rng"]["cuda"] = torch.cuda.get_rng_state()
         if isinstance(self.loader, (TensorLoader, StreamLoader)):
             state["loader"] = self.loader.state_dict()
+        if isinstance(self.loader, StreamLoader) and self.accelerator.num_processes > 1:
+            # Every process's own position (its shard's epochs may be longer or shorter than rank 0's).
+            mine = torch.tensor([self.loader.epoch, self.loader.batches], device=self.accelerator.device)
+            state["loader"]["ranks"] = self.accelerator.gather(mine).view(-1, 2).tolist()
         if self._scalers:
             state["scalers"] = {n: s.state_dict() for n, s in self._scalers.items()}
         if self.built.model.stage is not None:

@@ -269,6 +269,23 @@ def test_stream_loader_resumes_at_the_batch_it_stopped_before(written) -> None:
         second.load_state_dict({"epoch": 0, "pos": 3})
 
 
+def test_stream_loader_takes_its_own_rank_position_where_the_checkpoint_has_each() -> None:
+    """Shards may differ in length, so a 2-process checkpoint holds both positions."""
+    state = {"epoch": 3, "batches": 1, "ranks": [[3, 1], [2, 4]]}
+    loaders = [StreamLoader(None, 4, seed=0, rank=r, world=2) for r in (0, 1)]  # type: ignore[arg-type]
+    for loader in loaders:
+        loader.load_state_dict(state)
+    assert [loader.state_dict() for loader in loaders] == [
+        {"epoch": 3, "batches": 1},
+        {"epoch": 2, "batches": 4},
+    ]
+    alone = StreamLoader(None, 4, seed=0)  # type: ignore[arg-type]
+    alone.load_state_dict(state)  # another number of processes: rank 0's
+    assert alone.state_dict() == {"epoch": 3, "batches": 1}
+    with pytest.raises(GenfwError, match="whole epoch and number of batches"):
+        loaders[1].load_state_dict({"epoch": 3, "batches": 1, "ranks": [[3, 1], [2, -1]]})
+
+
 def test_stream_workers_decode_the_same_data(written) -> None:
     data = make(
         streaming=True,
