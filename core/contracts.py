@@ -27,6 +27,10 @@ dataset    :class:`genfw.GenDataset` (subclass it)    ``(x, y)`` items with shap
 
 Every factory is called as ``factory(options, **context)`` with its validated attrs options
 object; the context keywords of each kind are in the hook spec.
+
+A data set too large for memory is streamed: it sets ``streaming = True`` and gives
+``stream(seed, epoch, rank, world)``, each process's shard of an epoch, which the loop reads in
+order in ``num_workers`` ``DataLoader`` workers (:class:`genfw.GenDataset`, ``genfw.data.StreamLoader``).
 """
 
 from __future__ import annotations

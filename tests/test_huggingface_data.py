@@ -141,6 +141,18 @@ def test_split_of_a_dataset_dict(written) -> None:
         make(path=str(written["dict"]), split="valid")
 
 
+def test_without_the_extra_it_registers_and_says_what_to_install(monkeypatch) -> None:
+    import sys
+
+    from genfw_plugins.datasets.huggingface import MISSING_EXTRA
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    assert "huggingface" in get_registry().names("dataset")
+    with pytest.raises(GenfwError, match=r"pip install 'genfw\[huggingface\]'") as err:
+        make(path="anything")
+    assert str(err.value) == MISSING_EXTRA
+
+
 @pytest.mark.parametrize(
     "options, words",
     [
