@@ -974,8 +974,8 @@ def check_network(
 def check_dataset(name: str, *, registry: Registry | None = None, options: Any = None) -> None:
     """The data set contract: ``shape``, ``kind`` and ``num_classes`` declared; items ``(x, y)``
     with ``x`` float of ``shape`` and ``y`` in ``-1..num_classes-1`` (of a streamed data set, the
-    first items of ``stream(0, 0)``). A data set that needs
-    files or downloads it does not find (a :class:`GenfwError` when built) is skipped."""
+    first items of ``stream(0, 0)``). A data set that needs files or downloads it does not find (a
+    :class:`GenfwError` when built) is skipped."""
     component = _component("dataset", name, registry)
     where = _where(component)
     check_options("dataset", name, registry=registry, options=options)

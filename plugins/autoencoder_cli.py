@@ -91,9 +91,8 @@ def pictures(args: argparse.Namespace, run: LoadedRun) -> list[Path]:
             "genfw: note: the run holds no data out (train.holdout 0); using training examples",
             file=sys.stderr,
         )
-        if getattr(
-            dataset, "streaming", False
-        ):  # read in order, never indexed: the first n of its first epoch
+        # A streamed data set is read in order, never indexed: the first n of its first epoch.
+        if getattr(dataset, "streaming", False):
             items = list(itertools.islice(dataset.stream(0, 0), n))
         else:
             items = [dataset[i] for i in range(min(n, len(dataset)))]
