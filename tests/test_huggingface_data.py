@@ -340,7 +340,11 @@ def config(variant: str, dataset: dict, steps: int, **train) -> dict:
 
 @pytest.mark.parametrize("variant, source, streaming", [("gan", "folder", False), ("vae", "parquet", True)])
 def test_a_short_run_trains_on_it(tmp_path, registry, run_cli, written, variant, source, streaming) -> None:
-    raw = config(variant, {"streaming": streaming, **sources(written)[source]}, steps=3)
+    # the in-memory-mapped folder through one DataLoader worker (the data set is pickled to it)
+    workers = 0 if streaming else 1
+    raw = config(
+        variant, {"streaming": streaming, "num_workers": workers, **sources(written)[source]}, steps=3
+    )
     t = Trainer(resolve(raw, registry), tmp_path / "run")
     before = {k: v.clone() for k, v in t.plain["generator"].state_dict().items()}
     t.fit()
