@@ -22,7 +22,9 @@ of the first image), made grey (``channels = 1``) or RGB (``3``) and scaled to `
 ``image-folder`` does (the same code).
 
 Without streaming the data set is memory-mapped Arrow (nothing is held in memory) and each item is
-decoded when the loop's ``DataLoader`` asks for it, in ``num_workers`` worker processes.
+decoded when the loop's ``DataLoader`` asks for it, in ``num_workers`` worker processes. Arrow files
+are mapped where they lie; Parquet files are converted once into Arrow in the cache (``cache_dir``),
+as ``datasets`` does (streamed, they are read as they are).
 
 With ``streaming: true`` the items are read in order, never indexed: each process reads its own
 shard (``datasets.distributed.split_dataset_by_node``), its shards in an order drawn from the
