@@ -25,7 +25,7 @@ def build(registry, name: str, options: dict | None = None, dim: int = 4):
 
 
 def test_registered_names(registry) -> None:
-    assert registry.names("prior") == ["categorical", "mog", "normal", "spike_slab", "uniform"]
+    assert registry.names("prior") == ["categorical", "mog", "normal", "spike_slab", "uniform", "vamp"]
 
 
 @pytest.mark.parametrize(
