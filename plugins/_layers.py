@@ -7,6 +7,9 @@
 - :class:`EqualizedLinear`, :class:`EqualizedConv2d`: equalised learning rate (ProGAN, section
   4.1): weights are stored as N(0, 1) draws and multiplied at run time by the He constant
   ``gain / sqrt(fan_in)``, so Adam's per-parameter step sizes act alike on every layer.
+- :class:`ConditionalBatchNorm2d`: conditional batch norm (de Vries et al. 2017), the generators'
+  ``conditioning: cbn``; :func:`projection`, :func:`with_projection`, :func:`label_embedding`: the
+  projection critic (Miyato & Koyama 2018), the critics' ``conditioning: projection``.
 """
 
 from __future__ import annotations
@@ -167,3 +170,48 @@ class MinibatchDiscrimination(nn.Module):
     def extra_repr(self) -> str:
         a, b, c = self.T.shape
         return f"{a}, num_kernels={b}, kernel_dim={c}"
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Conditional batch norm (de Vries et al. 2017): batch norm without affine parameters, then a
+    per-class gain and bias, ``gamma[y] * BN(x) + beta[y]``.
+
+    ``gamma (K, C)`` starts at N(1, 0.02) and ``beta (K, C)`` at 0 (the SNGAN authors' code starts
+    ``gamma`` at exactly 1; the small spread lets labels matter from the first step). They are
+    plain parameters indexed by the label, not embedding layers: spectral normalisation of a
+    generator refuses them in one line rather than normalise a table of gains."""
+
+    def __init__(self, channels: int, num_classes: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, eps=eps, affine=False)
+        self.gamma = nn.Parameter(torch.empty(num_classes, channels).normal_(1.0, 0.02))
+        self.beta = nn.Parameter(torch.zeros(num_classes, channels))
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        if y is None:
+            raise ValueError(f"conditional batch norm needs labels y (B,) ({self.gamma.shape[0]} classes)")
+        h = self.bn(x)  # (B, C, H, W)
+        y = y.long()
+        gamma, beta = self.gamma[y].to(h.dtype), self.beta[y].to(h.dtype)  # (B, C)
+        return gamma[:, :, None, None] * h + beta[:, :, None, None]
+
+
+def projection(features: Tensor, embedding: Tensor) -> Tensor:
+    """The projection term of Miyato & Koyama (2018): ``<embed(y), phi(x)>`` per example, from
+    ``features (B, F)`` and ``embedding (B, F)`` (the label embedding's rows) -> ``(B, 1)``."""
+    return (embedding * features).sum(dim=1, keepdim=True)
+
+
+def with_projection(scores: Tensor, features: Tensor, embedding: Tensor) -> Tensor:
+    """A projection critic's output: ``scores (B, D)`` (``psi(phi(x))``, the head's) plus the
+    projection term on the first column, the adversarial score; further columns (extra heads) are
+    the head's alone."""
+    term = projection(features, embedding.to(features.dtype)).to(scores.dtype)  # (B, 1)
+    return scores + F.pad(term, (0, scores.shape[1] - 1))
+
+
+def label_embedding(num_classes: int, features: int) -> nn.Embedding:
+    """The projection critic's class embedding ``(K, F)``, Glorot uniform as in the authors' code."""
+    embed = nn.Embedding(num_classes, features)
+    nn.init.xavier_uniform_(embed.weight)
+    return embed

@@ -3,7 +3,9 @@
 Every network takes labels as ``forward(x, y=None)``. With ``num_classes > 0`` the label is
 one-hot encoded and concatenated to the input (the code ``z`` of a generator, the flattened
 sample of an MLP critic, the image channels of a DCGAN critic), as in the conditional GAN of
-Mirza & Osindero (2014).
+Mirza & Osindero (2014). The DCGAN networks also take ``conditioning: cbn`` (generator:
+conditional batch norm, de Vries et al. 2017) and ``conditioning: projection`` (critic: the
+projection critic of Miyato & Koyama 2018), as the ``resnet`` networks do.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import validators as check
 from genfw.hookspecs import Register
+from genfw_plugins._layers import ConditionalBatchNorm2d, label_embedding, with_projection
 
 # --- shared pieces ------------------------------------------------------------------------------
 
@@ -218,7 +221,7 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:  # cbn's gains are its own
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -236,10 +239,22 @@ class DCGANOptions:
 
 
 @attrs.define
+class DCGANCriticOptions(DCGANOptions):
+    """Options of a DCGAN critic."""
+
+    # With labels: one-hot planes beside the image channels (concat) or the projection critic of
+    # Miyato & Koyama 2018 on the flattened features (projection).
+    conditioning: str = attrs.field(default="concat", validator=check.one_of("concat", "projection"))
+
+
+@attrs.define
 class DCGANGeneratorOptions(DCGANOptions):
     """Options of a DCGAN generator."""
 
     output: str = attrs.field(default="auto", validator=check.one_of(*OUTPUTS))
+    # With labels: one-hot concatenated to z (concat) or conditional batch norm in place of each
+    # batch norm (cbn, de Vries et al. 2017; needs batch_norm).
+    conditioning: str = attrs.field(default="concat", validator=check.one_of("concat", "cbn"))
 
 
 class DCGANGenerator(nn.Module):
@@ -257,17 +272,27 @@ class DCGANGenerator(nn.Module):
         self.latent_dim, self.out_shape, self.num_classes = latent_dim, tuple(out_shape), num_classes
         base, steps = dcgan_geometry(self.out_shape)
         ch, bn = options.channels, options.batch_norm
+        cbn = num_classes > 0 and options.conditioning == "cbn"
+        if cbn and not bn:
+            raise ValueError(
+                "conditioning cbn conditions the batch norms: it needs batch_norm true (or use concat)"
+            )
+        self.concat = 0 if cbn else num_classes  # one-hot labels concatenated to z
+
+        def norm(n: int) -> nn.Module:
+            return ConditionalBatchNorm2d(n, num_classes) if cbn else nn.BatchNorm2d(n)
+
         top = _width(ch, steps)
-        self.project = nn.Linear(latent_dim + num_classes, top * base * base, bias=not bn)
+        self.project = nn.Linear(latent_dim + self.concat, top * base * base, bias=not bn)
         blocks: list[nn.Module] = [nn.Unflatten(1, (top, base, base))]  # (B, top, base, base)
         if bn:
-            blocks.append(nn.BatchNorm2d(top))
+            blocks.append(norm(top))
         blocks.append(nn.ReLU())
         for level in range(steps, 0, -1):  # (width(level), s, s) -> (width(level - 1), 2s, 2s)
             n_in, n_out = _width(ch, level), _width(ch, level - 1)
             blocks.append(nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1, bias=not bn))
             if bn:
-                blocks.append(nn.BatchNorm2d(n_out))
+                blocks.append(norm(n_out))
             blocks.append(nn.ReLU())
         blocks.append(nn.Conv2d(ch, self.out_shape[0], 3, padding=1))
         blocks.append(output_layer(options.output, self.out_shape))
@@ -277,7 +302,12 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         _check_input(z, (self.latent_dim,), "generator")
-        return self.body(self.project(condition(z, y, self.num_classes)))  # (B, C, S, S)
+        h = self.project(condition(z, y, self.concat))
+        if self.concat or not self.num_classes:
+            return self.body(h)  # (B, C, S, S)
+        for layer in self.body:  # conditional batch norms take the labels
+            h = layer(h, y) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
+        return h
 
 
 class DCGANCritic(nn.Module):
@@ -294,8 +324,11 @@ class DCGANCritic(nn.Module):
         self.in_shape, self.num_classes = tuple(in_shape), num_classes
         base, steps = dcgan_geometry(self.in_shape)
         ch = options.channels
-        # Labels enter as constant one-hot planes beside the image channels.
-        n_in = self.in_shape[0] + num_classes
+        # Labels enter as constant one-hot planes beside the image channels, or (projection) as
+        # the projection term on the features; an encoder's options have no conditioning.
+        project = num_classes > 0 and getattr(options, "conditioning", "concat") == "projection"
+        self.concat = 0 if project else num_classes
+        n_in = self.in_shape[0] + self.concat
         layers: list[nn.Module] = []
         for level in range(steps):  # (n_in, s, s) -> (width(level), s/2, s/2)
             n_out = _width(ch, level)
@@ -309,17 +342,25 @@ class DCGANCritic(nn.Module):
         self.head = nn.Linear(n_in * base * base, out_dim)
         if options.dcgan_init:
             dcgan_init(self)
+        # After dcgan_init: the projection embedding keeps the authors' Glorot initialisation.
+        self.embed = label_embedding(num_classes, n_in * base * base) if project else None
 
     def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The input of ``head``: the last conv block's output, flattened ``(B, width * base**2)``."""
         _check_input(x, self.in_shape, "network")
-        if self.num_classes:
+        if self.concat:
             planes = one_hot(y, self.num_classes, x)[:, :, None, None]  # (B, K, 1, 1)
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)  # (B, C + K, S, S)
         return self.body(x).flatten(1)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.head(self.features(x, y))
+        """``head(features)``; with projection, plus ``<embed(y), features>`` on the first output."""
+        h = self.features(x, y)
+        if self.embed is None:
+            return self.head(h)
+        if y is None:
+            raise ValueError(f"this critic is conditional ({self.num_classes} classes): pass labels y (B,)")
+        return with_projection(self.head(h), h, self.embed(y.long()))
 
 
 def dcgan_generator(
@@ -330,7 +371,7 @@ def dcgan_generator(
 
 
 def dcgan_critic(
-    options: DCGANOptions, *, in_shape: tuple[int, ...], out_dim: int, num_classes: int
+    options: DCGANOptions | DCGANCriticOptions, *, in_shape: tuple[int, ...], out_dim: int, num_classes: int
 ) -> DCGANCritic:
     """DCGAN-style convolutional network for square images (8, 16, 28, 32, 64, ... pixels)."""
     return DCGANCritic(options, in_shape, out_dim, num_classes)
@@ -361,7 +402,7 @@ def genfw_register_critics(register: Register) -> None:
     register(
         "dcgan",
         dcgan_critic,
-        options=DCGANOptions,
+        options=DCGANCriticOptions,
         help="DCGAN-style convolutional critic for square images.",
     )
 

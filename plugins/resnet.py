@@ -26,8 +26,9 @@ Conditioning (``num_classes > 0``):
 - ``--critic.conditioning projection`` (default): ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``
   (:class:`ProjectionCritic`); ``concat``: one-hot planes beside the image channels.
 
-The pieces (:class:`GeneratorBlock`, :class:`CriticBlock`, :class:`ConditionalBatchNorm2d`, the
-projection term :func:`projection`) are public so BigGAN-style networks can reuse them.
+The blocks (:class:`GeneratorBlock`, :class:`CriticBlock`) are public so BigGAN-style networks can
+reuse them; conditional batch norm and the projection term live in ``genfw_plugins/_layers.py``
+(the ``dcgan`` networks use them too).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 import genfw
 from genfw import validators as check
 from genfw.hookspecs import Register
+from genfw_plugins._layers import ConditionalBatchNorm2d, label_embedding, with_projection
 from genfw_plugins.networks import OUTPUTS, _check_input, condition, one_hot, output_layer
 from genfw_plugins.sagan import SelfAttention
 
@@ -89,30 +91,6 @@ def _up(x: Tensor) -> Tensor:
 # --- conditioning ---------------------------------------------------------------------------------
 
 
-class ConditionalBatchNorm2d(nn.Module):
-    """Conditional batch norm (de Vries et al. 2017): batch norm without affine parameters, then a
-    per-class gain and bias, ``gamma[y] * BN(x) + beta[y]``.
-
-    ``gamma (K, C)`` starts at N(1, 0.02) and ``beta (K, C)`` at 0 (the authors' code starts
-    ``gamma`` at exactly 1; the small spread lets labels matter from the first step). They are
-    plain parameters indexed by the label, not embedding layers: spectral normalisation of a
-    generator refuses them in one line rather than normalise a table of gains."""
-
-    def __init__(self, channels: int, num_classes: int, eps: float = BN_EPS) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, eps=eps, affine=False)
-        self.gamma = nn.Parameter(torch.empty(num_classes, channels).normal_(1.0, 0.02))
-        self.beta = nn.Parameter(torch.zeros(num_classes, channels))
-
-    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
-        if y is None:
-            raise ValueError(f"conditional batch norm needs labels y (B,) ({self.gamma.shape[0]} classes)")
-        h = self.bn(x)  # (B, C, H, W)
-        y = y.long()
-        gamma, beta = self.gamma[y].to(h.dtype), self.beta[y].to(h.dtype)  # (B, C)
-        return gamma[:, :, None, None] * h + beta[:, :, None, None]
-
-
 class BatchNorm2d(nn.BatchNorm2d):
     """Batch norm that takes (and ignores) labels, so blocks call every norm alike."""
 
@@ -123,14 +101,8 @@ class BatchNorm2d(nn.BatchNorm2d):
 def batch_norm(channels: int, num_classes: int) -> nn.Module:
     """A conditional batch norm with ``num_classes > 0``, else a plain one (authors' eps)."""
     if num_classes > 0:
-        return ConditionalBatchNorm2d(channels, num_classes)
+        return ConditionalBatchNorm2d(channels, num_classes, eps=BN_EPS)
     return BatchNorm2d(channels, eps=BN_EPS)
-
-
-def projection(features: Tensor, embedding: Tensor) -> Tensor:
-    """The projection term of Miyato & Koyama (2018): ``<embed(y), phi(x)>`` per example,
-    ``features (B, F)``, ``embedding (B, F)`` (the rows of the label embedding) -> ``(B, 1)``."""
-    return (embedding * features).sum(dim=1, keepdim=True)
 
 
 # --- blocks ---------------------------------------------------------------------------------------
@@ -353,9 +325,7 @@ class ResNetCritic(nn.Module):
         self.head = _linear(n_in, out_dim, sn, bias=_pyramid(options.widths, side))
         self.embed: nn.Module | None = None
         if self.project:
-            embed = nn.Embedding(num_classes, n_in)
-            nn.init.xavier_uniform_(embed.weight)
-            self.embed = _maybe_sn(embed, sn)
+            self.embed = _maybe_sn(label_embedding(num_classes, n_in), sn)
 
     def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """``phi(x)``: ReLU then global sum pooling of the last block's maps, ``(B, F)``."""
@@ -375,8 +345,7 @@ class ResNetCritic(nn.Module):
             return out
         if y is None:
             raise ValueError(f"this critic is conditional ({self.num_classes} classes): pass labels y (B,)")
-        term = projection(h, self.embed(y.long()))  # (B, 1)
-        return out + F.pad(term, (0, out.shape[1] - 1))  # onto the first output only
+        return with_projection(out, h, self.embed(y.long()))
 
 
 def resnet_generator(

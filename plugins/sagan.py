@@ -30,6 +30,7 @@ import genfw
 from genfw import Slot
 from genfw import validators as check
 from genfw.hookspecs import Register
+from genfw_plugins._layers import ConditionalBatchNorm2d, label_embedding, with_projection
 from genfw_plugins.gan import GAN
 from genfw_plugins.networks import _width, condition, dcgan_geometry, one_hot, output_layer
 
@@ -76,10 +77,21 @@ class SAGANOptions:
 
 
 @attrs.define
+class SAGANCriticOptions(SAGANOptions):
+    """Options of the SAGAN critic."""
+
+    # With labels: one-hot planes beside the image channels, or the projection critic (Miyato &
+    # Koyama 2018; SAGAN's own conditional ImageNet critic), its embedding spectrally normalised.
+    conditioning: str = attrs.field(default="concat", validator=check.one_of("concat", "projection"))
+
+
+@attrs.define
 class SAGANGeneratorOptions(SAGANOptions):
     """Options of the SAGAN generator."""
 
     output: str = attrs.field(default="auto", validator=check.one_of("auto", "tanh", "sigmoid", "none"))
+    # With labels: one-hot on z, or conditional batch norm (SAGAN's own conditional generator).
+    conditioning: str = attrs.field(default="concat", validator=check.one_of("concat", "cbn"))
 
 
 def _attention_side(requested: int, sides: list[int], what: str) -> int:
@@ -105,8 +117,14 @@ class SAGANGenerator(nn.Module):
         ch = options.channels
         at = _attention_side(options.attention_side, [base * 2**i for i in range(steps + 1)], "generator")
         top = _width(ch, steps)
-        self.project = spectral_norm(nn.Linear(latent_dim + num_classes, top * base * base))
-        blocks: list[nn.Module] = [nn.Unflatten(1, (top, base, base)), nn.BatchNorm2d(top), nn.ReLU()]
+        cbn = num_classes > 0 and options.conditioning == "cbn"
+        self.concat = 0 if cbn else num_classes  # one-hot labels concatenated to z
+
+        def norm(n: int) -> nn.Module:
+            return ConditionalBatchNorm2d(n, num_classes) if cbn else nn.BatchNorm2d(n)
+
+        self.project = spectral_norm(nn.Linear(latent_dim + self.concat, top * base * base))
+        blocks: list[nn.Module] = [nn.Unflatten(1, (top, base, base)), norm(top), nn.ReLU()]
         side = base
         if side == at:
             blocks.append(SelfAttention(top))
@@ -114,7 +132,7 @@ class SAGANGenerator(nn.Module):
             n_in, n_out = _width(ch, level), _width(ch, level - 1)
             blocks += [
                 spectral_norm(nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1)),
-                nn.BatchNorm2d(n_out),
+                norm(n_out),
                 nn.ReLU(),
             ]
             side *= 2
@@ -125,7 +143,12 @@ class SAGANGenerator(nn.Module):
         self.body = nn.Sequential(*blocks)
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.body(self.project(condition(z, y, self.num_classes)))
+        h = self.project(condition(z, y, self.concat))
+        if self.concat or not self.num_classes:
+            return self.body(h)
+        for layer in self.body:  # conditional batch norms take the labels
+            h = layer(h, y) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
+        return h
 
 
 class SAGANCritic(nn.Module):
@@ -139,7 +162,9 @@ class SAGANCritic(nn.Module):
         base, steps = dcgan_geometry(self.in_shape)
         side, ch = self.in_shape[1], options.channels
         at = _attention_side(options.attention_side, [side // 2**i for i in range(1, steps + 1)], "critic")
-        n_in = self.in_shape[0] + num_classes
+        project = num_classes > 0 and getattr(options, "conditioning", "concat") == "projection"
+        self.concat = 0 if project else num_classes
+        n_in = self.in_shape[0] + self.concat
         layers: list[nn.Module] = []
         for level in range(steps):
             n_out = _width(ch, level)
@@ -150,16 +175,23 @@ class SAGANCritic(nn.Module):
             n_in = n_out
         self.body = nn.Sequential(*layers)
         self.head = spectral_norm(nn.Linear(n_in * base * base, out_dim))
+        self.embed = spectral_norm(label_embedding(num_classes, n_in * base * base)) if project else None
 
     def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The input of ``head``: the last block's output, flattened (feature matching reads it)."""
-        if self.num_classes:
+        if self.concat:
             planes = one_hot(y, self.num_classes, x)[:, :, None, None]
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)
         return self.body(x).flatten(1)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.head(self.features(x, y))
+        """``head(features)``; with projection, plus ``<embed(y), features>`` on the first output."""
+        h = self.features(x, y)
+        if self.embed is None:
+            return self.head(h)
+        if y is None:
+            raise ValueError(f"this critic is conditional ({self.num_classes} classes): pass labels y (B,)")
+        return with_projection(self.head(h), h, self.embed(y.long()))
 
 
 def sagan_generator(
@@ -170,7 +202,7 @@ def sagan_generator(
 
 
 def sagan_critic(
-    options: SAGANOptions, *, in_shape: tuple[int, ...], out_dim: int, num_classes: int
+    options: SAGANCriticOptions, *, in_shape: tuple[int, ...], out_dim: int, num_classes: int
 ) -> SAGANCritic:
     """SAGAN critic: spectral norm, one self-attention block (square images)."""
     return SAGANCritic(options, in_shape, out_dim, num_classes)
@@ -216,7 +248,7 @@ def genfw_register_critics(register: Register) -> None:
     register(
         "sagan",
         sagan_critic,
-        options=SAGANOptions,
+        options=SAGANCriticOptions,
         help="SAGAN critic: spectral norm, one self-attention block (square images).",
     )
 

@@ -17,15 +17,14 @@ from torch import nn
 from genfw import GenfwError
 from genfw.config import resolve
 from genfw.train import Trainer, build
+from genfw_plugins._layers import ConditionalBatchNorm2d, projection
 from genfw_plugins.resnet import (
-    ConditionalBatchNorm2d,
     CriticBlock,
     GeneratorBlock,
     ResNetCritic,
     ResNetCriticOptions,
     ResNetGenerator,
     ResNetGeneratorOptions,
-    projection,
 )
 from genfw_plugins.sagan import SelfAttention
 from genfw_plugins.sngan import SNGAN, SNGANOptions
@@ -90,7 +89,7 @@ def test_conditional_batch_norm_is_the_hand_formula_for_two_classes():
     """gamma[y] * (x - mean) / sqrt(var + eps) + beta[y] with batch statistics in training, running
     ones in eval (momentum 0.1, unbiased variance in the running average)."""
     torch.manual_seed(0)
-    cbn = ConditionalBatchNorm2d(2, 2)
+    cbn = ConditionalBatchNorm2d(2, 2, eps=2e-5)
     with torch.no_grad():
         cbn.gamma.copy_(torch.tensor([[2.0, 3.0], [0.5, -1.0]]))
         cbn.beta.copy_(torch.tensor([[0.1, 0.2], [-0.3, 0.4]]))
@@ -363,3 +362,78 @@ def test_sngan_trains_under_bf16_autocast(tmp_path, registry):
     with torch.no_grad():
         x = trainer.built.model.sample(trainer.plain, 4, torch.arange(4))
     assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
+
+
+# --- the same conditioning on the dcgan and sagan networks ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["dcgan", "sagan"])
+def test_projection_on_dcgan_and_sagan_critics(registry, name):
+    torch.manual_seed(0)
+    spec = registry.get("critic", name)
+    opts = spec.options(channels=4, conditioning="projection")
+    d = spec.factory(opts, in_shape=(1, 8, 8), out_dim=1, num_classes=3).eval()
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        h = d.features(x, y)
+        want = d.head(h)[:, 0] + (d.embed.weight[y] * h).sum(1)  # psi(phi) + embed(y) . phi
+        torch.testing.assert_close(d(x, y)[:, 0], want)
+    assert d.body[0].in_channels == 1  # no one-hot planes
+    assert has_sn(d.embed) == (name == "sagan")  # the sagan critic normalises every weight
+
+
+@pytest.mark.parametrize("name", ["dcgan", "sagan"])
+def test_cbn_on_dcgan_and_sagan_generators(registry, name):
+    spec = registry.get("generator", name)
+    g = spec.factory(
+        spec.options(channels=4, conditioning="cbn"), latent_dim=8, out_shape=(1, 8, 8), num_classes=3
+    )
+    norms = [m for m in g.modules() if isinstance(m, (ConditionalBatchNorm2d, nn.BatchNorm2d))]
+    cbns = [m for m in norms if isinstance(m, ConditionalBatchNorm2d)]
+    assert cbns and len(norms) == 2 * len(cbns)  # every norm conditional (each holds an affine-less BN)
+    assert g.project.in_features == 8  # no one-hot on z
+    z, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    assert g(z, y).shape == (4, 1, 8, 8)
+
+
+def test_dcgan_cbn_needs_batch_norm(registry):
+    raw = {
+        "variant": "cgan",
+        "dataset": "digits",
+        "metrics": {},
+        "generator": {"name": "dcgan", "channels": 4, "batch_norm": False, "conditioning": "cbn"},
+    }
+    with pytest.raises(
+        GenfwError, match="conditioning cbn conditions the batch norms: it needs batch_norm true"
+    ) as e:
+        build(resolve(raw, registry))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "options"),
+    [
+        ("generator", "dcgan", {"channels": 4, "conditioning": "cbn"}),
+        ("critic", "dcgan", {"channels": 4, "conditioning": "projection"}),
+        ("generator", "sagan", {"channels": 4, "conditioning": "cbn"}),
+        ("critic", "sagan", {"channels": 4, "conditioning": "projection"}),
+    ],
+)
+def test_conditioned_dcgan_and_sagan_keep_the_contract(genfw_contract, kind, name, options):
+    genfw_contract(kind, name, options=options)
+
+
+def test_cgan_trains_with_dcgan_cbn_and_projection_and_spectral_norm(tmp_path, registry):
+    raw = {
+        "variant": "cgan",
+        "dataset": "digits",
+        "metrics": {},
+        "generator": {"name": "dcgan", "channels": 8, "conditioning": "cbn"},
+        "critic": {"name": "dcgan", "channels": 8, "conditioning": "projection"},
+        "regularisers": {"spectral_norm": {}},
+        "train": {"steps": 2, "batch_size": 16, "log_every": 1, "progress": False, "grid": 4},
+    }
+    trainer = Trainer(resolve(raw, registry), tmp_path / "run")
+    assert has_sn(trainer.plain["critic"].embed)  # the callback normalises the embedding too
+    result = trainer.fit()
+    assert result.step == 2 and all(math.isfinite(v) for v in result.last_logs.values())
