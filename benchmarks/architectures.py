@@ -1,24 +1,25 @@
-"""The architectures of modern GANs side by side on digits: dcgan vs sngan vs sagan vs biggan vs stylegan2.
+"""GAN architectures side by side on digits (or any labelled image data set) for the same CPU time:
+dcgan vs sagan vs sngan (unconditional and conditional).
 
-Each recipe trains on ``digits`` (or, with ``--dataset image-folder --dataset-root DIR``, on a folder
-of images) for the same number of steps and seed, with its own defaults (the variants' optimisers,
-losses, n_critic and remedies: the recipes as a user gets them). Printed side by side:
+Each architecture trains as a user gets it (its variant's defaults: learning rates, loss, n_critic,
+network widths), on the same data with the same seed, for the same wall-clock budget: a short
+calibration run measures its seconds per training step, then it trains for ``budget / that``
+steps. Then the script prints, side by side:
 
-- ``fid``, ``precision``, ``recall``: against all the real data, in the feature space of a digits
-  classifier (``genfw train-evaluator``, trained here once; on other data, raw pixels);
-- ``s/step``: wall-clock seconds per training step (each variant's n_critic included) on this
-  machine, measured in the same process one recipe after the other;
-- ``class hit``: for the conditional recipes (those whose model has classes), the share of samples
-  a separate MLP classifier assigns to the class they were asked for (as
-  ``benchmarks/conditional_accuracy.py``; chance 10%), beside that classifier's held-out accuracy on
-  real digits (the ceiling).
+- ``fid``: FID of 1,797 samples against the data in the feature space of a digits classifier
+  (``genfw train-evaluator``, trained here unless ``--evaluator PATH`` is given);
+- ``prec``/``rec``: improved precision and recall (Kynkäänniemi et al. 2019, k = 3) in the same
+  feature space;
+- ``acc``: for conditional models, the share of ``--per-class`` samples per class that the
+  classifier puts in the class asked for (chance 10%; as ``benchmarks/conditional_accuracy.py``);
+- ``s/step`` and ``steps``: the measured time of one training step (every phase, n_critic
+  included) and the steps the budget bought.
 
-A recipe whose variant is not registered here is skipped with a line saying so.
+    OMP_NUM_THREADS=1 python benchmarks/architectures.py                       # 300 s each
+    OMP_NUM_THREADS=1 python benchmarks/architectures.py --seconds 60 --only dcgan sngan-cond
+    OMP_NUM_THREADS=1 python benchmarks/architectures.py --dataset image-folder --dataset-option path=DIR
 
-    OMP_NUM_THREADS=1 python benchmarks/architectures.py [--steps 2000] [--seed 0]
-    OMP_NUM_THREADS=1 python benchmarks/architectures.py --runs dcgan sngan --steps 200
-
-Not run in CI; the numbers belong in the README and in notes.
+Not run in CI; the numbers belong in notes (the README quotes a run with its command).
 """
 
 from __future__ import annotations
@@ -29,107 +30,139 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
-from _common import classifier_metrics, digits_evaluator
-from conditional_accuracy import train_classifier
 
+from genfw import cli
 from genfw.config import resolve
 from genfw.plugins import get_registry
-from genfw.train import Trainer, forked, generate
+from genfw.sampling import forked, generate
+from genfw.train import Trainer
 
-# name -> the raw config over the shared base; the variants' own defaults otherwise.
-RECIPES: dict[str, dict] = {
-    "dcgan": {"variant": {"name": "gan"}, "generator": {"name": "dcgan"}, "critic": {"name": "dcgan"}},
-    "sngan": {"variant": {"name": "sngan"}},
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # The DCGAN recipe: the gan variant (non-saturating loss, Adam(2e-4, 0.5)) with DCGAN networks.
+    "dcgan": {"variant": {"name": "gan"}, "generator": "dcgan", "critic": "dcgan"},
     "sagan": {"variant": {"name": "sagan"}},
-    "biggan": {"variant": {"name": "biggan"}},
-    "stylegan2": {"variant": {"name": "stylegan2"}},
+    "sngan": {"variant": {"name": "sngan", "conditional": "no"}},
+    # Projection critic and conditional batch norm (the data's labels).
+    "sngan-cond": {"variant": {"name": "sngan"}},
 }
 
 
+def evaluator(choice: str, dataset: str, options: dict[str, Any], workdir: Path) -> str:
+    """A classifier's weights for the feature metrics (trained here with ``auto``)."""
+    if choice != "auto":
+        return choice
+    out = workdir / f"classifier-{dataset}.safetensors"
+    argv = ["train-evaluator", "--dataset", dataset, "--out", str(out), "--no-progress"]
+    for k, v in options.items():
+        argv += [f"--dataset.{k}", str(v)]
+    if cli.main(argv) != 0:
+        raise SystemExit("could not train the classifier evaluator")
+    return str(out)
+
+
+def config(name: str, dataset: dict[str, Any], steps: int, args: argparse.Namespace, metrics: dict) -> dict:
+    arch = dict(ARCHITECTURES[name])
+    if args.resnet_channels and name.startswith("sngan"):
+        arch.update(
+            {p: {"name": "resnet", "channels": args.resnet_channels} for p in ("generator", "critic")}
+        )
+    return {
+        **arch,
+        "dataset": dataset,
+        "metrics": metrics,
+        "train": {
+            "steps": steps,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "log_every": max(1, steps),
+            "sample_every": 0,
+            "eval_every": 0,
+            "checkpoint_every": 0,
+            "progress": False,
+            "cpu": True,
+        },
+    }
+
+
+def seconds_per_step(trainer: Trainer) -> float:
+    """The loop's own clock at its last log (set-up excluded) over the steps it ran."""
+    rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    timed = [r for r in rows if "time" in r]
+    return timed[-1]["time"] / timed[-1]["step"]
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=300.0, help="training budget of each architecture")
+    ap.add_argument("--calibration-steps", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--runs", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    ap.add_argument("--dataset", default="digits", help="digits, or image-folder with --dataset-root")
-    ap.add_argument("--dataset-root", help="the image folder, for --dataset image-folder")
-    ap.add_argument("--evaluator", help="a digits classifier's weights (default: train one here)")
-    ap.add_argument("--per-class", type=int, default=100, help="samples per class for the class hit rate")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--per-class", type=int, default=100)
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--evaluator", default="auto", help="classifier weights for the metrics, or 'auto'")
+    ap.add_argument("--only", nargs="*", choices=list(ARCHITECTURES), help="a subset of the architectures")
+    ap.add_argument(
+        "--resnet-channels",
+        type=int,
+        default=0,
+        help="width of both resnet networks (0: the authors', G 256 / D 128)",
+    )
     args = ap.parse_args()
+    torch.set_num_threads(1)
     registry = get_registry()
-    workdir = Path(tempfile.mkdtemp(prefix="genfw-architectures-"))
-    digits = args.dataset == "digits"
-    if digits:
-        weights = digits_evaluator(workdir, args.evaluator)
-        if weights is None:
-            raise SystemExit("could not train the digits classifier (genfw train-evaluator)")
-        metrics = classifier_metrics(weights)
-        classifier, ceiling = train_classifier(args.seed)
-    else:
-        metrics = {"fid": {"extractor": "raw", "progress": False}, "precision_recall": {"extractor": "raw"}}
-        classifier, ceiling = None, None
-    dataset = {"name": args.dataset} if digits else {"name": args.dataset, "root": args.dataset_root}
+    options = dict(kv.split("=", 1) for kv in args.dataset_option)
+    dataset = {"name": args.dataset, **options}
+    workdir = Path(tempfile.mkdtemp(prefix="genfw-arch-bench-"))
+    weights = evaluator(args.evaluator, args.dataset, options, workdir)
+    feature = {"extractor": "classifier", "weights": weights, "num_samples": 1797, "progress": False}
+    metrics = {"fid": dict(feature), "precision_recall": dict(feature)}
+    classifier = registry.get("extractor", "classifier")
+    clf = classifier.factory(classifier.options(weights=weights))
 
     rows = {}
-    for name in args.runs:
-        recipe = RECIPES[name]
-        if recipe["variant"]["name"] not in registry.names("variant"):
-            print(f"skipping {name}: variant {recipe['variant']['name']!r} is not registered here")
+    for name in ARCHITECTURES:
+        if args.only and name not in args.only:
             continue
-        raw = {
-            **recipe,
-            "dataset": dataset,
-            "metrics": metrics,
-            "train": {
-                "steps": args.steps,
-                "batch_size": args.batch_size,
-                "seed": args.seed,
-                "eval_every": 0,
-                "sample_every": 0,
-                "checkpoint_every": 0,
-                "progress": False,
-            },
-        }
-        trainer = Trainer(resolve(raw, registry), workdir / name)
+        calib = Trainer(
+            resolve(config(name, dataset, args.calibration_steps, args, {}), registry),
+            workdir / f"{name}-calib",
+        )
+        calib.fit()
+        steps = max(1, int(args.seconds / seconds_per_step(calib)))
+        trainer = Trainer(resolve(config(name, dataset, steps, args, metrics), registry), workdir / name)
         t0 = time.perf_counter()
-        for _ in range(min(20, args.steps)):  # warm-up, not timed
-            trainer.train_step()
-        t1 = time.perf_counter()
         result = trainer.fit()
-        per_step = (time.perf_counter() - t1) / max(args.steps - min(20, args.steps), 1)
         row = {
-            "fid": result.metrics["fid/fid"],
-            "precision": result.metrics["precision_recall/precision"],
-            "recall": result.metrics["precision_recall/recall"],
-            "s_per_step": per_step,
-            "seconds": time.perf_counter() - t0,
+            "steps": steps,
+            "s/step": seconds_per_step(trainer),
+            "train_s": time.perf_counter() - t0,
+            "fid": result.metrics.get("fid/fid"),
+            "prec": result.metrics.get("precision_recall/precision"),
+            "rec": result.metrics.get("precision_recall/recall"),
         }
         model = trainer.built.model
-        if classifier is not None and model.num_classes:
+        if model.num_classes:
             labels = torch.arange(model.num_classes).repeat_interleave(args.per_class)
             draw = functools.partial(generate, model, trainer.sampling_modules(), len(labels), labels=labels)
             samples = forked(args.seed + 1, torch.device("cpu"), draw)
-            with torch.no_grad():
-                hit = (classifier(samples.flatten(1)).argmax(1) == labels).float().mean().item()
-            row["class_hit"] = hit
+            row["acc"] = (clf.logits(samples).argmax(1) == labels).float().mean().item()
         rows[name] = row
-        print(json.dumps({"recipe": name, **row}), flush=True)
+        print(json.dumps({"architecture": name, **row}), flush=True)
 
+    cols = ["fid", "prec", "rec", "acc", "s/step", "steps"]
     print()
+    width = f"resnet width {args.resnet_channels}" if args.resnet_channels else "authors' resnet widths"
     print(
-        f"{args.dataset}, {args.steps} steps, batch {args.batch_size}, seed {args.seed}; "
-        f"{'classifier' if digits else 'raw-pixel'} FID and precision/recall against all the real data"
-        + (f"; class-hit ceiling (the classifier on real digits) {ceiling:.1%}" if ceiling else "")
+        f"{args.dataset}, {args.seconds:g} s of training each, batch {args.batch_size}, seed {args.seed}, {width}"
     )
-    print(f"{'recipe':12s}{'fid':>10s}{'precision':>11s}{'recall':>9s}{'s/step':>9s}{'class hit':>11s}")
+    print(f"{'architecture':12s}" + "".join(f"{c:>9s}" for c in cols))
     for name, r in rows.items():
-        hit = f"{r['class_hit']:11.1%}" if "class_hit" in r else f"{'-':>11s}"
-        print(
-            f"{name:12s}{r['fid']:10.3g}{r['precision']:11.3f}{r['recall']:9.3f}{r['s_per_step']:9.4f}{hit}"
-        )
+        cells = [r.get(c) for c in cols]
+        print(f"{name:12s}" + "".join(f"{v:9.4g}" if v is not None else f"{'-':>9s}" for v in cells))
 
 
 if __name__ == "__main__":
