@@ -34,6 +34,7 @@ reuse them; conditional batch norm and the projection term live in ``genfw_plugi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import attrs
 import torch
@@ -111,14 +112,22 @@ def batch_norm(channels: int, num_classes: int) -> nn.Module:
 class GeneratorBlock(nn.Module):
     """``x + F(x)`` with ``F = BN-ReLU-up-conv3-BN-ReLU-conv3``; the shortcut is ``up-conv1`` where the
     width or side changes, else the identity (the authors' ``gen_models/resblocks.py``). The norms
-    are conditional with ``num_classes > 0``."""
+    are conditional with ``num_classes > 0``; ``norm(channels)`` replaces them (each is called as
+    ``norm(h, y)``, ``y`` what ``forward`` is given: BigGAN's norms take a vector)."""
 
     def __init__(
-        self, n_in: int, n_out: int, num_classes: int = 0, up: bool = True, sn: bool = False
+        self,
+        n_in: int,
+        n_out: int,
+        num_classes: int = 0,
+        up: bool = True,
+        sn: bool = False,
+        norm: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.up = up
-        self.b1, self.b2 = batch_norm(n_in, num_classes), batch_norm(n_out, num_classes)
+        norm = norm or (lambda n: batch_norm(n, num_classes))
+        self.b1, self.b2 = norm(n_in), norm(n_out)
         self.c1 = _conv(n_in, n_out, 3, math.sqrt(2), sn)
         self.c2 = _conv(n_out, n_out, 3, math.sqrt(2), sn)
         self.c_sc = _conv(n_in, n_out, 1, 1.0, sn) if (n_in != n_out or up) else None

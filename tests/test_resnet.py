@@ -130,6 +130,20 @@ def test_generator_block_is_the_hand_composition_of_its_layers():
     assert same.c_sc is None
     z = torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(same(z) - same.residual(z), z)
+    # Another norm (BigGAN's take a vector): called as norm(h, y) with what the block is given.
+
+    class Scale(nn.Module):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+
+        def forward(self, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return h * v[:, None, None, None]
+
+    scaled = GeneratorBlock(3, 3, up=False, norm=Scale)
+    v = torch.tensor([2.0, -1.0])
+    h = F.conv2d(F.relu(z * v[:, None, None, None]), scaled.c1.weight, scaled.c1.bias, padding=1)
+    h = F.conv2d(F.relu(h * v[:, None, None, None]), scaled.c2.weight, scaled.c2.bias, padding=1)
+    torch.testing.assert_close(scaled(z, v), h + z, rtol=1e-5, atol=1e-5)
 
 
 def test_critic_blocks_are_the_hand_composition_of_their_layers():
