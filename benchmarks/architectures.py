@@ -44,7 +44,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     # The DCGAN recipe: the gan variant (non-saturating loss, Adam(2e-4, 0.5)) with DCGAN networks.
     "dcgan": {"variant": {"name": "gan"}, "generator": "dcgan", "critic": "dcgan"},
     "sagan": {"variant": {"name": "sagan"}},
-    "sngan": {"variant": {"name": "sngan", "conditional": "no"}},
+    "sngan": {"variant": {"name": "sngan", "conditional": "never"}},
     # Projection critic and conditional batch norm (the data's labels).
     "sngan-cond": {"variant": {"name": "sngan"}},
 }

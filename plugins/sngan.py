@@ -7,7 +7,7 @@ generator and critic (``genfw_plugins/resnet.py``), spectral normalisation of ev
 Adam(2e-4, beta1 0, beta2 0.9) for both players, latent size 128. Conditional (Miyato & Koyama
 2018) when the data has labels (``conditional: auto``): the critic projects (``--critic.conditioning
 projection``) and the generator uses conditional batch norm (``--generator.conditioning cbn``), the
-networks' defaults. ``conditional: yes`` refuses unlabelled data, ``no`` ignores labels.
+networks' defaults. ``conditional: always`` refuses unlabelled data, ``never`` ignores labels.
 
 The phases are the shared adversarial step (``genfw_plugins/_adversarial.py``): fakes are drawn for
 the real batch's labels. Where genfw departs from the authors' code (README, section ``sngan``): no
@@ -38,9 +38,9 @@ class SNGANOptions:
     beta2: float = attrs.field(default=0.9, validator=check.in_interval(0, 1, high_open=True))
     n_critic: int = attrs.field(default=5, validator=check.at_least(1))  # critic steps per training step
     n_generator: int = attrs.field(default=1, validator=check.at_least(1))  # generator steps per step
-    # auto: conditioned on the labels when the data set has classes; yes: refuses unlabelled
-    # data; no: unconditional even on labelled data.
-    conditional: str = attrs.field(default="auto", validator=check.one_of("auto", "yes", "no"))
+    # auto: conditioned on the labels when the data set has classes; always: refuses unlabelled
+    # data; never: unconditional even on labelled data. (Not yes/no: YAML reads those as booleans.)
+    conditional: str = attrs.field(default="auto", validator=check.one_of("auto", "always", "never"))
 
 
 class SNGAN(GAN):
@@ -61,9 +61,9 @@ class SNGAN(GAN):
 
     def classes(self, ctx: BuildContext) -> int:
         mode = self.options.conditional
-        if mode == "no":
+        if mode == "never":
             return 0
-        if mode == "yes":
+        if mode == "always":
             return data_classes(ctx, "sngan")
         return max(ctx.data.num_classes, 0)
 

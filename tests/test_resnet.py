@@ -28,6 +28,7 @@ from genfw_plugins.resnet import (
 )
 from genfw_plugins.sagan import SelfAttention
 from genfw_plugins.sngan import SNGAN, SNGANOptions
+from tests.conftest import QUICK
 
 
 def has_sn(module: nn.Module) -> bool:
@@ -328,7 +329,7 @@ def test_sngan_recipe(registry):
     weighted = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
     assert weighted and all(has_sn(m) for m in weighted)
     assert not any(has_sn(m) for m in g.modules())
-    raw["variant"] = {"name": "sngan", "conditional": "no"}
+    raw["variant"] = {"name": "sngan", "conditional": "never"}
     b = build(resolve(raw, registry))
     assert b.model.num_classes == 0 and b.model.modules["critic"].embed is None
 
@@ -339,9 +340,9 @@ def test_sngan_conditional_modes():
 
     assert SNGAN(SNGANOptions()).classes(ctx(10)) == 10
     assert SNGAN(SNGANOptions()).classes(ctx(0)) == 0
-    assert SNGAN(SNGANOptions(conditional="no")).classes(ctx(10)) == 0
+    assert SNGAN(SNGANOptions(conditional="never")).classes(ctx(10)) == 0
     with pytest.raises(GenfwError, match="variant 'sngan' needs a labelled data set"):
-        SNGAN(SNGANOptions(conditional="yes")).classes(ctx(0))
+        SNGAN(SNGANOptions(conditional="always")).classes(ctx(0))
 
 
 def tiny(tmp_path, steps=3, variant=None, **train):
@@ -355,7 +356,7 @@ def tiny(tmp_path, steps=3, variant=None, **train):
     }
 
 
-@pytest.mark.parametrize("conditional", ["auto", "no"])
+@pytest.mark.parametrize("conditional", ["auto", "never"])
 def test_sngan_trains_on_digits(tmp_path, registry, conditional):
     cfg = resolve(tiny(tmp_path, variant={"conditional": conditional}), registry)
     trainer = Trainer(cfg, tmp_path / "run")
@@ -468,3 +469,18 @@ def test_sngan_resumes_bit_exactly(tmp_path, registry):
         a, b = straight.plain[name].state_dict(), resumed.plain[name].state_dict()
         assert any("_u" in k for k in a) or name == "generator"  # spectral norm's vectors ride along
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs"
+
+
+def test_sngan_options_from_the_command_line(tmp_path, run_cli):
+    """The words of ``--plugin.conditional`` survive YAML parsing of flags (yes/no would be booleans)."""
+    small = ["--generator.channels", "4", "--critic.channels", "4", "--plugin.n_critic", "1", "--steps", "1"]
+    code, _, err = run_cli(
+        "train", "--plugin", "sngan", "--plugin.conditional", "never", *small, "--out", tmp_path / "r", *QUICK
+    )
+    assert code == 0, err
+    config = (tmp_path / "r" / "config.yaml").read_text()
+    assert "conditional: never" in config
+    code, _, err = run_cli(
+        "train", "--plugin", "sngan", "--plugin.conditional", "no", *small, "--out", tmp_path / "s"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "variant.conditional" in err
