@@ -17,6 +17,7 @@ steps. Then the script prints, side by side:
 
     OMP_NUM_THREADS=1 python benchmarks/architectures.py                       # 300 s each
     OMP_NUM_THREADS=1 python benchmarks/architectures.py --seconds 60 --only dcgan sngan-cond
+    OMP_NUM_THREADS=1 python benchmarks/architectures.py --steps 400 --only sngan-cond sngan-concat
     OMP_NUM_THREADS=1 python benchmarks/architectures.py --dataset image-folder --dataset-option path=DIR
 
 Not run in CI; the numbers belong in notes (the README quotes a run with its command).
@@ -47,7 +48,14 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "sngan": {"variant": {"name": "sngan", "conditional": "never"}},
     # Projection critic and conditional batch norm (the data's labels).
     "sngan-cond": {"variant": {"name": "sngan"}},
+    # The same with one-hot labels on z and on the critic's input (not run unless asked: --only).
+    "sngan-concat": {
+        "variant": {"name": "sngan"},
+        "generator": {"name": "resnet", "conditioning": "concat"},
+        "critic": {"name": "resnet", "conditioning": "concat"},
+    },
 }
+DEFAULT = ("dcgan", "sagan", "sngan", "sngan-cond")
 
 
 def evaluator(choice: str, dataset: str, options: dict[str, Any], workdir: Path) -> str:
@@ -66,9 +74,8 @@ def evaluator(choice: str, dataset: str, options: dict[str, Any], workdir: Path)
 def config(name: str, dataset: dict[str, Any], steps: int, args: argparse.Namespace, metrics: dict) -> dict:
     arch = dict(ARCHITECTURES[name])
     if args.resnet_channels and name.startswith("sngan"):
-        arch.update(
-            {p: {"name": "resnet", "channels": args.resnet_channels} for p in ("generator", "critic")}
-        )
+        for player in ("generator", "critic"):
+            arch[player] = {"name": "resnet", **arch.get(player, {}), "channels": args.resnet_channels}
     return {
         **arch,
         "dataset": dataset,
@@ -97,6 +104,7 @@ def seconds_per_step(trainer: Trainer) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=300.0, help="training budget of each architecture")
+    ap.add_argument("--steps", type=int, default=0, help="train this many steps instead (no time budget)")
     ap.add_argument("--calibration-steps", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
@@ -124,15 +132,15 @@ def main() -> None:
     clf = classifier.factory(classifier.options(weights=weights))
 
     rows = {}
-    for name in ARCHITECTURES:
-        if args.only and name not in args.only:
-            continue
-        calib = Trainer(
-            resolve(config(name, dataset, args.calibration_steps, args, {}), registry),
-            workdir / f"{name}-calib",
-        )
-        calib.fit()
-        steps = max(1, int(args.seconds / seconds_per_step(calib)))
+    for name in args.only or DEFAULT:
+        steps = args.steps
+        if not steps:
+            calib = Trainer(
+                resolve(config(name, dataset, args.calibration_steps, args, {}), registry),
+                workdir / f"{name}-calib",
+            )
+            calib.fit()
+            steps = max(1, int(args.seconds / seconds_per_step(calib)))
         trainer = Trainer(resolve(config(name, dataset, steps, args, metrics), registry), workdir / name)
         t0 = time.perf_counter()
         result = trainer.fit()
@@ -156,9 +164,8 @@ def main() -> None:
     cols = ["fid", "prec", "rec", "acc", "s/step", "steps"]
     print()
     width = f"resnet width {args.resnet_channels}" if args.resnet_channels else "authors' resnet widths"
-    print(
-        f"{args.dataset}, {args.seconds:g} s of training each, batch {args.batch_size}, seed {args.seed}, {width}"
-    )
+    budget = f"{args.steps} steps" if args.steps else f"{args.seconds:g} s of training"
+    print(f"{args.dataset}, {budget} each, batch {args.batch_size}, seed {args.seed}, {width}")
     print(f"{'architecture':12s}" + "".join(f"{c:>9s}" for c in cols))
     for name, r in rows.items():
         cells = [r.get(c) for c in cols]
