@@ -7,16 +7,21 @@ from pathlib import Path
 from genfw import cli
 
 
-def digits_evaluator(workdir: Path, given: str | None = None) -> str | None:
-    """A digits classifier's weights for classifier FID and precision/recall: ``given`` (a path),
-    none for ``"none"``, or one trained here into ``workdir`` (``"auto"`` or ``None``); None where
-    the command fails."""
+def digits_evaluator(
+    workdir: Path, given: str | None = None, dataset: str = "digits", options: dict | None = None
+) -> str | None:
+    """A classifier's weights for classifier FID and precision/recall: ``given`` (a path), none for
+    ``"none"``, or one trained here on ``dataset`` (with its ``options``) into ``workdir``
+    (``"auto"`` or ``None``); None where the command fails."""
     if given == "none":
         return None
     if given not in (None, "auto"):
         return given
-    out = Path(workdir) / "classifier-digits.safetensors"
-    code = cli.main(["train-evaluator", "--dataset", "digits", "--out", str(out), "--no-progress"])
+    out = Path(workdir) / f"classifier-{dataset}.safetensors"
+    argv = ["train-evaluator", "--dataset", dataset, "--out", str(out), "--no-progress"]
+    for k, v in (options or {}).items():
+        argv += [f"--dataset.{k}", str(v)]
+    code = cli.main(argv)
     return str(out) if code == 0 and out.is_file() else None
 
 

@@ -1,5 +1,5 @@
 """GAN architectures side by side on digits (or any labelled image data set) for the same CPU time:
-dcgan vs sagan vs sngan (unconditional and conditional).
+dcgan vs sagan vs sngan (unconditional and conditional) vs biggan vs stylegan2 (where registered).
 
 Each architecture trains as a user gets it (its variant's defaults: learning rates, loss, n_critic,
 network widths), on the same data with the same seed, for the same wall-clock budget: a short
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import digits_evaluator
 
-from genfw import cli
 from genfw.config import resolve
 from genfw.plugins import get_registry
 from genfw.sampling import forked, generate
@@ -55,20 +55,9 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "critic": {"name": "resnet", "conditioning": "concat"},
     },
 }
-DEFAULT = ("dcgan", "sagan", "sngan", "sngan-cond")
-
-
-def evaluator(choice: str, dataset: str, options: dict[str, Any], workdir: Path) -> str:
-    """A classifier's weights for the feature metrics (trained here with ``auto``)."""
-    if choice != "auto":
-        return choice
-    out = workdir / f"classifier-{dataset}.safetensors"
-    argv = ["train-evaluator", "--dataset", dataset, "--out", str(out), "--no-progress"]
-    for k, v in options.items():
-        argv += [f"--dataset.{k}", str(v)]
-    if cli.main(argv) != 0:
-        raise SystemExit("could not train the classifier evaluator")
-    return str(out)
+ARCHITECTURES["biggan"] = {"variant": {"name": "biggan"}}
+ARCHITECTURES["stylegan2"] = {"variant": {"name": "stylegan2"}}
+DEFAULT = ("dcgan", "sagan", "sngan", "sngan-cond", "biggan", "stylegan2")
 
 
 def config(name: str, dataset: dict[str, Any], steps: int, args: argparse.Namespace, metrics: dict) -> dict:
@@ -125,7 +114,9 @@ def main() -> None:
     options = dict(kv.split("=", 1) for kv in args.dataset_option)
     dataset = {"name": args.dataset, **options}
     workdir = Path(tempfile.mkdtemp(prefix="genfw-arch-bench-"))
-    weights = evaluator(args.evaluator, args.dataset, options, workdir)
+    weights = digits_evaluator(workdir, args.evaluator, args.dataset, options)
+    if weights is None:
+        raise SystemExit("could not train the classifier evaluator (genfw train-evaluator)")
     feature = {"extractor": "classifier", "weights": weights, "num_samples": 1797, "progress": False}
     metrics = {"fid": dict(feature), "precision_recall": dict(feature)}
     classifier = registry.get("extractor", "classifier")
@@ -133,6 +124,9 @@ def main() -> None:
 
     rows = {}
     for name in args.only or DEFAULT:
+        if ARCHITECTURES[name]["variant"]["name"] not in registry.names("variant"):
+            print(f"skipping {name}: its variant is not registered here")
+            continue
         steps = args.steps
         if not steps:
             calib = Trainer(
