@@ -186,7 +186,6 @@ TINY = {
     "progan": {"channels": 16, "min_channels": 8, "latent_dim": 8, "stable_images": 16, "fade_images": 32},
     "sagan": {},
     "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64, "channel_max": 8},
-
     "sngan": {"latent_dim": 16, "n_critic": 2},
 }
 TRAIN = {
