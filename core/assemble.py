@@ -23,7 +23,9 @@ from genfw.model import BuildContext, DataInfo, GenDataset, Model, Optim
 
 def make_optimizer(optim: Optim, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if optim.name == "adam":
-        return torch.optim.Adam(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+        return torch.optim.Adam(
+            params, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay
+        )
     if optim.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=optim.lr, weight_decay=optim.weight_decay)
     if optim.name == "sgd":

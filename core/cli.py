@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float_arg("truncation"),
         metavar="PSI",
         help="the truncation trick at PSI, for variants that declare one (its meaning is the variant's: "
-        "StyleGAN's w_avg + PSI (w - w_avg))",
+        "StyleGAN's w_avg + PSI (w - w_avg); BigGAN's z redrawn where |z| > PSI)",
     )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_sample)

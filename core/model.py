@@ -44,6 +44,7 @@ class Optim:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
+    eps: float = 1e-8  # Adam's epsilon (BigGAN: 1e-6)
 
 
 @attrs.frozen

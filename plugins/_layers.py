@@ -10,6 +10,8 @@
 - :class:`ConditionalBatchNorm2d`: conditional batch norm (de Vries et al. 2017), the generators'
   ``conditioning: cbn``; :func:`projection`, :func:`with_projection`, :func:`label_embedding`: the
   projection critic (Miyato & Koyama 2018), the critics' ``conditioning: projection``.
+- :class:`VectorConditionalBatchNorm2d`: BigGAN's conditional batch norm (Brock et al. 2019),
+  whose gain and bias are linear maps of a conditioning vector (class embedding and latent chunk).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 def group_size_for(batch: int, group_size: int) -> int:
@@ -194,6 +197,30 @@ class ConditionalBatchNorm2d(nn.Module):
         y = y.long()
         gamma, beta = self.gamma[y].to(h.dtype), self.beta[y].to(h.dtype)  # (B, C)
         return gamma[:, :, None, None] * h + beta[:, :, None, None]
+
+
+class VectorConditionalBatchNorm2d(nn.Module):
+    """BigGAN's conditional batch norm (Brock et al. 2019; BigGAN-PyTorch ``layers.ccbn``): batch
+    norm without affine parameters, then ``(1 + G c) * BN(x) + B c`` for a conditioning vector
+    ``c (B, cond_dim)`` (the shared class embedding and the block's latent chunk), ``G`` and ``B``
+    linear maps without bias (spectrally normalised with ``sn``, as the authors' ``SNLinear``)."""
+
+    def __init__(self, channels: int, cond_dim: int, eps: float = 1e-5, sn: bool = False) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, eps=eps, affine=False)
+        self.gain = nn.Linear(cond_dim, channels, bias=False)
+        self.bias = nn.Linear(cond_dim, channels, bias=False)
+        for lin in (self.gain, self.bias):
+            nn.init.xavier_uniform_(lin.weight)
+        if sn:
+            self.gain, self.bias = spectral_norm(self.gain), spectral_norm(self.bias)
+
+    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
+        if c is None:
+            raise ValueError("this conditional batch norm needs a conditioning vector c (B, cond_dim)")
+        h = self.bn(x)  # (B, C, H, W)
+        gain = 1.0 + self.gain(c.to(h.dtype))  # (B, C)
+        return gain[:, :, None, None] * h + self.bias(c.to(h.dtype))[:, :, None, None]
 
 
 def projection(features: Tensor, embedding: Tensor) -> Tensor:

@@ -64,7 +64,7 @@ class SNGAN(GAN):
         if mode == "never":
             return 0
         if mode == "always":
-            return data_classes(ctx, "sngan")
+            return data_classes(ctx, type(self).__name__.lower())  # sngan, biggan
         return max(ctx.data.num_classes, 0)
 
 

@@ -732,13 +732,14 @@ class AveragedGenerator(nn.Module):
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def update(self, generator: nn.Module, decay: float, warmup: bool) -> None:
+    def update(self, generator: nn.Module, decay: float, warmup: bool, start: int = 0) -> None:
         """``avg <- d avg + (1 - d) theta`` with ``d = decay`` (``min(decay, (1 + t) / (10 + t))``
-        with ``warmup``, ``t`` the number of updates so far); buffers (batch-norm statistics) are
-        copied, as in StyleGAN2's G_ema."""
+        with ``warmup``, ``t`` the number of updates so far; 0, a copy, while ``t < start``, as
+        BigGAN's ``ema_start``); buffers (batch-norm statistics) are copied, as in StyleGAN2's G_ema."""
         d = torch.full((), decay, device=self.updates.device)
         if warmup:
             d = torch.minimum(d, (1.0 + self.updates) / (10.0 + self.updates))
+        d = torch.where(self.updates < start, torch.zeros_like(d), d)
         for avg, p in zip(self.average.parameters(), generator.parameters(), strict=True):
             avg.lerp_(p.detach().to(avg.dtype), (1.0 - d).to(avg.dtype))
         for avg, b in zip(self.average.buffers(), generator.buffers(), strict=True):
@@ -760,6 +761,9 @@ class EMAOptions:
     half_life_kimg: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(check.positive)
     )
+    # The first `start` updates copy the generator (decay 0), BigGAN's ema_start: the average
+    # starts from the weights after `start` steps, not from the initial ones.
+    start: int = attrs.field(default=0, validator=check.non_negative)
 
 
 def half_life_decay(half_life_kimg: float, images_per_update: int) -> float:
@@ -797,7 +801,9 @@ class EMA(Callback):
     def on_phase_end(self, phase: str, output: PhaseOutput, state: LoopState) -> None:
         if phase in self.phases:
             for g in self.generators:
-                state.plain[f"{g}_ema"].update(state.plain[g], self.decay, self.options.warmup)
+                state.plain[f"{g}_ema"].update(
+                    state.plain[g], self.decay, self.options.warmup, self.options.start
+                )
 
     def sampler(self, modules: Modules) -> Modules:
         return Modules({**modules, **{g: modules[f"{g}_ema"].average for g in self.generators}})

@@ -187,6 +187,7 @@ TINY = {
     "sagan": {},
     "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64, "channel_max": 8},
     "sngan": {"latent_dim": 16, "n_critic": 2},
+    "biggan": {"latent_dim": 16, "n_critic": 2},
 }
 TRAIN = {
     "steps": 4,
@@ -206,7 +207,7 @@ def tiny_config(variant: str) -> dict:
         if spec.kind in ("generator", "critic", "encoder"):
             if spec.default == "mlp":
                 raw[slot] = {"name": "mlp", "hidden": [16]}
-            elif spec.default in ("sagan", "resnet"):
+            elif spec.default in ("sagan", "resnet", "biggan"):
                 raw[slot] = {"name": spec.default, "channels": 8}
     return raw
 
