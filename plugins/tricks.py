@@ -734,12 +734,13 @@ class AveragedGenerator(nn.Module):
     @torch.no_grad()
     def update(self, generator: nn.Module, decay: float, warmup: bool, start: int = 0) -> None:
         """``avg <- d avg + (1 - d) theta`` with ``d = decay`` (``min(decay, (1 + t) / (10 + t))``
-        with ``warmup``, ``t`` the number of updates so far; 0, a copy, while ``t < start``, as
-        BigGAN's ``ema_start``); buffers (batch-norm statistics) are copied, as in StyleGAN2's G_ema."""
+        with ``warmup``, ``t`` the number of updates so far; 0, a copy, while ``t + 1 < start``:
+        BigGAN's ``ema_start``, whose update ``itr`` counts from 1 and copies while ``itr < start``);
+        buffers (batch-norm statistics) are copied, as in StyleGAN2's G_ema."""
         d = torch.full((), decay, device=self.updates.device)
         if warmup:
             d = torch.minimum(d, (1.0 + self.updates) / (10.0 + self.updates))
-        d = torch.where(self.updates < start, torch.zeros_like(d), d)
+        d = torch.where(self.updates + 1 < start, torch.zeros_like(d), d)
         for avg, p in zip(self.average.parameters(), generator.parameters(), strict=True):
             avg.lerp_(p.detach().to(avg.dtype), (1.0 - d).to(avg.dtype))
         for avg, b in zip(self.average.buffers(), generator.buffers(), strict=True):
@@ -761,8 +762,8 @@ class EMAOptions:
     half_life_kimg: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(check.positive)
     )
-    # The first `start` updates copy the generator (decay 0), BigGAN's ema_start: the average
-    # starts from the weights after `start` steps, not from the initial ones.
+    # Updates 1 .. start - 1 copy the generator (decay 0), BigGAN's ema_start: the average starts
+    # from the weights after start - 1 steps, not from the initial ones. 0 or 1: from the first.
     start: int = attrs.field(default=0, validator=check.non_negative)
 
 

@@ -159,16 +159,22 @@ def test_truncated_normal_redraws_out_of_range_entries():
 
 
 def test_ema_start_copies_until_then():
-    """BigGAN's ema_start: before ``start`` updates the average is the generator; after, the decay."""
+    """BigGAN's ema_start (utils.ema.update: decay 0 while itr < start, itr counted from 1): with
+    start 3, updates 1 and 2 copy the generator, update 3 averages with the decay."""
     net = nn.Linear(1, 1, bias=False)
     avg = AveragedGenerator(net)
     for value in (1.0, 2.0):
         net.weight.data.fill_(value)
-        avg.update(net, 0.9, warmup=False, start=2)
+        avg.update(net, 0.9, warmup=False, start=3)
         assert avg.average.weight.item() == value
     net.weight.data.fill_(12.0)
-    avg.update(net, 0.9, warmup=False, start=2)
+    avg.update(net, 0.9, warmup=False, start=3)
     assert avg.average.weight.item() == pytest.approx(0.9 * 2.0 + 0.1 * 12.0)
+    fresh = AveragedGenerator(nn.Linear(1, 1, bias=False).requires_grad_(False))
+    net.weight.data.fill_(5.0)
+    before = fresh.average.weight.item()
+    fresh.update(net, 0.9, warmup=False, start=1)  # 1 (and 0): averaging from the first update
+    assert fresh.average.weight.item() == pytest.approx(0.9 * before + 0.1 * 5.0)
 
 
 # --- the variant ----------------------------------------------------------------------------------
@@ -225,7 +231,7 @@ def tiny(steps=3, variant=None, **train):
 
 
 def test_biggan_trains_on_digits(tmp_path, registry):
-    trainer = Trainer(resolve(tiny(variant={"ema_start": 2}), registry), tmp_path / "run")
+    trainer = Trainer(resolve(tiny(variant={"ema_start": 3}), registry), tmp_path / "run")
     before = {k: v.clone() for k, v in trainer.plain["generator"].state_dict().items()}
     result = trainer.fit()
     assert result.step == 3 and all(math.isfinite(v) for v in result.last_logs.values())
@@ -234,7 +240,7 @@ def test_biggan_trains_on_digits(tmp_path, registry):
     assert trainer.built.model.num_classes == 10
     ema = trainer.plain["generator_ema"]
     assert int(ema.updates) == 3
-    # Averaging started after 2 copies: the average is neither the live generator nor a copy.
+    # Two copies, then one average at update 3: the average is not the live generator.
     live = trainer.plain["generator"].linear.parametrizations.weight.original
     avg = ema.average.linear.parametrizations.weight.original
     assert not torch.equal(live, avg)
@@ -278,10 +284,10 @@ def test_biggan_resumes_bit_exactly(tmp_path, registry):
     run split at step 2 (the EMA started at 1) and resumed ends where a straight run does."""
     from genfw.train import read_run
 
-    cfg = tiny(steps=4, variant={"ema_start": 1}, checkpoint_every=2)
+    cfg = tiny(steps=4, variant={"ema_start": 2}, checkpoint_every=2)
     straight = Trainer(resolve(cfg, registry), tmp_path / "a")
     straight.fit()
-    Trainer(resolve(tiny(steps=2, variant={"ema_start": 1}), registry), tmp_path / "b").fit()
+    Trainer(resolve(tiny(steps=2, variant={"ema_start": 2}), registry), tmp_path / "b").fit()
     resumed = Trainer(read_run(tmp_path / "b", registry, [("train.steps", 4)]), tmp_path / "b", resume=True)
     assert resumed.step == 2
     resumed.fit()
