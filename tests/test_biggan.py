@@ -203,6 +203,11 @@ def test_biggan_recipe(registry):
     (ortho,) = [r for name, r in b.regularisers["generator"] if name == "orthogonal"]
     assert ortho.beta == 1e-4
     assert b.model.truncate is not None
+    raw["variant"] = {"name": "biggan", "ortho": 0.0, "conditional": "never"}
+    b = build(resolve(raw, registry))
+    assert "orthogonal" not in {name for name, _ in b.regularisers["generator"]}
+    g = b.model.modules["generator"]
+    assert b.model.num_classes == 0 and g.shared is None and b.model.modules["critic"].embed is None
 
 
 def test_biggan_refuses_another_prior(registry):
