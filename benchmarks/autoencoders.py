@@ -1,5 +1,6 @@
 """The autoencoder family side by side on digits: ae, vae, aae, wae-mmd, wae-gan, and (where
-registered) iwae, vae with the VampPrior, tcvae, rae, vqvae and ae with an ex-post Gaussian mixture.
+registered) iwae, vae with the VampPrior, tcvae, rae, ae sampled from an ex-post Gaussian mixture,
+and vqvae.
 
 Every variant trains with the same networks (the default ``mlp`` encoder, decoder and, where
 there is one, latent critic), the same latent dimension, batch size, number of steps and seed, on
@@ -56,6 +57,7 @@ VARIANTS = {
     "vae+vamp": {"variant": {"name": "vae"}, "prior": {"name": "vamp"}},
     "tcvae": {"variant": {"name": "tcvae"}},
     "rae": {"variant": {"name": "rae"}},
+    "ae+gmm": {"variant": {"name": "ae", "ex_post": "gmm"}},
     "vqvae": {"variant": {"name": "vqvae"}},
 }
 
