@@ -237,6 +237,24 @@ def with_projection(scores: Tensor, features: Tensor, embedding: Tensor) -> Tens
     return scores + F.pad(term, (0, scores.shape[1] - 1))
 
 
+class ProjectionCritic(nn.Module):
+    """Base of the convolutional critics with ``conditioning: projection`` (Miyato & Koyama 2018):
+    ``forward = head(features)``, plus ``<embed(y), features>`` on the first output where the
+    subclass sets ``embed`` (else ``None``: concatenation or no labels). Subclasses define
+    ``features(x, y)``, ``head``, ``embed`` and ``num_classes``."""
+
+    embed: nn.Module | None
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.features(x, y)
+        out = self.head(h)  # (B, out_dim)
+        if self.embed is None:
+            return out
+        if y is None:
+            raise ValueError(f"this critic is conditional ({self.num_classes} classes): pass labels y (B,)")
+        return with_projection(out, h, self.embed(y.long()))
+
+
 def label_embedding(num_classes: int, features: int) -> nn.Embedding:
     """The projection critic's class embedding ``(K, F)``, Glorot uniform as in the authors' code."""
     embed = nn.Embedding(num_classes, features)

@@ -40,8 +40,14 @@ from genfw import validators as check
 from genfw.contracts import Callback, LoopState, VariantInfo
 from genfw.hookspecs import Register
 from genfw.plugins import variants_where
-from genfw_plugins._adversarial import critic_features
-from genfw_plugins.tricks import PackedCritic, add_module, declares, phases_training, players
+from genfw_plugins.tricks import (
+    PackedCritic,
+    TransformedCritic,
+    add_module,
+    declares,
+    phases_training,
+    players,
+)
 
 # --- shared pieces --------------------------------------------------------------------------------
 
@@ -85,30 +91,14 @@ def translate(x: Tensor, dy: Tensor, dx: Tensor, padding: str = "zeros") -> Tens
     return torch.where(inside, out, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-class AugmentedCritic(nn.Module):
+class AugmentedCritic(TransformedCritic):
     """A critic whose every input ``x (B, C, H, W)`` is ``augment(x)`` first (a plain attribute, not
     a submodule: the augmentation's state is a module of the model). ``features`` and ``head``
     are the inner critic's, with the same augmentation; other members are the inner critic's."""
 
     def __init__(self, inner: nn.Module, augment: Callable[[Tensor], Tensor]) -> None:
-        super().__init__()
-        self.inner, self.augment = inner, augment
-
-    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return self.inner(self.augment(x), *args, **kwargs)
-
-    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return critic_features(self.inner, self.augment(x), y)
-
-    @property
-    def head(self) -> nn.Module:
-        return self.inner.head
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:  # the inner critic's own members (an energy critic's k, encoder)
-            return getattr(self.inner, name)
+        super().__init__(inner, augment)
+        self.augment = augment
 
 
 def has_data_critics(variant: VariantInfo) -> bool:

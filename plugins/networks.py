@@ -22,7 +22,7 @@ from torch import Tensor, nn
 import genfw
 from genfw import validators as check
 from genfw.hookspecs import Register
-from genfw_plugins._layers import ConditionalBatchNorm2d, label_embedding, with_projection
+from genfw_plugins._layers import ConditionalBatchNorm2d, ProjectionCritic, label_embedding
 
 # --- shared pieces ------------------------------------------------------------------------------
 
@@ -310,7 +310,7 @@ class DCGANGenerator(nn.Module):
         return h
 
 
-class DCGANCritic(nn.Module):
+class DCGANCritic(ProjectionCritic):
     """DCGAN-style critic or encoder: images ``(B, C, S, S)`` -> ``(B, out_dim)``.
 
     4x4 stride-2 convs with LeakyReLU(0.2) (batch norm from the second on) halve the side down to
@@ -352,15 +352,6 @@ class DCGANCritic(nn.Module):
             planes = one_hot(y, self.num_classes, x)[:, :, None, None]  # (B, K, 1, 1)
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)  # (B, C + K, S, S)
         return self.body(x).flatten(1)
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """``head(features)``; with projection, plus ``<embed(y), features>`` on the first output."""
-        h = self.features(x, y)
-        if self.embed is None:
-            return self.head(h)
-        if y is None:
-            raise ValueError(f"this critic is conditional ({self.num_classes} classes): pass labels y (B,)")
-        return with_projection(self.head(h), h, self.embed(y.long()))
 
 
 def dcgan_generator(

@@ -45,7 +45,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 import genfw
 from genfw import validators as check
 from genfw.hookspecs import Register
-from genfw_plugins._layers import ConditionalBatchNorm2d, label_embedding, with_projection
+from genfw_plugins._layers import ConditionalBatchNorm2d, ProjectionCritic, label_embedding
 from genfw_plugins.networks import OUTPUTS, _check_input, condition, one_hot, output_layer
 from genfw_plugins.sagan import SelfAttention
 
@@ -298,7 +298,7 @@ class ResNetGenerator(nn.Module):
         return self.out(self.conv(F.relu(self.bn(h))))  # (B, C, S, S)
 
 
-class ResNetCritic(nn.Module):
+class ResNetCritic(ProjectionCritic):
     """ResNet critic: images ``(B, C, S, S)`` -> ``(B, out_dim)``.
 
     ``features(x, y) = phi(x)``, the globally sum-pooled ReLU of the last block ``(B, F)``;
@@ -346,15 +346,6 @@ class ResNetCritic(nn.Module):
         for block in self.blocks:
             h = block(h)
         return F.relu(h).sum(dim=(2, 3))
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        h = self.features(x, y)
-        out = self.head(h)  # (B, out_dim)
-        if self.embed is None:
-            return out
-        if y is None:
-            raise ValueError(f"this critic is conditional ({self.num_classes} classes): pass labels y (B,)")
-        return with_projection(out, h, self.embed(y.long()))
 
 
 def resnet_generator(

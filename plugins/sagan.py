@@ -30,7 +30,7 @@ import genfw
 from genfw import Slot
 from genfw import validators as check
 from genfw.hookspecs import Register
-from genfw_plugins._layers import ConditionalBatchNorm2d, label_embedding, with_projection
+from genfw_plugins._layers import ConditionalBatchNorm2d, ProjectionCritic, label_embedding
 from genfw_plugins.gan import GAN
 from genfw_plugins.networks import _width, condition, dcgan_geometry, one_hot, output_layer
 
@@ -151,7 +151,7 @@ class SAGANGenerator(nn.Module):
         return h
 
 
-class SAGANCritic(nn.Module):
+class SAGANCritic(ProjectionCritic):
     """Spectral-norm DCGAN critic with one self-attention block: images -> ``(B, out_dim)``."""
 
     def __init__(
@@ -183,15 +183,6 @@ class SAGANCritic(nn.Module):
             planes = one_hot(y, self.num_classes, x)[:, :, None, None]
             x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)
         return self.body(x).flatten(1)
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """``head(features)``; with projection, plus ``<embed(y), features>`` on the first output."""
-        h = self.features(x, y)
-        if self.embed is None:
-            return self.head(h)
-        if y is None:
-            raise ValueError(f"this critic is conditional ({self.num_classes} classes): pass labels y (B,)")
-        return with_projection(self.head(h), h, self.embed(y.long()))
 
 
 def sagan_generator(

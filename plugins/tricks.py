@@ -37,6 +37,7 @@ whether it works with that registered variant, judged from what the variant decl
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -555,23 +556,21 @@ def instance_noise_sigma(sigma: float, anneal_steps: int, step: Tensor) -> Tenso
     return sigma * (1.0 - step.float() / anneal_steps).clamp_min(0.0)
 
 
-class NoisyCritic(nn.Module):
-    """A critic whose every input gets ``x + sigma * N(0, I)``; ``sigma()`` is the schedule's
-    current value (a plain attribute, not a submodule: the schedule is the model's own module).
-    ``features`` and ``head`` are the inner critic's, with the same noise."""
+class TransformedCritic(nn.Module):
+    """A critic whose every input goes through ``transform`` first (instance noise, augmentations):
+    real and fake alike, in every phase, and through ``features`` too; ``head`` and any other member
+    are the inner critic's. ``transform`` is a plain attribute, not a submodule: its state (a
+    schedule, an augmentation probability) is a module of the model of its own."""
 
-    def __init__(self, inner: nn.Module, sigma: Any) -> None:
+    def __init__(self, inner: nn.Module, transform: Callable[[Tensor], Tensor]) -> None:
         super().__init__()
-        self.inner, self.sigma = inner, sigma
-
-    def noisy(self, x: Tensor) -> Tensor:
-        return x + self.sigma().to(x.dtype) * torch.randn_like(x)
+        self.inner, self.transform = inner, transform
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return self.inner(self.noisy(x), *args, **kwargs)
+        return self.inner(self.transform(x), *args, **kwargs)
 
     def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return critic_features(self.inner, self.noisy(x), y)
+        return critic_features(self.inner, self.transform(x), y)
 
     @property
     def head(self) -> nn.Module:
@@ -582,6 +581,18 @@ class NoisyCritic(nn.Module):
             return super().__getattr__(name)
         except AttributeError:  # the inner critic's own members (an energy critic's k, encoder)
             return getattr(self.inner, name)
+
+
+class NoisyCritic(TransformedCritic):
+    """A critic whose every input gets ``x + sigma * N(0, I)``; ``sigma()`` is the schedule's
+    current value."""
+
+    def __init__(self, inner: nn.Module, sigma: Any) -> None:
+        super().__init__(inner, self.noisy)
+        self.sigma = sigma
+
+    def noisy(self, x: Tensor) -> Tensor:
+        return x + self.sigma().to(x.dtype) * torch.randn_like(x)
 
 
 @attrs.define

@@ -185,7 +185,12 @@ def test_a_callback_is_attached_as_a_regulariser_and_replays_from_config_yaml(tm
     cfg = resolve(dual({"ema": {"decay": 0.5}, "gradient_penalty": {}}), dual_registry)
     assert set(cfg.callbacks) == {"ema"} and set(cfg.regularisers) == {"gradient_penalty"}
     assert list(cfg.to_dict()["regularisers"]) == ["gradient_penalty", "ema"]  # both under one key
-    assert cfg.to_dict()["regularisers"]["ema"] == {"decay": 0.5, "warmup": True, "half_life_kimg": None}
+    assert cfg.to_dict()["regularisers"]["ema"] == {
+        "decay": 0.5,
+        "warmup": True,
+        "half_life_kimg": None,
+        "start": 0,
+    }
     t = Trainer(cfg, tmp_path / "run")
     t.fit()
     again = read_run(tmp_path / "run", dual_registry)

@@ -343,7 +343,12 @@ def test_samples_come_from_the_ema_of_the_generator_by_default(tmp_path, registr
     t.fit()
     assert t.plain.generator_ema.updates.item() == 3
     recorded = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
-    assert recorded["regularisers"]["ema"] == {"decay": 0.999, "warmup": False, "half_life_kimg": None}
+    assert recorded["regularisers"]["ema"] == {
+        "decay": 0.999,
+        "warmup": False,
+        "half_life_kimg": None,
+        "start": 0,
+    }
     assert recorded["variant"]["ema"] is True
     weights = safetensors.torch.load_file(str(tmp_path / "r" / "generator.safetensors"))
     average = t.plain.generator_ema.average.state_dict()
