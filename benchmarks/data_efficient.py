@@ -122,7 +122,7 @@ def main() -> None:
         f"digits, gan + dcgan (critic without batch norm), {args.steps} steps, batch {args.batch_size}, "
         f"seeds {' '.join(map(str, args.seeds))}; classifier FID and precision/recall against all 1,797 digits"
     )
-    print(f"{'recipe':20s}{'data':>6s}{'FID':>16s}{'vs plain':>10s}{'precision':>12s}{'recall':>12s}")
+    print(f"{'recipe':20s}{'data':>6s}{'FID':>16s}{'vs plain':>10s}{'precision':>16s}{'recall':>16s}")
     for fraction in args.fractions:
         base = results.get(("plain", fraction))
         for recipe in runs:
@@ -152,9 +152,11 @@ def registered(registry, kind: str, name: str) -> bool:
 
 
 def cell(values: list[float], fmt: float) -> str:
-    width, digits = str(fmt).split(".")
+    """``mean ± sd`` over the seeds, right-aligned in a column of 16 (``fmt``: the mean's significant
+    digits after the point, e.g. ``8.3``)."""
+    digits = str(fmt).split(".")[1]
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):>{width}.{digits}g} ± {sd:<{int(width) - 4}.2g}"
+    return f"{f'{statistics.mean(values):.{digits}g} ± {sd:.2g}':>16s}"
 
 
 def write_grids(args: argparse.Namespace, runs: list[str], workdir: Path) -> None:
