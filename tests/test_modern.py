@@ -322,7 +322,7 @@ def test_top_k_fits_the_variants_whose_generator_objective_is_the_loss_alone(reg
     from genfw_plugins.modern import top_k_fits
 
     fits = {v.strip() for v in variants_where(top_k_fits, registry).split(",")}
-    assert fits == {"gan", "lsgan", "dragan", "wgan", "wgan-gp", "sagan", "cgan"}
+    assert fits == {"gan", "lsgan", "dragan", "wgan", "wgan-gp", "sagan", "sngan", "biggan", "cgan"}
     with pytest.raises(
         GenfwError, match=r"top_k replaces the generator's objective.*ACGAN.*variants it applies to: "
     ):
