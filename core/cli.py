@@ -385,7 +385,9 @@ def cmd_plugins(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _component_row(c: Any) -> dict[str, Any]:
+def component_row(c: Any) -> dict[str, Any]:
+    """What ``genfw list --json`` says of component ``c``: kind, name, plugin, help, options (and a
+    variant's slots, players, phases, remedies, presets, default data set and metrics)."""
     row: dict[str, Any] = {
         "kind": c.kind,
         "name": c.name,
@@ -425,6 +427,41 @@ def _component_row(c: Any) -> dict[str, Any]:
     return row
 
 
+def describe_component(r: dict[str, Any]) -> list[str]:
+    """The lines ``genfw list`` prints for one component (a row of :func:`component_row`)."""
+    out: list[str] = []
+    extra_bits = f" [{r['role']}]" if "role" in r else ""
+    out.append(f"  {r['name']}{extra_bits} - {r['help']}  (plugin {r['plugin']})")
+    if r["kind"] == "variant":
+        slots = ", ".join(f"{s}={v['default']}" for s, v in r["slots"].items())
+        players = "; ".join(f"{role} {', '.join(names)}" for role, names in r["players"].items())
+        out.append(f"      slots: {slots}")
+        out.append(f"      players: {players}")
+        for phase, spec in r["phases"].items():
+            when = "" if spec["by_default"] else " (not with the default options)"
+            out.append(f"      phase {phase}{when}: {spec['help'] or '(no help)'}")
+            out.append(f"          provides: {', '.join(spec['provides']) or 'nothing'}")
+        if r["regularisers"]:
+            out.append(f"      regularisers: {', '.join(r['regularisers'])}")
+        for data_kind, preset in r["presets"].items():
+            out.append(f"      preset for {data_kind} data: {json.dumps(preset)}")
+    if r["kind"] == "regulariser":
+        out.append(f"      phases: {', '.join(r['phases'])}; needs: {', '.join(r['needs']) or 'nothing'}")
+    # The flag that sets each option: --plugin.X for variants, --regulariser.NAME.X (every
+    # remedy, callbacks too) and --metric.NAME.X for the kinds a run holds several of,
+    # --KIND.X (the slot) otherwise.
+    prefix = {
+        "variant": "plugin",
+        "regulariser": f"regulariser.{r['name']}",
+        "callback": f"regulariser.{r['name']}",
+        "metric": f"metric.{r['name']}",
+    }
+    flag = prefix.get(r["kind"], r["kind"])
+    for name, o in r["options"].items():
+        out.append(f"      --{flag}.{name} {o['type']} = {o['default']!r}")
+    return out
+
+
 def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     registry = get_host().registry
     kinds = list(KINDS)
@@ -433,7 +470,7 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
         if kind not in KINDS:
             raise GenfwError(f"unknown kind '{args.kind}'; valid kinds: {choices(KINDS)}")
         kinds = [kind]
-    rows = [_component_row(c) for k in kinds for c in registry.all(k).values()]
+    rows = [component_row(c) for k in kinds for c in registry.all(k).values()]
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
@@ -442,35 +479,7 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
         if r["kind"] != current:
             current = r["kind"]
             print(f"{plural(current)}:")
-        extra_bits = f" [{r['role']}]" if "role" in r else ""
-        print(f"  {r['name']}{extra_bits} - {r['help']}  (plugin {r['plugin']})")
-        if r["kind"] == "variant":
-            slots = ", ".join(f"{s}={v['default']}" for s, v in r["slots"].items())
-            players = "; ".join(f"{role} {', '.join(names)}" for role, names in r["players"].items())
-            print(f"      slots: {slots}")
-            print(f"      players: {players}")
-            for phase, spec in r["phases"].items():
-                when = "" if spec["by_default"] else " (not with the default options)"
-                print(f"      phase {phase}{when}: {spec['help'] or '(no help)'}")
-                print(f"          provides: {', '.join(spec['provides']) or 'nothing'}")
-            if r["regularisers"]:
-                print(f"      regularisers: {', '.join(r['regularisers'])}")
-            for data_kind, preset in r["presets"].items():
-                print(f"      preset for {data_kind} data: {json.dumps(preset)}")
-        if r["kind"] == "regulariser":
-            print(f"      phases: {', '.join(r['phases'])}; needs: {', '.join(r['needs']) or 'nothing'}")
-        # The flag that sets each option: --plugin.X for variants, --regulariser.NAME.X (every
-        # remedy, callbacks too) and --metric.NAME.X for the kinds a run holds several of,
-        # --KIND.X (the slot) otherwise.
-        prefix = {
-            "variant": "plugin",
-            "regulariser": f"regulariser.{r['name']}",
-            "callback": f"regulariser.{r['name']}",
-            "metric": f"metric.{r['name']}",
-        }
-        flag = prefix.get(r["kind"], r["kind"])
-        for name, o in r["options"].items():
-            print(f"      --{flag}.{name} {o['type']} = {o['default']!r}")
+        print("\n".join(describe_component(r)))
     return 0
 
 
