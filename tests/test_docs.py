@@ -65,7 +65,10 @@ def test_every_builtin_variant_is_in_the_gallery_or_missing_with_a_reason() -> N
     shown = set(re.findall(r"^### (\S+)$", page, re.M))
     missing = dict(re.findall(r"^- `([^`]+)`: (.+)$", page, re.M))
     for name in _builtin_variants():
-        assert name in shown or missing.get(name, "").strip(), f"{name} is not in docs/gallery.md"
+        assert name in shown or missing.get(name, "").strip(), (
+            f"{name} is not in docs/gallery.md: run python benchmarks/gallery.py --only {name} "
+            "(or --page-only, which lists it as missing)"
+        )
     for image in re.findall(r"\]\((img/gallery/[^)]+)\)", page):
         assert (ROOT / "docs" / image).is_file(), image
 
@@ -75,13 +78,17 @@ def test_gallery_page_lists_a_variant_without_results_as_missing() -> None:
     first, second = list(variants)[:2]
     results = {
         first: {
-            "dataset": "digits", "kind": "image", "steps": 3, "seconds": 1.5, "seed": 0,
+            "dataset": "digits", "kind": "image", "steps": 3, "seconds": 1.5, "cpu_seconds": 1.2, "seed": 0,
             "metrics": ["autoencoding"], "values": {"autoencoding/mse": 0.25}, "samples": f"{first}.png",
         },
         second: {"error": "refused with its defaults: needs --plugin.k"},
     }  # fmt: skip
     page = gallery.write_page(results, variants)
-    assert f"### {first}" in page and "`autoencoding/mse` 0.25" in page and "3 steps (seed 0), 1.5 s" in page
+    assert (
+        f"### {first}" in page
+        and "`autoencoding/mse` 0.25" in page
+        and "3 steps (seed 0): 1.2 s of CPU, 1.5 s wall-clock" in page
+    )
     assert f"- `{second}`: refused with its defaults: needs --plugin.k" in page
     third = list(variants)[2]
     assert f"- `{third}`: not trained yet: `python benchmarks/gallery.py --only {third}`" in page
