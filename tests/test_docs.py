@@ -124,3 +124,16 @@ def test_every_readme_section_the_pages_name_exists() -> None:
     for page in (ROOT / "docs").rglob("*.md"):
         for title in hooks.DIRECTIVE.findall(page.read_text()):
             assert hooks.section(readme, title).strip(), (page, title)
+
+
+def test_rst_docstrings_become_markdown_for_the_reference() -> None:
+    pytest.importorskip("griffe", reason="the docs extra (pip install -e '.[docs]') is not installed")
+    rst = _module(ROOT / "docs" / "griffe_rst.py")
+    text = (
+        "See :class:`~genfw.Variant` and :func:`load`::\n\n    code()\n\n"
+        "=== ====\na   :class:`B`\n=== ====\n\nafter"
+    )
+    assert rst.markdown(text) == (
+        "See `genfw.Variant` and `load`:\n\n    code()\n\n"
+        "```text\n=== ====\na   :class:`B`\n=== ====\n```\n\nafter"
+    )
