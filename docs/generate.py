@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import runpy
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ def _builtin(registry: Any, kind: str) -> dict[str, Any]:
 
 
 def _doc(obj: Any, *, own: bool = False) -> str:
-    """``obj``'s docstring, dedented; with ``own``, empty where it is inherited."""
+    """``obj``'s docstring, dedented, in Markdown; with ``own``, empty where it is inherited."""
     if own and not (isinstance(obj, type) and obj.__dict__.get("__doc__")):
         return ""
-    return inspect.cleandoc(inspect.getdoc(obj) or "")
+    rst = runpy.run_path(str(DOCS / "griffe_rst.py"))
+    return rst["markdown"](inspect.cleandoc(inspect.getdoc(obj) or ""))
 
 
 def _family(component: Any) -> str:

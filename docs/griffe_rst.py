@@ -1,14 +1,18 @@
 """A griffe extension for the API reference: genfw's docstrings are written in reStructuredText
 for ``help()`` and pydoc; the site renders Markdown. Roles (``:class:`Variant```) become code
 spans, simple tables (as written) (rows between ``=====`` rules) and ``::`` literal blocks become code blocks.
-The docstrings themselves stay as they are."""
+The docstrings themselves stay as they are. ``docs/generate.py`` uses :func:`markdown` for the
+variant pages too (without griffe, which only the docs extra installs)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-import griffe
+try:
+    import griffe
+except ImportError:  # docs/generate.py needs only markdown()
+    griffe = None
 
 ROLE = re.compile(r":(?:py:)?[a-z]+:`~?([^`]+)`")
 RULE = re.compile(r"^\s*=+( +=+)+\s*$")
@@ -39,7 +43,9 @@ def markdown(text: str) -> str:
     return re.sub(r"(\S)::$", r"\1:", "\n".join(out), flags=re.M).replace("\n::\n", "\n")
 
 
-class RstToMarkdown(griffe.Extension):
-    def on_instance(self, *, obj: Any, **_: Any) -> None:
-        if obj.docstring is not None:
-            obj.docstring.value = markdown(obj.docstring.value)
+if griffe is not None:
+
+    class RstToMarkdown(griffe.Extension):
+        def on_instance(self, *, obj: Any, **_: Any) -> None:
+            if obj.docstring is not None:
+                obj.docstring.value = markdown(obj.docstring.value)

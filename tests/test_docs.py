@@ -127,7 +127,6 @@ def test_every_readme_section_the_pages_name_exists() -> None:
 
 
 def test_rst_docstrings_become_markdown_for_the_reference() -> None:
-    pytest.importorskip("griffe", reason="the docs extra (pip install -e '.[docs]') is not installed")
     rst = _module(ROOT / "docs" / "griffe_rst.py")
     text = (
         "See :class:`~genfw.Variant` and :func:`load`::\n\n    code()\n\n"
