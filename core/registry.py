@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -54,8 +55,7 @@ class Component:
                 default = f.default.factory()
             else:
                 default = f.default
-            tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            out.append((f.name, str(tname), default))
+            out.append((f.name, _type_name(f.type), default))
         return out
 
 
@@ -86,6 +86,16 @@ REMEDY_KINDS = {"regulariser": "callback", "callback": "regulariser"}
 
 # Kinds whose factories take shapes or sizes and may refuse them with ValueError.
 SHAPED_KINDS = frozenset({"generator", "critic", "encoder", "prior"})
+
+
+def _type_name(t: Any) -> str:
+    """An option's type as its annotation reads (``list[int]``, ``float | None``), the same whether
+    attrs has resolved the annotation (after cattrs structured the options) or not."""
+    if isinstance(t, str):
+        return t
+    if isinstance(t, type) and not isinstance(t, types.GenericAlias):
+        return t.__name__
+    return str(t).replace("typing.", "")
 
 
 def _first_line(obj: Any) -> str:

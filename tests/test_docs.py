@@ -136,3 +136,31 @@ def test_rst_docstrings_become_markdown_for_the_reference() -> None:
         "See `genfw.Variant` and `load`:\n\n    code()\n\n"
         "```text\n=== ====\na   :class:`B`\n=== ====\n```\n\nafter"
     )
+
+
+def test_option_types_read_the_same_before_and_after_attrs_resolves_them() -> None:
+    """The generated pages (and ``genfw list``) must not depend on whether cattrs has structured
+    an options class yet: ``list[int]`` stays ``list[int]``, not ``list``."""
+    import attrs
+
+    from genfw.registry import Component, PluginInfo
+
+    ns: dict[str, object] = {}
+    exec(  # an options class with string annotations, as under `from __future__ import annotations`
+        "from __future__ import annotations\nimport attrs\n"
+        "@attrs.define\nclass Opts:\n    hidden: list[int] = [1]\n    scale: float | None = None\n    n: int = 2\n",
+        ns,
+    )
+    opts = ns["Opts"]
+    component = Component("generator", "x", object, opts, PluginInfo("p"))  # type: ignore[arg-type]
+    before = component.option_fields()
+    attrs.resolve_types(opts)
+    assert (
+        component.option_fields()
+        == before
+        == [
+            ("hidden", "list[int]", [1]),
+            ("scale", "float | None", None),
+            ("n", "int", 2),
+        ]
+    )
