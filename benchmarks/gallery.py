@@ -41,7 +41,7 @@ PAGE = ROOT / "docs" / "gallery.md"
 IMAGES = ROOT / "docs" / "img" / "gallery"
 RESULTS = IMAGES / "results.json"
 BUILTIN = "genfw"  # the distribution of the built-in plugins
-STEPS = 1000  # the default budget: measured in docs/gallery.md (CPU minutes for every variant)
+STEPS = 2000  # the default budget: about 10 minutes of CPU for every variant (docs/gallery.md)
 SAMPLES = {"image": 64, "points": 1000}
 RECONSTRUCTIONS = 16
 
