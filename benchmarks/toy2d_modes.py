@@ -68,6 +68,15 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     # PacGAN4: packs of 4 (64 packs per batch of 256).
     "gan+packing": ("gan", {**TOY, "regularisers": {"packing": {"m": 4}}}),
     "gan+packing+ema": ("gan", {**TOY, "regularisers": {"packing": {"m": 4}, "ema": {}}}),
+    # The same with both learning rates decaying linearly to 0 over the run (train.lr_schedule).
+    "gan+packing+ema+linear_lr": (
+        "gan",
+        {
+            **TOY,
+            "train": {**TOY["train"], "lr_schedule": "linear"},
+            "regularisers": {"packing": {"m": 4}, "ema": {}},
+        },
+    ),
 }
 DEFAULT_RUNS = list(RUNS)
 
