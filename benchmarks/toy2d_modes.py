@@ -102,7 +102,8 @@ def config(variant: str, extra: dict[str, Any], steps: int, seed: int, which: st
 
 
 def missing(registry, extra: dict[str, Any]) -> list[str]:
-    names = registry.all("regulariser")
+    """The remedies a run names that are registered neither as regulariser nor as callback."""
+    names = {*registry.names("regulariser"), *registry.names("callback")}
     return [r for r in extra.get("regularisers", {}) if r not in names]
 
 
