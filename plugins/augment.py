@@ -207,14 +207,20 @@ def policy_names(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def _valid_policy(_: Any, attribute: attrs.Attribute, value: str) -> None:
-    names = policy_names(value)
-    wrong = [n for n in names if n not in POLICIES]
-    if not names or wrong or len(set(names)) != len(names):
-        raise ValueError(
-            f"{attribute.name} must be a comma-separated selection of {', '.join(POLICIES)} without "
-            f"repeats (the authors': color,translation,cutout), got {value!r}"
-        )
+def selection_of(choices: Any, example: str) -> Callable[[Any, attrs.Attribute, str], None]:
+    """Validator of a comma-separated selection of ``choices`` without repeats (``example``: the
+    authors' choice, quoted in the message)."""
+
+    def check(_: Any, attribute: attrs.Attribute, value: str) -> None:
+        names = policy_names(value)
+        wrong = [n for n in names if n not in choices]
+        if not names or wrong or len(set(names)) != len(names):
+            raise ValueError(
+                f"{attribute.name} must be a comma-separated selection of {', '.join(choices)} without "
+                f"repeats ({example}), got {value!r}"
+            )
+
+    return check
 
 
 @attrs.define
@@ -223,7 +229,10 @@ class DiffAugmentOptions:
 
     # Comma-separated policies, applied in this order: color (brightness, saturation, contrast),
     # translation (1/8 of the side, zero padding), cutout (half the side).
-    policy: str = attrs.field(default="color,translation,cutout", validator=_valid_policy)
+    policy: str = attrs.field(
+        default="color,translation,cutout",
+        validator=selection_of(POLICIES, "the authors': color,translation,cutout"),
+    )
 
 
 class DiffAugment(Callback):
@@ -511,16 +520,6 @@ class AdaState(nn.Module):
             buf.zero_()
 
 
-def _valid_groups(_: Any, attribute: attrs.Attribute, value: str) -> None:
-    names = policy_names(value)
-    wrong = [n for n in names if n not in GROUPS]
-    if not names or wrong or len(set(names)) != len(names):
-        raise ValueError(
-            f"{attribute.name} must be a comma-separated selection of {', '.join(GROUPS)} without repeats "
-            f"(the authors' bgc: blit,geom,color), got {value!r}"
-        )
-
-
 @attrs.define
 class AdaOptions:
     """Options of adaptive discriminator augmentation (defaults: the authors' code)."""
@@ -537,7 +536,9 @@ class AdaOptions:
     # Comma-separated groups of ops: blit (x-flip, rot90, integer translation), geom (scaling,
     # rotation, anisotropic scaling, fractional translation), color (brightness, contrast, luma
     # flip, hue, saturation): the authors' 'bgc'.
-    groups: str = attrs.field(default="blit,geom,color", validator=_valid_groups)
+    groups: str = attrs.field(
+        default="blit,geom,color", validator=selection_of(GROUPS, "the authors' bgc: blit,geom,color")
+    )
 
 
 class Ada(Callback):
