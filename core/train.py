@@ -494,7 +494,11 @@ class Trainer:
         They back off (halve) at each, so a run whose losses truly diverged drives a scale below
         :data:`MIN_LOSS_SCALE` within a few dozen steps; until then its weights are never updated
         with a non-finite gradient (and every checkpoint's are checked)."""
-        return bool(self._scalers) and min(s.get_scale() for s in self._scalers.values()) >= MIN_LOSS_SCALE
+        return bool(self._scalers) and self._loss_scale() >= MIN_LOSS_SCALE
+
+    def _loss_scale(self) -> float:
+        """fp16: the smallest of the players' loss scales."""
+        return min(s.get_scale() for s in self._scalers.values())
 
     # -- sampling, metrics and logs (main process) ------------------------------------------------
     def sampling_modules(self) -> Modules:
@@ -615,7 +619,7 @@ class Trainer:
     def _scale_note(self) -> str:
         if not self._scalers:
             return ""
-        return f"; the fp16 loss scale fell to {min(s.get_scale() for s in self._scalers.values()):.3g}"
+        return f"; the fp16 loss scale fell to {self._loss_scale():.3g}"
 
     def _resume(self) -> None:
         """Load the latest checkpoint, after checking all of it against this run's model."""
