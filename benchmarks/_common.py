@@ -1,4 +1,5 @@
-"""What several benchmarks share: the digits classifier that scores them (``genfw train-evaluator``)."""
+"""What several benchmarks share: the classifier that scores them (``genfw train-evaluator``), and
+whether a remedy they name is registered."""
 
 from __future__ import annotations
 
@@ -29,3 +30,9 @@ def classifier_metrics(weights: str, n: int = 1797) -> dict[str, dict]:
     """Metrics options: FID and precision/recall in the classifier's feature space, on ``n`` samples."""
     feats = {"extractor": "classifier", "weights": weights, "num_samples": n, "progress": False}
     return {"fid": dict(feats), "precision_recall": dict(feats)}
+
+
+def is_remedy(registry, name: str) -> bool:
+    """Whether ``name`` is registered as a remedy: a regulariser or a callback (both are attached as
+    ``--regulariser NAME``)."""
+    return name in registry.names("regulariser") or name in registry.names("callback")

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import classifier_metrics, digits_evaluator
+from _common import classifier_metrics, digits_evaluator, is_remedy
 
 from genfw.config import resolve
 from genfw.plugins import get_registry
@@ -147,8 +147,7 @@ def needs(recipe: str) -> list[tuple[str, str]]:
 
 
 def registered(registry, kind: str, name: str) -> bool:
-    kinds = ("regulariser", "callback") if kind == "remedy" else (kind,)
-    return any(name in registry.names(k) for k in kinds)
+    return is_remedy(registry, name) if kind == "remedy" else name in registry.names(kind)
 
 
 def cell(values: list[float], fmt: float) -> str:

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import is_remedy
+
 from genfw.config import resolve
 from genfw.errors import GenfwError
 from genfw.plugins import get_registry
@@ -103,8 +105,7 @@ def config(variant: str, extra: dict[str, Any], steps: int, seed: int, which: st
 
 def missing(registry, extra: dict[str, Any]) -> list[str]:
     """The remedies a run names that are registered neither as regulariser nor as callback."""
-    names = {*registry.names("regulariser"), *registry.names("callback")}
-    return [r for r in extra.get("regularisers", {}) if r not in names]
+    return [r for r in extra.get("regularisers", {}) if not is_remedy(registry, r)]
 
 
 def main() -> None:
