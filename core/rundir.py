@@ -438,13 +438,14 @@ def check_run_state(
     rngs = {"cpu": torch.get_rng_state()}
     if "cuda" in rng and torch.cuda.is_available():
         rngs["cuda"] = torch.cuda.get_rng_state()
-    for key, mine in rngs.items():
-        if (
-            not isinstance(rng[key], torch.Tensor)
-            or rng[key].dtype != mine.dtype
-            or rng[key].shape != mine.shape
-        ):
-            raise fail(f"rng/{key} must be a {mine.dtype} tensor of shape {list(mine.shape)}")
+    ranks = rng.get("ranks", [])
+    if not isinstance(ranks, list) or not all(isinstance(r, dict) for r in ranks):
+        raise fail("'rng/ranks' must be a list of each process's random states")
+    for where, states in [("rng", rng)] + [(f"rng/ranks/{i}", r) for i, r in enumerate(ranks)]:
+        for key, mine in rngs.items():
+            value = states.get(key)
+            if not isinstance(value, torch.Tensor) or value.dtype != mine.dtype or value.shape != mine.shape:
+                raise fail(f"{where}/{key} must be a {mine.dtype} tensor of shape {list(mine.shape)}")
     loader = state.get("loader", {"epoch": 0, "pos": 0})
     if loader_size is not None and not (
         isinstance(loader, dict)

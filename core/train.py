@@ -554,6 +554,15 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state()
+        if self.accelerator.num_processes > 1:
+            # Every process's own random state (its noise, its augmentations' draws): a resume on as
+            # many processes hands each rank its own and continues bit for bit.
+            rows = {
+                key: self.accelerator.gather(value.to(self.accelerator.device)[None]).cpu()
+                for key, value in state["rng"].items()
+            }
+            world = self.accelerator.num_processes
+            state["rng"]["ranks"] = [{key: rows[key][r].clone() for key in rows} for r in range(world)]
         if isinstance(self.loader, (TensorLoader, StreamLoader)):
             state["loader"] = self.loader.state_dict()
         if isinstance(self.loader, StreamLoader) and self.accelerator.num_processes > 1:
@@ -650,13 +659,26 @@ class Trainer:
         schedules.unscheduled_resume(
             state.get("callbacks", {}), self.callbacks.names(), self.phases, self.optimizers
         )
-        if state.get("world") == 1 and self.accelerator.num_processes == 1:
-            torch.set_rng_state(state["rng"]["cpu"])
-            if "cuda" in state["rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state(state["rng"]["cuda"])
+        rng = own_random_state(state, self.accelerator.num_processes, self.accelerator.process_index)
+        if rng is not None:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"])
         else:  # another world size: fresh, deterministic streams per process
             seed_process(self.opts.seed + 7919 * step, self.accelerator.process_index)
         self.step = step
+
+
+def own_random_state(state: dict[str, Any], world: int, rank: int) -> dict[str, Any] | None:
+    """The random state a checkpoint holds for process ``rank`` of ``world``: the one state of a
+    one-process checkpoint, each rank's own of a checkpoint of as many processes; ``None`` for
+    another world size (or a multi-process checkpoint of a genfw that kept the main process's alone)."""
+    if state.get("world", 1) != world:
+        return None
+    if world == 1:
+        return state["rng"]
+    ranks = state["rng"].get("ranks")
+    return ranks[rank] if isinstance(ranks, list) and len(ranks) == world else None
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Result:

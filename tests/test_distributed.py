@@ -249,6 +249,16 @@ def two_processes(tmp_path_factory, registry):
             "args": ["train", "--resume", str(tmp / "one"), "--steps", "8", "--no-progress"],
         }
     )
+    # A 2-process run of 8 steps, and the same run stopped after 4 and resumed on 2 processes.
+    eight = tmp / "gan8.yaml"
+    eight.write_text(yaml.safe_dump({**tiny_config("gan"), "train": {**TRAIN, "steps": 8}}))
+    for out, args in [
+        ("straight", ["--config", str(eight)]),
+        ("stopped", ["--config", str(tmp / "gan.yaml")]),
+        ("stopped", ["--resume", str(tmp / "stopped"), "--steps", "8"]),
+    ]:
+        run = ["--out", str(tmp / out)] if args[0] == "--config" else []
+        jobs.append({"out": str(tmp / out), "args": ["train", *args, *run, "--cpu", "--no-progress"]})
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     (tmp / "worker.py").write_text(WORKER)
     env = {k: v for k, v in os.environ.items() if k != ENV_LOAD}
@@ -323,6 +333,19 @@ def test_a_one_process_checkpoint_resumes_on_two_processes(two_processes):
     assert r0["start_step"] == r1["start_step"] == 4 and r0["step"] == 8
     assert r0["start"] == r1["start"] == two_processes["one_digest"]  # exactly the saved weights
     assert r0["final"] == r1["final"] != r0["start"]
+
+
+@pytest.mark.slow
+def test_a_two_process_resume_continues_bit_for_bit(two_processes):
+    """Each process's random state rides in the checkpoint: stopped at step 4 and resumed on as
+    many processes, the run ends on the weights of the run that was never stopped."""
+    assert two_processes["proc"].returncode == 0, explain(two_processes["proc"])
+    tmp = two_processes["tmp"]
+    straight = [rank[str(tmp / "straight")] for rank in two_processes["ranks"]]
+    stopped = [rank[str(tmp / "stopped")] for rank in two_processes["ranks"]]
+    assert all(r["exit"] == 0 and r["step"] == 8 for r in straight + stopped)
+    assert [r["start_step"] for r in stopped] == [4, 4]  # the records of the resumed launch
+    assert stopped[0]["final"] == straight[0]["final"] == stopped[1]["final"]
 
 
 @pytest.mark.slow

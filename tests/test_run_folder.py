@@ -241,6 +241,14 @@ TAMPERED = {
         "net.0.weight is torch.float32 [16, 3], the model's is torch.float32 [16, 64]",
     ),
     "rng.cpu a list": (lambda m, t: _state(m, t, "rng/cpu", [1, 2]), "rng/cpu must be a torch.uint8 tensor"),
+    "rng.ranks a mapping": (
+        lambda m, t: _state(m, t, "rng/ranks", {"0": 1}),
+        "'rng/ranks' must be a list of each process's random states",
+    ),
+    "a rank's rng without cpu": (
+        lambda m, t: _state(m, t, "rng/ranks", [{}]),
+        "rng/ranks/0/cpu must be a torch.uint8 tensor",
+    ),
     "loader position a string": (
         lambda m, t: _state(m, t, "loader/pos", "x"),
         "'loader' must hold an epoch and a position",
