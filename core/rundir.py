@@ -305,13 +305,21 @@ def load_model(run_dir: Path, cfg: RunConfig, *, with_data: bool) -> tuple[Built
 
     With ``with_data`` the data set is built too and every module is loaded from the latest
     checkpoint (for metrics and reconstructions) and the modules returned are those samples are
-    drawn with (the callbacks' choice: EMA weights); without, only the exported sampling modules are
-    loaded from ``generator.safetensors`` and the data set is not needed.
+    drawn with (the callbacks' choice: EMA weights); an exported folder (``genfw export``) has no
+    checkpoint, and its modules (those ``model.safetensors`` holds, already the sampling weights)
+    are loaded from it. Without, only the exported sampling modules are loaded from
+    ``generator.safetensors`` and the data set is not needed.
     """
+    from genfw import export
+
     run_dir = Path(run_dir)
     if with_data:
         built = build(cfg)
         model = built.model
+        if export.folder_kind(run_dir) == "export":
+            names = export.exported_modules(run_dir)
+            load_sampling_weights(run_dir, model, weights=export.MODEL_FILE, names=names)
+            return built, model, Modules(model.modules)
         load_checkpoint(run_dir / "checkpoints", model)
         return built, model, built.callbacks.sampler(Modules(model.modules))
     data = read_data_info(run_dir)
@@ -349,6 +357,16 @@ def load_sampler(
     # The callbacks shape the modules (spectral norm, EMA copies); the weights file holds the
     # sampling weights (the callbacks' sampler's choice) under the export names.
     model, _ = build_model(cfg, data)
+    load_sampling_weights(folder, model, weights=weights, names=names)
+    return model, Modules(model.modules)
+
+
+def load_sampling_weights(
+    folder: Path, model: Model, *, weights: str, names: tuple[str, ...] | None = None
+) -> None:
+    """Load the modules ``names`` (default: the model's ``export``) of ``model`` from the weights
+    file ``folder/weights``, after checking that the model has each one; they are then the weights
+    samples are drawn with, whatever the callbacks' sampler would choose."""
     names = tuple(model.export) if names is None else names
     missing = [n for n in names if n not in model.modules]
     if missing:
@@ -360,7 +378,6 @@ def load_sampler(
     checkpoint.load_weights(Path(folder) / weights, chosen)
     tensors = {f"{n}.{k}": v for n, mod in chosen.items() for k, v in mod.state_dict().items()}  # its keys
     check_finite(tensors, str(Path(folder) / weights))
-    return model, Modules(model.modules)
 
 
 def load_checkpoint_weights(

@@ -129,6 +129,27 @@ def test_export_of_an_ema_run_holds_the_averaged_generator(tmp_path, run_cli):
     assert torch.equal(genfw.load(dest).sample(5, seed=2), genfw.load(run).sample(5, seed=2))
 
 
+def test_eval_of_an_export_gives_the_runs_metrics(exported, run_cli, tmp_path):
+    """genfw eval DIR reads an exported folder's model.safetensors (no checkpoint there): its
+    metrics, the encoder's included, are the run's, and only eval.json is added to the folder."""
+    run, dest = exported
+    copy = tmp_path / "exported"
+    shutil.copytree(dest, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    results = []
+    for folder in (run, copy):
+        code, out, err = run_cli(
+            "eval", folder, "--metric", "autoencoding", "--metric.fid.extractor", "raw",
+            "--metric.fid.num_samples", "100",
+        )  # fmt: skip
+        assert code == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert results[0] == results[1]
+    assert {"fid/fid", "autoencoding/reconstruction", "autoencoding/elbo"} <= set(results[1])
+    assert json.loads((copy / "eval.json").read_text()) == results[1]
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "eval.json"} == before
+
+
 def test_export_refusals(exported, run_cli, tmp_path):
     run, dest = exported
 
