@@ -52,7 +52,9 @@ class SNGAN(GAN):
         "critic": Slot("critic", "resnet", help="scores samples (given their label)"),
         "loss": Slot("loss", "hinge", role="adversarial"),
     }
-    replayable: ClassVar[bool] = False  # conditional by default: a past fake has no label
+    # Unconditional with conditional: never or unlabelled data; a conditional model is refused by
+    # experience replay and packing when it is built (a past fake, a pack, has no label).
+    replayable: ClassVar[bool] = True
     options: SNGANOptions
 
     @classmethod

@@ -493,6 +493,15 @@ class ExperienceReplayOptions:
     share: float = attrs.field(default=0.5, validator=check.in_interval(0, 1, low_open=True, high_open=True))
 
 
+def unconditional_hint(variant: VariantInfo) -> str:
+    """How to train ``variant`` unconditionally, where its ``conditional`` option (SNGAN's,
+    BigGAN's: auto, always, never) made it class-conditional; empty otherwise."""
+    mode = getattr(variant.options, "conditional", None)
+    if mode in ("auto", "always"):
+        return f", and this {variant.name} is class-conditional (conditional: {mode}): --plugin.conditional never"
+    return ""
+
+
 class ExperienceReplay(Callback):
     """Experience replay (Shrivastava et al. 2017, section 2.3; Pfau & Vinyals 2016).
 
@@ -516,7 +525,8 @@ class ExperienceReplay(Callback):
         generators = players(model, variant.players.generators, "experience_replay", "generators", variant)
         if model.num_classes or any(getattr(model.modules[g], "num_classes", 0) for g in generators):
             raise GenfwError(
-                f"experience_replay works with unconditional generators only (a past fake has no label); {applies}"
+                f"experience_replay works with unconditional generators only (a past fake has no label)"
+                f"{unconditional_hint(variant)}; {applies}"
             )
         for g in generators:
             if not getattr(model.modules[g], "replayable", True):
@@ -902,7 +912,9 @@ class Packing(Callback):
         names = players(model, variant.players.critics, "packing", "critics", variant)
         generators = players(model, variant.players.generators, "packing", "generators", variant)
         if model.num_classes or any(getattr(model.modules[g], "num_classes", 0) for g in generators):
-            raise GenfwError(f"packing judges packs of unlabelled samples; {applies}")
+            raise GenfwError(
+                f"packing judges packs of unlabelled samples{unconditional_hint(variant)}; {applies}"
+            )
         slots = {n: variant.players.slot_of(n) for n in names}
         if not variant.factory.replayable or not all(s in ctx.components for s in slots.values()):
             raise GenfwError(

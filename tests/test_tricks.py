@@ -724,6 +724,32 @@ def test_packing_refusals(registry, tmp_path):
         Trainer(resolve(r, registry), tmp_path / "r").fit()
 
 
+@pytest.mark.parametrize("trick", ["packing", "experience_replay"])
+def test_sngan_and_biggan_take_packing_and_replay_when_unconditional(registry, trick):
+    """Their conditional option decides: never builds with the remedy (a packed critic, a replay
+    buffer), auto on labelled digits is refused in one line that names the option."""
+    from genfw_plugins.tricks import PackedCritic
+
+    for name in ("sngan", "biggan"):
+        nets = {"name": "resnet", "channels": 8}
+        kw = {"critic": dict(nets)} if name == "biggan" else {"generator": dict(nets), "critic": dict(nets)}
+        if name == "biggan":
+            kw["generator"] = {"name": "biggan", "channels": 8}
+        plain = build(
+            resolve(raw({"name": name, "conditional": "never"}, "digits", {trick: {}}, **kw), registry)
+        )
+        assert plain.model.num_classes == 0
+        if trick == "packing":
+            assert isinstance(plain.model.modules["critic"], PackedCritic)
+        else:
+            assert "experience_replay" in plain.model.modules
+        with pytest.raises(GenfwError) as info:
+            build(resolve(raw(name, "digits", {trick: {}}, **kw), registry))
+        assert f"this {name} is class-conditional (conditional: auto): --plugin.conditional never" in str(
+            info.value
+        )
+
+
 @pytest.mark.parametrize("penalty", ["gradient_penalty", "dragan"])
 def test_gradient_penalties_take_one_norm_per_pack(registry, penalty):
     """The packed critic is a function of a whole pack, so its Lipschitz constraint is on the
