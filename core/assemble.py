@@ -73,6 +73,7 @@ def build_model(cfg: RunConfig, data: DataInfo) -> tuple[Model, BuildContext]:
         events=Callbacks(),
         registry=cfg.registry,
         batch_size=cfg.train.batch_size,
+        remedies={n: spec.options for n, spec in {**cfg.regularisers, **cfg.callbacks}.items()},
     )
     model = cfg.variant.build().build(ctx)
     callbacks = [(name, spec.build()) for name, spec in cfg.callbacks.items()]

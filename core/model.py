@@ -182,6 +182,10 @@ class BuildContext:
     # The run's train.batch_size (per process): schedules counted in images (an EMA's half-life)
     # read it; None where no run config is at hand.
     batch_size: int | None = None
+    # The validated options of every remedy the run attaches (regularisers and callbacks: the
+    # variant's own with the user's merged over them), by name: a variant whose other settings
+    # follow one of them reads it here (StyleGAN2's Adam correction follows r1's interval).
+    remedies: Mapping[str, Any] = attrs.field(factory=dict)
 
     def __getitem__(self, slot: str) -> ComponentSpec:
         return self.components[slot]

@@ -524,7 +524,10 @@ class StyleGAN2(AdversarialGAN, Variant):
         self.prior = ctx["prior"].build(dim=o.latent_dim)
         self.loss = ctx["loss"].build()
         betas = (o.beta1, o.beta2)
-        d_interval = o.r1_interval if o.r1_gamma > 0 else 1
+        # Adam's correction follows the r1 the run attaches (its own, with a user's
+        # --regulariser.r1.* merged over it), not only the options it was attached with.
+        r1 = ctx.remedies.get("r1")
+        d_interval = r1.interval if r1 is not None else 1
         g_interval = o.pl_interval if o.pl_weight > 0 else 1
         phases = self.adversarial_phases(
             ctx,

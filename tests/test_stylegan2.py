@@ -264,6 +264,26 @@ def test_lazy_regularisation_corrects_adams_learning_rate_and_betas(registry):
     assert "r1" not in plain.regularisers["critic"] and "path_length" not in plain.model.modules
 
 
+@pytest.mark.parametrize(
+    "r1, c",
+    [
+        ({"interval": 4}, 4 / 5),
+        ({"interval": 1}, 1.0),
+        ({"gamma": 2.0, "interval": 8}, 8 / 9),
+        ({"gamma": 2.0}, 16 / 17),
+    ],
+)
+def test_adams_correction_follows_the_r1_the_run_attaches(registry, r1, c):
+    """--regulariser.r1.* merged over the variant's own r1: the correction follows the interval
+    the penalty runs at (it kept the variant's 16 before)."""
+    cfg = resolve({**raw(1), "regularisers": {"r1": r1}}, registry)
+    built = build(cfg)
+    critic, _ = built.model.phases
+    assert critic.optim.lr == pytest.approx(0.002 * c)
+    assert critic.optim.betas == (0.0, pytest.approx(0.99**c))
+    assert cfg.regularisers["r1"].options.interval == r1.get("interval", 16)
+
+
 def test_lazy_r1_every_16th_critic_step_times_16(registry):
     cfg = resolve(raw(1), registry)
     assert cfg.regularisers["r1"].options.gamma == 10.0 and cfg.regularisers["r1"].options.interval == 16
