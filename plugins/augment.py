@@ -92,13 +92,10 @@ def translate(x: Tensor, dy: Tensor, dx: Tensor, padding: str = "zeros") -> Tens
 
 
 class AugmentedCritic(TransformedCritic):
-    """A critic whose every input ``x (B, C, H, W)`` is ``augment(x)`` first (a plain attribute, not
-    a submodule: the augmentation's state is a module of the model). ``features`` and ``head``
-    are the inner critic's, with the same augmentation; other members are the inner critic's."""
-
-    def __init__(self, inner: nn.Module, augment: Callable[[Tensor], Tensor]) -> None:
-        super().__init__(inner, augment)
-        self.augment = augment
+    """A critic whose every input ``x (B, C, H, W)`` is augmented first: ``AugmentedCritic(inner,
+    augment)``, ``augment`` its ``transform`` (a plain attribute, not a submodule: the
+    augmentation's state is a module of the model). ``features`` and ``head`` are the inner
+    critic's, with the same augmentation; other members are the inner critic's."""
 
 
 def has_data_critics(variant: VariantInfo) -> bool:
