@@ -40,7 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "gallery.md"
 IMAGES = ROOT / "docs" / "img" / "gallery"
 RESULTS = IMAGES / "results.json"
-BUILTIN = "genfw"  # the distribution of the built-in plugins
+# The generated variant pages show the gallery's pictures; the two pick the built-in variants and
+# their family alike (docs/generate.py's builtin and is_autoencoder).
+GENERATE = runpy.run_path(str(ROOT / "docs" / "generate.py"))
+is_autoencoder = GENERATE["is_autoencoder"]
 STEPS = 2000  # the default budget: about 10 minutes of CPU for every variant (docs/gallery.md)
 SAMPLES = {"image": 64, "points": 1000}
 RECONSTRUCTIONS = 16
@@ -48,11 +51,7 @@ RECONSTRUCTIONS = 16
 
 def builtin_variants() -> dict[str, Any]:
     """The registry's variants from the built-in plugins, by name, in registration order."""
-    return {name: c for name, c in get_host().registry.all("variant").items() if c.plugin.dist == BUILTIN}
-
-
-def is_autoencoder(component: Any) -> bool:
-    return bool(component.factory.players.encoders)
+    return GENERATE["builtin"](get_host().registry, "variant")
 
 
 def train_one(name: str, steps: int, seed: int, work: Path) -> dict[str, Any]:
@@ -219,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     PAGE.write_text(write_page(results, variants))
     print(PAGE)
     # The variant pages show the gallery's pictures: regenerate them (docs/generate.py).
-    runpy.run_path(str(ROOT / "docs" / "generate.py"))["main"]([])
+    GENERATE["main"]([])
     return 0
 
 

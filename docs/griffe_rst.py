@@ -29,8 +29,6 @@ def markdown(text: str) -> str:
             if not in_table:  # the first rule opens the table
                 out.append("```text")
                 in_table = True
-                out.append(line)
-                continue
             out.append(line)
             continue
         if in_table and not line.strip():  # a blank line after the closing rule ends it

@@ -32,7 +32,7 @@ gallery = _module(ROOT / "benchmarks" / "gallery.py")
 
 
 def _builtin_variants() -> list[str]:
-    return [n for n, c in get_host().registry.all("variant").items() if c.plugin.dist == "genfw"]
+    return list(generate.builtin(get_host().registry, "variant"))
 
 
 def test_generated_pages_are_up_to_date_with_the_registry() -> None:
